@@ -1,0 +1,43 @@
+"""What a run returns, in either runtime."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Violation(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An invariant that did not hold (the serialisable part of InvariantViolation)."""
+
+    invariant: str  # id, e.g. "task.processing-on-one-worker"
+    text: str
+    entity: str  # what it is about, e.g. "task 'x-1'"
+    key: str = ""
+    start: str = ""
+    finish: str = ""
+    stimulus_id: str = ""
+    time: float = 0.0
+    detail: str = ""
+
+
+class Outcome(msgspec.Struct, omit_defaults=True):
+    results_ok: bool  # every wanted key has the right value or the error its task raised
+    makespan: float  # seconds (virtual in the simulator)
+    n_tasks: int
+    transitions: int  # scheduler + workers
+    digest: str  # hash of the stimulus stream; equal seeds give equal digests
+    busy: dict[str, float] = {}  # worker name -> seconds spent executing
+    n_stimuli: int = 0
+    n_erred: int = 0  # keys that ended in error (raised, or blamed on one that did)
+    wrong: list[str] = []  # keys whose result or error was not what it should be
+    stale_reports: int = 0
+    faults: dict[str, int] = {}  # kind -> count injected
+    invariant_checks: int = 0
+    violations: list[Violation] = []
+    runs: dict[str, int] = {}  # key -> body runs, only for keys that ran more than once
+    steals: int = 0
+    wall_time: float = 0.0
+    trace_path: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.results_ok and not self.violations

@@ -1,0 +1,318 @@
+"""Every message squall's state machines exchange, defined once.
+
+The same msgspec Structs are the wire format (msgpack over ZeroMQ), the trace format
+(JSON Lines) and the inputs and outputs of ``SchedulerState.handle`` and
+``WorkerState.handle``. A *stimulus* is something a state machine receives; an
+*instruction* is something it asks its runtime to do. A scheduler's instruction to a
+worker (``ComputeTask``) is that worker's stimulus, so most messages are both.
+
+Every message carries the ``stimulus_id`` of the event that caused it; stimuli also
+carry ``time``, the only clock the state machines ever read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Message(msgspec.Struct, tag_field="op", frozen=True, kw_only=True, omit_defaults=True):
+    """Base of every message. ``op`` (the tag) names the type on the wire and in traces."""
+
+    stimulus_id: str
+
+
+class TaskSpecMsg(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+    """What the scheduler needs to know of one task of a submitted graph."""
+
+    key: str
+    deps: tuple[str, ...] = ()
+    prefix: str = ""
+    duration: float | None = None  # the user's hint, in seconds; None: unknown
+    nbytes: int | None = None  # expected output size hint
+    priority: int = 0
+    restrictions: tuple[str, ...] = ()  # worker names allowed to run it; () = any
+    has_run_spec: bool = False  # real mode: a cloudpickled body travels beside the header
+
+
+# ---------------------------------------------------------------- client -> scheduler
+
+
+class UpdateGraph(Message, tag="update-graph"):
+    time: float
+    client: str
+    tasks: tuple[TaskSpecMsg, ...]
+    wanted: tuple[str, ...]  # keys whose results the client wants
+
+
+class ClientReleasesKeys(Message, tag="client-releases-keys"):
+    time: float
+    client: str
+    keys: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- cluster membership
+
+
+class AddWorker(Message, tag="add-worker"):
+    time: float
+    worker: str
+    nthreads: int = 1
+    bandwidth: float | None = None  # bytes/s the worker reports, if known
+
+
+class RemoveWorker(Message, tag="remove-worker"):
+    time: float
+    worker: str
+    reason: str = "closed"  # "closed" (graceful), "died", "heartbeat-timeout"
+
+
+# ---------------------------------------------------------------- worker -> scheduler
+
+
+class TaskFinished(Message, tag="task-finished"):
+    time: float
+    worker: str
+    key: str
+    nbytes: int
+    duration: float  # measured compute time
+
+
+class TaskErred(Message, tag="task-erred"):
+    time: float
+    worker: str
+    key: str
+    exception: str  # one-line repr of the exception
+    traceback: str = ""
+
+
+class MissingData(Message, tag="missing-data"):
+    """A worker could not fetch ``key`` from ``holder``: the scheduler's who_has is stale."""
+
+    time: float
+    worker: str
+    key: str
+    holder: str
+
+
+class Heartbeat(Message, tag="heartbeat"):
+    time: float
+    worker: str
+    executing: dict[str, float] = {}  # key -> seconds it has been executing so far
+
+
+class StealResponse(Message, tag="steal-response"):
+    time: float
+    worker: str
+    key: str
+    steal_id: str
+    state: str  # the victim's state of the task when it answered ("released" = given up)
+
+
+class Tick(Message, tag="tick"):
+    """Time passes: periodic work (stealing, heartbeat timeouts) happens here."""
+
+    time: float
+
+
+class SkewEstimates(Message, tag="skew-estimates"):
+    """Chaos: multiply the scheduler's duration estimates (all, or of one prefix)."""
+
+    time: float
+    factor: float
+    prefix: str | None = None
+
+
+# ---------------------------------------------------------------- scheduler -> worker
+
+
+class DepInfo(msgspec.Struct, frozen=True, array_like=True):
+    key: str
+    holders: tuple[str, ...]
+    nbytes: int
+
+
+class ComputeTask(Message, tag="compute-task"):
+    time: float
+    worker: str
+    key: str
+    prefix: str
+    priority: tuple[int, int]
+    duration: float  # the scheduler's estimate, for the worker's own bookkeeping
+    deps: tuple[DepInfo, ...] = ()
+
+
+class FreeKeys(Message, tag="free-keys"):
+    time: float
+    worker: str
+    keys: tuple[str, ...]
+
+
+class StealRequest(Message, tag="steal-request"):
+    time: float
+    worker: str  # the victim
+    key: str
+    steal_id: str
+
+
+# ---------------------------------------------------------------- scheduler -> client
+
+
+class KeyInMemory(Message, tag="key-in-memory"):
+    client: str
+    key: str
+    holders: tuple[str, ...]
+    nbytes: int
+
+
+class KeyErred(Message, tag="key-erred"):
+    client: str
+    key: str
+    exception: str
+    traceback: str = ""
+    blame: str = ""  # the key whose failure erred this one
+
+
+class KeyLost(Message, tag="key-lost"):
+    """A wanted key was released and forgotten before it finished (client released it)."""
+
+    client: str
+    key: str
+
+
+# ---------------------------------------------------------------- worker <-> its runtime
+
+
+class Execute(Message, tag="execute"):
+    """Worker -> runtime: run the body of ``key`` now."""
+
+    worker: str
+    key: str
+
+
+class ExecuteSuccess(Message, tag="execute-success"):
+    time: float
+    key: str
+    nbytes: int
+    duration: float
+
+
+class ExecuteFailure(Message, tag="execute-failure"):
+    time: float
+    key: str
+    exception: str
+    traceback: str = ""
+
+
+class GatherDep(Message, tag="gather-dep"):
+    """Worker -> runtime: fetch ``keys`` from peer ``holder``."""
+
+    worker: str
+    holder: str
+    keys: tuple[str, ...]
+    nbytes: int
+
+
+class GatherDepSuccess(Message, tag="gather-dep-success"):
+    time: float
+    holder: str
+    nbytes: dict[str, int]  # key -> bytes received
+
+
+class GatherDepFailure(Message, tag="gather-dep-failure"):
+    """The peer was unreachable, or did not have some keys (``missing``)."""
+
+    time: float
+    holder: str
+    keys: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+    nbytes: dict[str, int] = {}  # keys that did arrive
+
+
+class ReleaseData(Message, tag="release-data"):
+    """Worker -> runtime: drop the stored values of ``keys``."""
+
+    worker: str
+    keys: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- chaos (recorded in traces)
+
+
+class FaultInjected(Message, tag="fault"):
+    """A fault the chaos schedule injected, recorded in the trace with its time."""
+
+    time: float
+    kind: str
+    target: str = ""
+    params: dict[str, Any] = {}
+
+
+SchedulerStimulus = (
+    UpdateGraph
+    | ClientReleasesKeys
+    | AddWorker
+    | RemoveWorker
+    | TaskFinished
+    | TaskErred
+    | MissingData
+    | Heartbeat
+    | StealResponse
+    | Tick
+    | SkewEstimates
+)
+WorkerStimulus = (
+    ComputeTask | FreeKeys | StealRequest | ExecuteSuccess | ExecuteFailure | GatherDepSuccess
+    | GatherDepFailure
+)
+AnyMessage = (
+    SchedulerStimulus
+    | ComputeTask
+    | FreeKeys
+    | StealRequest
+    | KeyInMemory
+    | KeyErred
+    | KeyLost
+    | Execute
+    | ExecuteSuccess
+    | ExecuteFailure
+    | GatherDep
+    | GatherDepSuccess
+    | GatherDepFailure
+    | ReleaseData
+    | FaultInjected
+)
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_msgpack_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(AnyMessage)
+_json_encoder = msgspec.json.Encoder()
+_json_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyMessage)
+
+
+class ProtocolError(ValueError):
+    """Bytes that are not a valid squall message."""
+
+
+def encode(msg: Message) -> bytes:
+    """msgpack bytes of one message (the wire format)."""
+    return _msgpack_encoder.encode(msg)
+
+
+def decode(data: bytes) -> Any:
+    """Decode msgpack bytes into a message; raise ProtocolError with the reason."""
+    try:
+        return _msgpack_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise ProtocolError(f"undecodable message: {e}") from None
+
+
+def to_json(msg: Message) -> bytes:
+    return _json_encoder.encode(msg)
+
+
+def from_json(data: bytes | str) -> Any:
+    try:
+        return _json_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise ProtocolError(f"undecodable message: {e}") from None

@@ -1,0 +1,777 @@
+"""The reference scheduler as a pure state machine.
+
+``SchedulerState.handle(stimulus) -> list[instruction]``: no I/O, no clock, no random
+numbers. Task states follow ``TRANSITIONS``; any other move raises
+``InvalidTransition``. Every transition is logged with the stimulus that caused it and
+shown to the observers (strict mode plugs in there).
+
+Iteration order is always insertion order (dicts are used as ordered sets), so the same
+stimuli give the same instructions in every process, whatever the hash seed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from squall.core import protocol as p
+from squall.core.estimates import DurationEstimator
+
+RELEASED = "released"
+WAITING = "waiting"
+NO_WORKER = "no-worker"
+PROCESSING = "processing"
+MEMORY = "memory"
+ERRED = "erred"
+FORGOTTEN = "forgotten"
+TASK_STATES = (RELEASED, WAITING, NO_WORKER, PROCESSING, MEMORY, ERRED, FORGOTTEN)
+# States in which a task uses resources for someone: released when nobody needs it.
+_HOLDS_CLAIM = (MEMORY, WAITING, NO_WORKER, PROCESSING)
+
+# Worker statuses, the scheduler's view.
+RUNNING = "running"
+PAUSED = "paused"
+CLOSING = "closing"
+DEAD = "dead"
+
+DEFAULT_BANDWIDTH = 100e6  # bytes/s until told otherwise
+DEFAULT_NBYTES = 1024  # size assumed for an output of unknown size
+CANDIDATE_POOL = 10  # workers looked at per placement decision, whatever the cluster size
+
+
+class InvalidTransition(RuntimeError):
+    """A task was asked to move along a transition the table does not allow."""
+
+
+class LivelockError(RuntimeError):
+    """One stimulus caused more transitions than the cap allows."""
+
+
+class TaskState:
+    """The scheduler's record of one task. Collections are dicts used as ordered sets."""
+
+    __slots__ = (
+        "key", "prefix", "state", "priority", "duration_hint", "nbytes", "restrictions",
+        "has_run_spec", "dependencies", "dependents", "waiting_on", "waiters", "who_has",
+        "processing_on", "who_wants", "exception", "traceback", "exception_blame",
+        "suspicious", "retries_left",
+    )
+
+    def __init__(self, key: str, prefix: str, priority: tuple[int, int]) -> None:
+        self.key = key
+        self.prefix = prefix
+        self.state = RELEASED
+        self.priority = priority
+        self.duration_hint: float | None = None
+        self.nbytes = -1  # -1: not in memory yet, size unknown
+        self.restrictions: tuple[str, ...] = ()
+        self.has_run_spec = False
+        self.dependencies: dict[TaskState, None] = {}
+        self.dependents: dict[TaskState, None] = {}
+        self.waiting_on: dict[TaskState, None] = {}  # dependencies not in memory yet
+        self.waiters: dict[TaskState, None] = {}  # dependents that still need our data
+        self.who_has: dict[WorkerInfo, None] = {}
+        self.processing_on: WorkerInfo | None = None
+        self.who_wants: dict[str, None] = {}  # clients that want the result
+        self.exception: str | None = None
+        self.traceback = ""
+        self.exception_blame: str | None = None
+        self.suspicious = 0  # times a worker died while this task was processing on it
+        self.retries_left = 0
+
+    def __repr__(self) -> str:
+        return f"<Task {self.key!r} {self.state}>"
+
+
+class WorkerInfo:
+    """The scheduler's record of one worker (one incarnation of a worker name)."""
+
+    __slots__ = (
+        "name", "nthreads", "status", "processing", "has_what", "nbytes", "prefix_counts",
+        "needs", "fetch_bytes", "executing", "last_seen", "incarnation", "bandwidth",
+    )
+
+    def __init__(self, name: str, nthreads: int, incarnation: int, now: float) -> None:
+        self.name = name
+        self.nthreads = nthreads
+        self.status = RUNNING
+        self.processing: dict[TaskState, None] = {}
+        self.has_what: dict[TaskState, None] = {}
+        self.nbytes = 0  # bytes of has_what
+        self.prefix_counts: dict[str, int] = {}  # prefix -> tasks of it processing here
+        self.needs: dict[TaskState, int] = {}  # dependency -> processing tasks here needing it
+        self.fetch_bytes = 0  # bytes of ``needs`` this worker has to fetch
+        self.executing: dict[str, float] = {}  # key -> elapsed, from the last heartbeat
+        self.last_seen = now
+        self.incarnation = incarnation
+        self.bandwidth: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name!r}#{self.incarnation} {self.status} {len(self.processing)}>"
+
+
+Observer = Callable[["SchedulerState", TaskState, str, str, str], None]
+TransitionFn = Callable[[TaskState, str], dict[TaskState, str]]
+
+
+class SchedulerState:
+    """Tasks, workers and clients, moved only by ``handle``."""
+
+    def __init__(
+        self,
+        *,
+        allowed_failures: int = 3,
+        bandwidth: float = DEFAULT_BANDWIDTH,
+        heartbeat_timeout: float | None = None,
+        transition_log_size: int = 10_000,
+        default_duration: float | None = None,
+    ) -> None:
+        self.tasks: dict[str, TaskState] = {}
+        self.workers: dict[str, WorkerInfo] = {}
+        self.running: dict[WorkerInfo, None] = {}
+        self.idle: dict[WorkerInfo, None] = {}  # running, fewer tasks than threads
+        self.saturated: dict[WorkerInfo, None] = {}  # running, more tasks than threads
+        self.unrunnable: dict[TaskState, None] = {}  # tasks in no-worker
+        self.estimator = (
+            DurationEstimator() if default_duration is None else DurationEstimator(default_duration)
+        )
+        self.allowed_failures = allowed_failures
+        self.bandwidth = bandwidth
+        self.heartbeat_timeout = heartbeat_timeout
+        self.time = 0.0
+        self.transition_log: deque[tuple[str, str, str, str]] = deque(maxlen=transition_log_size)
+        self.transition_counter = 0
+        self.stale_reports = 0  # results from workers not assigned the task, ignored
+        self.observers: list[Observer] = []
+        # Extensions (work stealing) get the stimuli they care about.
+        self.extensions: list[Any] = []
+        self._incarnations = 0
+        self._generation = 0  # order of submission, for priorities
+        self._rr = 0  # round-robin pointer over ``running`` for root-task placement
+        self._running_list: list[WorkerInfo] = []
+        self._out: list[Any] = []
+        self._stimulus_id = ""
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            p.UpdateGraph: self._handle_update_graph,
+            p.ClientReleasesKeys: self._handle_client_releases_keys,
+            p.AddWorker: self._handle_add_worker,
+            p.RemoveWorker: self._handle_remove_worker,
+            p.TaskFinished: self._handle_task_finished,
+            p.TaskErred: self._handle_task_erred,
+            p.MissingData: self._handle_missing_data,
+            p.Heartbeat: self._handle_heartbeat,
+            p.StealResponse: self._handle_steal_response,
+            p.Tick: self._handle_tick,
+            p.SkewEstimates: self._handle_skew_estimates,
+        }
+        self._table: dict[tuple[str, str], TransitionFn] = {
+            (RELEASED, WAITING): self._released_waiting,
+            (RELEASED, FORGOTTEN): self._released_forgotten,
+            (WAITING, PROCESSING): self._waiting_processing,
+            (WAITING, NO_WORKER): self._waiting_no_worker,
+            (WAITING, RELEASED): self._waiting_released,
+            (WAITING, ERRED): self._waiting_erred,
+            (NO_WORKER, PROCESSING): self._no_worker_processing,
+            (NO_WORKER, RELEASED): self._no_worker_released,
+            (PROCESSING, MEMORY): self._processing_memory,
+            (PROCESSING, RELEASED): self._processing_released,
+            (PROCESSING, ERRED): self._processing_erred,
+            (MEMORY, RELEASED): self._memory_released,
+            (ERRED, RELEASED): self._erred_released,
+        }
+
+    # ------------------------------------------------------------------ public API
+
+    TRANSITIONS: tuple[tuple[str, str], ...] = (
+        (RELEASED, WAITING), (RELEASED, FORGOTTEN),
+        (WAITING, PROCESSING), (WAITING, NO_WORKER), (WAITING, RELEASED), (WAITING, ERRED),
+        (NO_WORKER, PROCESSING), (NO_WORKER, RELEASED),
+        (PROCESSING, MEMORY), (PROCESSING, RELEASED), (PROCESSING, ERRED),
+        (MEMORY, RELEASED), (ERRED, RELEASED),
+    )
+
+    def handle(self, stimulus: Any) -> list[Any]:
+        """Apply one stimulus; return the instructions it causes, in order."""
+        handler = self._handlers.get(type(stimulus))
+        if handler is None:
+            raise TypeError(f"SchedulerState cannot handle {type(stimulus).__name__}")
+        self._out = out = []
+        self._stimulus_id = stimulus.stimulus_id
+        if stimulus.time > self.time:
+            self.time = stimulus.time
+        handler(stimulus)
+        self._out = []
+        return out
+
+    def occupancy(self, ws: WorkerInfo) -> float:
+        """Expected seconds of work queued on ``ws``: derived, never accumulated."""
+        duration = self.estimator.duration
+        total = 0.0
+        for prefix, count in ws.prefix_counts.items():
+            total += count * duration(prefix)
+        return total + ws.fetch_bytes / (ws.bandwidth or self.bandwidth)
+
+    def transfer_cost(self, ts: TaskState, ws: WorkerInfo) -> float:
+        """Seconds to bring the inputs of ``ts`` that ``ws`` lacks."""
+        nbytes = 0
+        for dts in ts.dependencies:
+            if ws not in dts.who_has:
+                nbytes += dts.nbytes if dts.nbytes >= 0 else DEFAULT_NBYTES
+        return nbytes / (ws.bandwidth or self.bandwidth)
+
+    def start_time(self, ts: TaskState, ws: WorkerInfo) -> float:
+        """Expected seconds until ``ts`` could start on ``ws``."""
+        return self.occupancy(ws) / ws.nthreads + self.transfer_cost(ts, ws)
+
+    def decide_worker(self, ts: TaskState) -> WorkerInfo | None:
+        """The running worker where ``ts`` is expected to start soonest, or None.
+
+        Looks at the holders of the task's inputs plus a bounded pool of idle (or,
+        failing that, round-robin) workers, so the cost does not grow with cluster size.
+        """
+        if not self.running:
+            return None
+        if ts.restrictions:
+            allowed = [self.workers[n] for n in ts.restrictions if n in self.workers]
+            candidates = [ws for ws in allowed if ws in self.running]
+        else:
+            candidates = []
+            for dts in ts.dependencies:
+                for ws in dts.who_has:
+                    if ws.status == RUNNING:
+                        candidates.append(ws)
+            candidates.extend(self._candidate_pool())
+        best: WorkerInfo | None = None
+        best_cost: tuple[float, int] = (0.0, 0)
+        for ws in candidates:
+            cost = (self.start_time(ts, ws), ws.nbytes)
+            if best is None or cost < best_cost:
+                best, best_cost = ws, cost
+        return best
+
+    def _candidate_pool(self) -> list[WorkerInfo]:
+        """Up to CANDIDATE_POOL idle workers; if none is idle, the next ones round-robin."""
+        pool: list[WorkerInfo] = []
+        for ws in self.idle:
+            pool.append(ws)
+            if len(pool) >= CANDIDATE_POOL:
+                return pool
+        if pool:
+            return pool
+        workers = self._running_list
+        n = len(workers)
+        k = min(n, CANDIDATE_POOL)
+        start = self._rr % n
+        self._rr = start + k
+        return [workers[(start + i) % n] for i in range(k)]
+
+    # ------------------------------------------------------------------ transitions engine
+
+    def transitions(self, recommendations: dict[TaskState, str]) -> None:
+        """Apply recommendations, and those they cause, until none are left."""
+        cap = 20 * len(self.tasks) + 1000
+        count = 0
+        table = self._table
+        log = self.transition_log.append
+        observers = self.observers
+        sid = self._stimulus_id
+        while recommendations:
+            ts, finish = recommendations.popitem()
+            start = ts.state
+            if start == finish or start == FORGOTTEN:
+                continue
+            fn = table.get((start, finish))
+            if fn is None:
+                # Two-step paths through "released" are allowed where each step is.
+                if (start, RELEASED) in table and (RELEASED, finish) in table:
+                    recommendations[ts] = finish
+                    fn = table[(start, RELEASED)]
+                    finish = RELEASED
+                else:
+                    raise InvalidTransition(
+                        f"task {ts.key!r}: no transition {start} -> {finish} "
+                        f"(stimulus {sid})"
+                    )
+            more = fn(ts, sid)
+            actual = ts.state
+            if actual == start:
+                continue  # e.g. no-worker -> processing with still no worker
+            count += 1
+            self.transition_counter += 1
+            log((ts.key, start, actual, sid))
+            for obs in observers:
+                obs(self, ts, start, actual, sid)
+            if more:
+                recommendations.update(more)
+            if count > cap:
+                raise LivelockError(
+                    f"stimulus {sid} caused more than {cap} transitions (last: {ts.key!r} "
+                    f"{start} -> {actual})"
+                )
+
+    def _needed(self, ts: TaskState) -> bool:
+        return bool(ts.who_wants) or bool(ts.waiters)
+
+    def _released_waiting(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        recs: dict[TaskState, str] = {}
+        ts.state = WAITING
+        ts.waiting_on.clear()
+        for dts in ts.dependencies:
+            if dts.state == ERRED:
+                recs[ts] = ERRED
+                ts.exception_blame = dts.exception_blame or dts.key
+                ts.exception = dts.exception
+                ts.traceback = dts.traceback
+                return recs
+        for dts in ts.dependencies:
+            dts.waiters[ts] = None
+            if dts.state != MEMORY:
+                ts.waiting_on[dts] = None
+                if dts.state == RELEASED:
+                    recs[dts] = WAITING
+        if not ts.waiting_on:
+            recs[ts] = PROCESSING
+        return recs
+
+    def _released_forgotten(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        recs: dict[TaskState, str] = {}
+        ts.state = FORGOTTEN
+        for dts in ts.dependencies:
+            dts.dependents.pop(ts, None)
+            dts.waiters.pop(ts, None)
+            if not dts.dependents and not dts.who_wants and dts.state in (RELEASED, ERRED, MEMORY):
+                recs[dts] = FORGOTTEN
+            elif dts.state in _HOLDS_CLAIM and not self._needed(dts):
+                recs[dts] = RELEASED
+        for dts in ts.dependents:
+            dts.dependencies.pop(ts, None)
+        ts.dependents.clear()
+        del self.tasks[ts.key]
+        return recs
+
+    def _waiting_processing(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        ws = self.decide_worker(ts)
+        if ws is None:
+            return self._waiting_no_worker(ts, sid)
+        self._assign(ts, ws)
+        return {}
+
+    def _waiting_no_worker(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        ts.state = NO_WORKER
+        self.unrunnable[ts] = None
+        return {}
+
+    def _no_worker_processing(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        ws = self.decide_worker(ts)
+        if ws is None:
+            return {}
+        del self.unrunnable[ts]
+        self._assign(ts, ws)
+        return {}
+
+    def _waiting_released(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        ts.state = RELEASED
+        return self._after_release(ts)
+
+    def _no_worker_released(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        del self.unrunnable[ts]
+        ts.state = RELEASED
+        return self._after_release(ts)
+
+    def _after_release(self, ts: TaskState) -> dict[TaskState, str]:
+        """Common tail of every move into "released": drop our claims on dependencies,
+        then wait again if still needed, else be forgotten once nothing refers to us."""
+        recs: dict[TaskState, str] = {}
+        ts.waiting_on.clear()
+        for dts in ts.dependencies:
+            dts.waiters.pop(ts, None)
+            if dts.state in _HOLDS_CLAIM and not self._needed(dts):
+                recs[dts] = RELEASED
+        if ts.who_wants or any(d.state in (WAITING, PROCESSING, NO_WORKER) for d in ts.dependents):
+            recs[ts] = WAITING
+            # our dependents that wait on us must still be waiting on us
+            for dts in ts.dependents:
+                if dts.state in (WAITING, NO_WORKER, PROCESSING):
+                    ts.waiters[dts] = None
+        elif not ts.dependents:
+            recs[ts] = FORGOTTEN
+        return recs
+
+    def _waiting_erred(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        return self._to_erred(ts)
+
+    def _to_erred(self, ts: TaskState) -> dict[TaskState, str]:
+        recs: dict[TaskState, str] = {}
+        ts.state = ERRED
+        ts.waiting_on.clear()
+        for dts in ts.dependencies:
+            dts.waiters.pop(ts, None)
+            if dts.state in _HOLDS_CLAIM and not self._needed(dts):
+                recs[dts] = RELEASED
+        for dts in ts.dependents:
+            if dts.state == WAITING:
+                dts.exception = ts.exception
+                dts.traceback = ts.traceback
+                dts.exception_blame = ts.exception_blame or ts.key
+                recs[dts] = ERRED
+        ts.waiters.clear()
+        for client in ts.who_wants:
+            self._out.append(p.KeyErred(
+                stimulus_id=self._stimulus_id, client=client, key=ts.key,
+                exception=ts.exception or "", traceback=ts.traceback,
+                blame=ts.exception_blame or ts.key,
+            ))
+        return recs
+
+    def _processing_memory(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        # Called by the task-finished handler after it set ts.nbytes; the worker is
+        # the one the task was processing on.
+        ws = ts.processing_on
+        assert ws is not None
+        self._unassign(ts, ws)
+        ts.state = MEMORY
+        ts.who_has[ws] = None
+        ws.has_what[ts] = None
+        ws.nbytes += ts.nbytes
+        recs: dict[TaskState, str] = {}
+        for dts in ts.dependents:
+            if ts in dts.waiting_on:
+                del dts.waiting_on[ts]
+                if not dts.waiting_on and dts.state == WAITING:
+                    recs[dts] = PROCESSING
+        for dts in ts.dependencies:
+            dts.waiters.pop(ts, None)
+            if dts.state in _HOLDS_CLAIM and not self._needed(dts):
+                recs[dts] = RELEASED
+        if ts.who_wants:
+            holders = (ws.name,)
+            for client in ts.who_wants:
+                self._out.append(p.KeyInMemory(
+                    stimulus_id=sid, client=client, key=ts.key, holders=holders,
+                    nbytes=ts.nbytes,
+                ))
+        elif not ts.waiters:
+            recs[ts] = RELEASED
+        return recs
+
+    def _processing_released(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        ws = ts.processing_on
+        assert ws is not None
+        self._unassign(ts, ws)
+        if ws.status != DEAD:
+            self._out.append(p.FreeKeys(stimulus_id=sid, time=self.time, worker=ws.name,
+                                        keys=(ts.key,)))
+        ts.state = RELEASED
+        return self._after_release(ts)
+
+    def _processing_erred(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        ws = ts.processing_on
+        assert ws is not None
+        self._unassign(ts, ws)
+        return self._to_erred(ts)
+
+    def _memory_released(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        recs: dict[TaskState, str] = {}
+        for ws in ts.who_has:
+            del ws.has_what[ts]
+            ws.nbytes -= ts.nbytes
+            if ws.status != DEAD:
+                self._out.append(p.FreeKeys(stimulus_id=sid, time=self.time, worker=ws.name,
+                                            keys=(ts.key,)))
+        ts.who_has.clear()
+        ts.nbytes = -1
+        ts.state = RELEASED
+        # Dependents that are processing elsewhere can no longer fetch us: re-place them.
+        for dts in ts.dependents:
+            if dts.state in (PROCESSING, NO_WORKER):
+                recs[dts] = RELEASED
+            elif dts.state == WAITING:
+                dts.waiting_on[ts] = None
+        recs.update(self._after_release(ts))
+        return recs
+
+    def _erred_released(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+        ts.exception = None
+        ts.traceback = ""
+        ts.exception_blame = None
+        ts.state = RELEASED
+        recs: dict[TaskState, str] = {}
+        for dts in ts.dependents:
+            if dts.state == ERRED:
+                recs[dts] = RELEASED
+        if not ts.dependents and not ts.who_wants:
+            recs[ts] = FORGOTTEN
+        elif ts.who_wants:
+            recs[ts] = WAITING
+        return recs
+
+    # ------------------------------------------------------------------ assignment
+
+    def _assign(self, ts: TaskState, ws: WorkerInfo) -> None:
+        ts.state = PROCESSING
+        ts.processing_on = ws
+        ws.processing[ts] = None
+        ws.prefix_counts[ts.prefix] = ws.prefix_counts.get(ts.prefix, 0) + 1
+        deps = []
+        for dts in ts.dependencies:
+            if ws not in dts.who_has:
+                n = ws.needs.get(dts, 0)
+                if n == 0:
+                    ws.fetch_bytes += dts.nbytes
+                ws.needs[dts] = n + 1
+            deps.append(p.DepInfo(dts.key, tuple(w.name for w in dts.who_has), dts.nbytes))
+        self._update_idleness(ws)
+        self._out.append(p.ComputeTask(
+            stimulus_id=self._stimulus_id, time=self.time, worker=ws.name, key=ts.key,
+            prefix=ts.prefix, priority=ts.priority,
+            duration=self.estimator.duration(ts.prefix), deps=tuple(deps),
+        ))
+
+    def _unassign(self, ts: TaskState, ws: WorkerInfo) -> None:
+        del ws.processing[ts]
+        n = ws.prefix_counts[ts.prefix] - 1
+        if n:
+            ws.prefix_counts[ts.prefix] = n
+        else:
+            del ws.prefix_counts[ts.prefix]
+        for dts in ts.dependencies:
+            m = ws.needs.get(dts)
+            if m is not None:
+                if m == 1:
+                    del ws.needs[dts]
+                    ws.fetch_bytes -= dts.nbytes
+                else:
+                    ws.needs[dts] = m - 1
+        ts.processing_on = None
+        self._update_idleness(ws)
+
+    def _update_idleness(self, ws: WorkerInfo) -> None:
+        if ws.status != RUNNING:
+            self.idle.pop(ws, None)
+            self.saturated.pop(ws, None)
+            return
+        n = len(ws.processing)
+        if n < ws.nthreads:
+            self.idle[ws] = None
+            self.saturated.pop(ws, None)
+        elif n > ws.nthreads:
+            self.saturated[ws] = None
+            self.idle.pop(ws, None)
+        else:
+            self.idle.pop(ws, None)
+            self.saturated.pop(ws, None)
+
+    # ------------------------------------------------------------------ stimulus handlers
+
+    def _handle_update_graph(self, msg: p.UpdateGraph) -> None:
+        new: list[tuple[TaskState, p.TaskSpecMsg]] = []
+        for spec in msg.tasks:
+            if spec.key in self.tasks:
+                continue  # submitted before: keep its record and links
+            self._generation += 1
+            ts = TaskState(spec.key, spec.prefix, (-spec.priority, self._generation))
+            ts.duration_hint = spec.duration
+            ts.restrictions = spec.restrictions
+            ts.has_run_spec = spec.has_run_spec
+            self.estimator.hint(spec.prefix, spec.duration)
+            self.tasks[spec.key] = ts
+            new.append((ts, spec))
+        for ts, spec in new:
+            for dep in spec.deps:
+                dts = self.tasks.get(dep)
+                if dts is None:
+                    raise KeyError(f"update-graph: task {spec.key!r} depends on unknown key {dep!r}")
+                ts.dependencies[dts] = None
+                dts.dependents[ts] = None
+        recs: dict[TaskState, str] = {}
+        for key in msg.wanted:
+            ts = self.tasks[key]
+            ts.who_wants[msg.client] = None
+            if ts.state == MEMORY:
+                self._out.append(p.KeyInMemory(
+                    stimulus_id=msg.stimulus_id, client=msg.client, key=ts.key,
+                    holders=tuple(w.name for w in ts.who_has), nbytes=ts.nbytes))
+            elif ts.state == ERRED:
+                self._out.append(p.KeyErred(
+                    stimulus_id=msg.stimulus_id, client=msg.client, key=ts.key,
+                    exception=ts.exception or "", traceback=ts.traceback,
+                    blame=ts.exception_blame or ts.key))
+            elif ts.state == RELEASED:
+                recs[ts] = WAITING
+        # Apply in submission order: dependencies enter waiting before their dependents.
+        self._apply_in_order(recs)
+
+    def _apply_in_order(self, recs: dict[TaskState, str]) -> None:
+        for ts, finish in sorted(recs.items(), key=lambda kv: kv[0].priority[1]):
+            self.transitions({ts: finish})
+
+    def _handle_client_releases_keys(self, msg: p.ClientReleasesKeys) -> None:
+        recs: dict[TaskState, str] = {}
+        for key in msg.keys:
+            ts = self.tasks.get(key)
+            if ts is None or msg.client not in ts.who_wants:
+                continue
+            del ts.who_wants[msg.client]
+            if not ts.who_wants and not ts.waiters:
+                if ts.state in (MEMORY, ERRED, WAITING, NO_WORKER, PROCESSING):
+                    recs[ts] = RELEASED
+                elif ts.state == RELEASED and not ts.dependents:
+                    recs[ts] = FORGOTTEN
+        self.transitions(recs)
+        # Released tasks that nobody refers to any more are forgotten.
+        for key in msg.keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == RELEASED and not ts.dependents and not ts.who_wants:
+                self.transitions({ts: FORGOTTEN})
+
+    def _handle_add_worker(self, msg: p.AddWorker) -> None:
+        old = self.workers.get(msg.worker)
+        if old is not None:
+            # A new incarnation at the same address: the old one is gone.
+            self._remove_worker(old, reason="replaced")
+        self._incarnations += 1
+        ws = WorkerInfo(msg.worker, msg.nthreads, self._incarnations, msg.time)
+        ws.bandwidth = msg.bandwidth
+        self.workers[ws.name] = ws
+        self.running[ws] = None
+        self._running_list = list(self.running)
+        self._update_idleness(ws)
+        for ext in self.extensions:
+            ext.add_worker(ws)
+        if self.unrunnable:
+            self.transitions({ts: PROCESSING for ts in list(self.unrunnable)})
+
+    def _handle_remove_worker(self, msg: p.RemoveWorker) -> None:
+        ws = self.workers.get(msg.worker)
+        if ws is not None:
+            self._remove_worker(ws, reason=msg.reason)
+
+    def _remove_worker(self, ws: WorkerInfo, reason: str) -> None:
+        died = reason != "closed"
+        ws.status = DEAD
+        del self.workers[ws.name]
+        del self.running[ws]
+        self._running_list = list(self.running)
+        self.idle.pop(ws, None)
+        self.saturated.pop(ws, None)
+        for ext in self.extensions:
+            ext.remove_worker(ws)
+        recs: dict[TaskState, str] = {}
+        for ts in list(ws.processing):
+            if died:
+                ts.suspicious += 1
+            if ts.suspicious > self.allowed_failures:
+                ts.exception = (
+                    f"KilledWorker: the worker running {ts.key!r} died {ts.suspicious} times "
+                    f"(allowed_failures={self.allowed_failures})"
+                )
+                ts.exception_blame = ts.key
+                recs[ts] = ERRED
+            else:
+                recs[ts] = RELEASED
+        for ts in list(ws.has_what):
+            del ts.who_has[ws]
+            del ws.has_what[ts]
+            ws.nbytes -= ts.nbytes
+            if not ts.who_has:
+                recs[ts] = RELEASED
+        self.transitions(recs)
+
+    def _handle_task_finished(self, msg: p.TaskFinished) -> None:
+        ts = self.tasks.get(msg.key)
+        ws = self.workers.get(msg.worker)
+        if ts is None or ws is None or ts.state != PROCESSING or ts.processing_on is not ws:
+            self._stale(msg.key, ws, ts)
+            return
+        ts.nbytes = msg.nbytes
+        self.estimator.observe(ts.prefix, msg.duration)
+        ws.executing.pop(msg.key, None)
+        self.transitions({ts: MEMORY})
+
+    def _stale(self, key: str, ws: WorkerInfo | None, ts: TaskState | None) -> None:
+        """A report from a worker that does not own the task: count it, apply nothing, and
+        tell the worker to drop the result unless we have it recorded there."""
+        self.stale_reports += 1
+        if ws is not None and (ts is None or ws not in ts.who_has):
+            self._out.append(p.FreeKeys(stimulus_id=self._stimulus_id, time=self.time,
+                                        worker=ws.name, keys=(key,)))
+
+    def _handle_task_erred(self, msg: p.TaskErred) -> None:
+        ts = self.tasks.get(msg.key)
+        ws = self.workers.get(msg.worker)
+        if ts is None or ws is None or ts.state != PROCESSING or ts.processing_on is not ws:
+            self._stale(msg.key, ws, ts)
+            return
+        ts.exception = msg.exception
+        ts.traceback = msg.traceback
+        ts.exception_blame = ts.key
+        ws.executing.pop(msg.key, None)
+        self.transitions({ts: ERRED})
+
+    def _handle_missing_data(self, msg: p.MissingData) -> None:
+        ts = self.tasks.get(msg.key)
+        holder = self.workers.get(msg.holder)
+        if ts is None:
+            return
+        recs: dict[TaskState, str] = {}
+        if holder is not None and holder in ts.who_has:
+            del ts.who_has[holder]
+            del holder.has_what[ts]
+            holder.nbytes -= ts.nbytes
+            if not ts.who_has:
+                recs[ts] = RELEASED  # lost: recompute from lineage
+        # The asking worker's tasks that needed it are placed again with fresh holders.
+        asker = self.workers.get(msg.worker)
+        if asker is not None and ts not in recs:
+            for dts in ts.dependents:
+                if dts.state == PROCESSING and dts.processing_on is asker:
+                    recs[dts] = RELEASED
+        self.transitions(recs)
+
+    def _handle_heartbeat(self, msg: p.Heartbeat) -> None:
+        ws = self.workers.get(msg.worker)
+        if ws is None:
+            return
+        ws.last_seen = msg.time
+        ws.executing = dict(msg.executing)
+        for key, elapsed in msg.executing.items():
+            ts = self.tasks.get(key)
+            if ts is not None:
+                self.estimator.observe_running(ts.prefix, elapsed)
+
+    def _handle_steal_response(self, msg: p.StealResponse) -> None:
+        for ext in self.extensions:
+            ext.steal_response(msg)
+
+    def _handle_tick(self, msg: p.Tick) -> None:
+        if self.heartbeat_timeout is not None:
+            limit = msg.time - self.heartbeat_timeout
+            for ws in [w for w in self.running if w.last_seen < limit]:
+                self._remove_worker(ws, reason="heartbeat-timeout")
+        for ext in self.extensions:
+            ext.tick(msg.time)
+
+    def _handle_skew_estimates(self, msg: p.SkewEstimates) -> None:
+        self.estimator.skew(msg.factor, msg.prefix)
+
+    # ------------------------------------------------------------------ helpers for extensions
+
+    def emit(self, instruction: Any) -> None:
+        """Add an instruction to the current handle()'s output (for extensions)."""
+        self._out.append(instruction)
+
+    @property
+    def stimulus_id(self) -> str:
+        return self._stimulus_id
+
+    def states_count(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for ts in self.tasks.values():
+            counts[ts.state] = counts.get(ts.state, 0) + 1
+        return counts
+
+    def story(self, keys: Iterable[str]) -> list[tuple[str, str, str, str]]:
+        """The logged transitions of these keys, oldest first."""
+        wanted = set(keys)
+        return [t for t in self.transition_log if t[0] in wanted]

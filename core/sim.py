@@ -1,0 +1,555 @@
+"""A deterministic simulated cluster driving the real state machines.
+
+One thread, a virtual clock that jumps to the next event, a seeded RNG split into named
+sub-streams, and a simulated network with per-link latency, jitter and bandwidth. Task
+bodies take their *actual* simulated duration (which may differ from the hint the
+scheduler sees) and produce values derived from their key and inputs, so every result
+is checked against a sequential evaluation of the graph. Same seed, same stimuli, byte
+for byte: ``Outcome.digest`` hashes the stream.
+
+It also provides the fault surface chaos acts through: ``kill_worker``,
+``pause_worker``, ``set_link``, ``skew_estimates`` and ``add_worker``, callable at any
+virtual time with ``at(time, method, *args)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import random
+import time as wallclock
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from squall.core import protocol as p
+from squall.core.graph import GraphError, TaskGraph
+from squall.core.outcome import Outcome, Violation
+from squall.core.scheduler import SchedulerState
+from squall.core.worker import WorkerState
+
+SCHEDULER = "scheduler"
+CLIENT = "client"
+DEFAULT_OUTPUT_BYTES = 100
+_MASK = (1 << 61) - 1
+
+
+class SimulationError(RuntimeError):
+    """The simulated cluster was driven into something impossible (a runtime bug)."""
+
+
+def task_value(key: str, inputs: list[int]) -> int:
+    """The deterministic result of a simulated task: a mix of its key and its inputs."""
+    v = zlib.crc32(key.encode()) * 0x9E3779B1
+    for i, x in enumerate(inputs):
+        v += (i + 1) * x
+    return v & _MASK
+
+
+def expected_results(graph: TaskGraph) -> dict[str, int | str]:
+    """Sequential evaluation: each key's value, or "error:<key>" naming the failed task."""
+    out: dict[str, int | str] = {}
+    for key in graph.topological_order():
+        spec = graph[key]
+        inputs = [out[d] for d in spec.deps]
+        failed = next((x for x in inputs if isinstance(x, str)), None)
+        if failed is not None:
+            out[key] = failed
+        elif spec.fails:
+            out[key] = f"error:{key}"
+        else:
+            out[key] = task_value(key, inputs)  # type: ignore[arg-type]
+    return out
+
+
+@dataclass(slots=True)
+class Link:
+    latency: float
+    jitter: float = 0.0
+    bandwidth: float = 100e6
+    down: bool = False
+
+
+class SimWorker:
+    __slots__ = ("name", "state", "data", "alive", "paused_until", "busy", "incarnation")
+
+    def __init__(self, name: str, nthreads: int, incarnation: int) -> None:
+        self.name = name
+        self.state = WorkerState(name, nthreads)
+        self.data: dict[str, int] = {}
+        self.alive = True
+        self.paused_until = 0.0
+        self.busy = 0.0
+        self.incarnation = incarnation
+
+
+class SimCluster:
+    """``SimCluster(workers=4, threads=1, seed=0).run(graph) -> Outcome``."""
+
+    def __init__(
+        self,
+        workers: int = 4,
+        threads: int = 1,
+        seed: int = 0,
+        *,
+        latency: float = 0.001,
+        bandwidth: float = 100e6,
+        jitter: float = 0.0,
+        validate: bool | None = None,
+        stealing: bool = False,
+        allowed_failures: int = 3,
+        heartbeat_interval: float | None = 0.5,
+        heartbeat_timeout: float | None = None,
+        tick_interval: float = 0.1,
+        stall_timeout: float = 30.0,
+        max_time: float = 1e7,
+    ) -> None:
+        if workers < 0 or threads < 1:
+            raise ValueError(f"need workers >= 0 and threads >= 1, got {workers}, {threads}")
+        self.seed = seed
+        self.threads = threads
+        self.rng = {name: random.Random(f"{seed}:{name}")
+                    for name in ("network", "faults", "durations", "workload")}
+        self.default_link = Link(latency, jitter, bandwidth)
+        self._links: dict[tuple[str, str], Link] = {}
+        self._link_cache: dict[tuple[str, str], Link] = {}
+        self._last_arrival: dict[tuple[str, str], float] = {}
+        self.scheduler = SchedulerState(allowed_failures=allowed_failures, bandwidth=bandwidth,
+                                        heartbeat_timeout=heartbeat_timeout)
+        self.stealing = None
+        if stealing:
+            from squall.core.stealing import WorkStealing
+
+            self.stealing = WorkStealing(self.scheduler)
+        self.heartbeat_interval = heartbeat_interval
+        self.tick_interval = tick_interval
+        self.stall_timeout = stall_timeout
+        self.max_time = max_time
+        self.now = 0.0
+        self.workers: dict[str, SimWorker] = {}  # live workers by name
+        self.all_workers: list[SimWorker] = []  # every incarnation, for busy time
+        self._events: list[tuple[float, int, Callable[..., None], tuple[Any, ...], bool]] = []
+        self._seq = 0
+        self._pending = 0  # events that are not periodic
+        self._sid = 0
+        self._digest = hashlib.blake2b(digest_size=16)
+        self._n_stimuli = 0
+        self.recorders: list[Callable[[str, Any], None]] = []  # (target, stimulus)
+        self.faults: dict[str, int] = {}
+        self.runs: dict[str, int] = {}  # key -> body starts
+        self.graph: TaskGraph | None = None
+        self.results: dict[str, tuple[str, Any]] = {}
+        self._wanted: set[str] = set()
+        self._done_time = 0.0
+        self._incarnations = 0
+        self._worker_names = 0
+        self._started = False
+        if validate is None:
+            validate = os.environ.get("SQUALL_VALIDATE", "") not in ("", "0")
+        self.validator: Any = None
+        if validate:
+            from squall.invariants import Validator
+
+            self.validator = Validator(self)
+        for _ in range(workers):
+            self._start_worker(None, threads)
+
+    # ------------------------------------------------------------------ the fault surface
+
+    def kill_worker(self, name: str) -> None:
+        """The worker's process dies now: its data and running tasks are gone."""
+        sw = self.workers.pop(name, None)
+        if sw is None:
+            return
+        sw.alive = False
+        sw.data.clear()
+        self._count_fault("kill")
+        # The scheduler sees the connection drop after the link's latency.
+        self._send_to_scheduler(name, [p.RemoveWorker(
+            stimulus_id=self._new_sid("worker-died"), time=self.now, worker=name,
+            reason="died")])
+        if self.validator is not None:
+            self.validator.worker_gone(sw.state)
+
+    def pause_worker(self, name: str, seconds: float) -> None:
+        """The worker stops (SIGSTOP) for ``seconds``: nothing it does progresses."""
+        sw = self.workers.get(name)
+        if sw is not None:
+            sw.paused_until = max(sw.paused_until, self.now + seconds)
+            self._count_fault("pause")
+
+    def set_link(self, src: str, dst: str, *, latency: float | None = None,
+                 jitter: float | None = None, bandwidth: float | None = None,
+                 down: bool | None = None) -> None:
+        """Change the link(s) from ``src`` to ``dst`` (a worker, "scheduler" or "*")."""
+        base = self._links.get((src, dst)) or self._link(src, dst)
+        self._links[(src, dst)] = Link(
+            base.latency if latency is None else latency,
+            base.jitter if jitter is None else jitter,
+            base.bandwidth if bandwidth is None else bandwidth,
+            base.down if down is None else down,
+        )
+        self._link_cache.clear()
+        self._count_fault("link-down" if down else "link")
+
+    def skew_estimates(self, factor: float, prefix: str | None = None) -> None:
+        self._count_fault("skew")
+        self._send_to_scheduler(None, [p.SkewEstimates(
+            stimulus_id=self._new_sid("skew"), time=self.now, factor=factor, prefix=prefix)])
+
+    def add_worker(self, name: str | None = None, threads: int | None = None) -> str:
+        """A worker joins (at ``name``: a new incarnation at the same address)."""
+        if name is not None and name in self.workers:
+            raise ValueError(f"worker {name!r} is alive; kill it before replacing it")
+        sw = self._start_worker(name, threads or self.threads)
+        if self._started:
+            self._count_fault("join")
+        return sw.name
+
+    def at(self, time: float, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` at virtual ``time`` (a fault, a new worker, ...)."""
+        self._push(time, self._call, (fn, args))
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, graph: TaskGraph, *, wanted: list[str] | None = None) -> Outcome:
+        """Submit ``graph``, run until every wanted key has a result, check them all."""
+        order = graph.validate()
+        for spec in graph:
+            if spec.func is not None:
+                raise GraphError(f"task {spec.key!r} has a real function; the simulator runs "
+                                 "simulated bodies (sim_duration, fails)")
+        started = wallclock.perf_counter()
+        self.graph = graph
+        wanted = order if wanted is None else wanted
+        self._wanted = set(wanted)
+        self._send_to_scheduler(None, [p.UpdateGraph(
+            stimulus_id=self._new_sid("update-graph"), time=self.now, client=CLIENT,
+            tasks=tuple(graph[k].to_msg() for k in order), wanted=tuple(wanted))])
+        self._started = True
+        self._schedule_periodic()
+        self._loop()
+        outcome = self._outcome(graph)
+        outcome.wall_time = wallclock.perf_counter() - started
+        return outcome
+
+    def _loop(self) -> None:
+        events = self._events
+        stuck_since: float | None = None
+        while len(self.results) < len(self._wanted):
+            if not events:
+                self._stuck("no events left")
+            t, _, fn, args, periodic = heapq.heappop(events)
+            self.now = t
+            if not periodic:
+                self._pending -= 1
+                stuck_since = None
+            elif self._pending == 0:
+                if stuck_since is None:
+                    stuck_since = t
+                elif t - stuck_since > self.stall_timeout:
+                    self._stuck(f"no progress for {self.stall_timeout:g} virtual seconds")
+            if t > self.max_time:
+                self._stuck(f"virtual time passed max_time={self.max_time:g}")
+            fn(*args)
+        self._done_time = self.now
+        if self.validator is not None:
+            self.validator.check_end(self)
+
+    def _stuck(self, why: str) -> None:
+        missing = sorted(self._wanted - set(self.results))
+        if self.validator is not None:
+            self.validator.check_stuck(self, why)
+        raise SimulationError(
+            f"cluster stuck at t={self.now:.3f}: {why}; {len(missing)} keys unfinished, "
+            f"first: {missing[:5]}"
+        )
+
+    def _outcome(self, graph: TaskGraph) -> Outcome:
+        expected = expected_results(graph)
+        wrong: list[str] = []
+        n_erred = 0
+        sched = self.scheduler
+        for key in self._wanted:
+            want = expected[key]
+            got = self.results.get(key)
+            if got is None:
+                wrong.append(key)
+            elif got[0] == "erred":
+                n_erred += 1
+                if got[1] != want:
+                    wrong.append(key)
+            else:
+                ts = sched.tasks.get(key)
+                holders = [self.workers.get(w.name) for w in ts.who_has] if ts else []
+                values = {sw.data.get(key) for sw in holders if sw is not None}
+                if values != {want}:
+                    wrong.append(key)
+        busy: dict[str, float] = {}
+        for sw in self.all_workers:
+            busy[sw.name] = busy.get(sw.name, 0.0) + sw.busy
+        transitions = sched.transition_counter + sum(
+            sw.state.transition_counter for sw in self.all_workers)
+        return Outcome(
+            results_ok=not wrong,
+            makespan=self._done_time,
+            n_tasks=len(graph),
+            transitions=transitions,
+            digest=self._digest.hexdigest(),
+            busy=busy,
+            n_stimuli=self._n_stimuli,
+            n_erred=n_erred,
+            wrong=sorted(wrong)[:20],
+            stale_reports=sched.stale_reports,
+            faults=dict(self.faults),
+            invariant_checks=self.validator.checks if self.validator is not None else 0,
+            runs={k: n for k, n in self.runs.items() if n > 1},
+            steals=self.stealing.count if self.stealing is not None else 0,
+        )
+
+    # ------------------------------------------------------------------ events and network
+
+    def _push(self, t: float, fn: Callable[..., None], args: tuple[Any, ...],
+              periodic: bool = False) -> None:
+        self._seq += 1
+        if not periodic:
+            self._pending += 1
+        heapq.heappush(self._events, (t, self._seq, fn, args, periodic))
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        fn(*args)
+
+    def _new_sid(self, kind: str) -> str:
+        self._sid += 1
+        return f"{kind}-{self._sid}"
+
+    def _count_fault(self, kind: str) -> None:
+        self.faults[kind] = self.faults.get(kind, 0) + 1
+
+    def _link(self, src: str, dst: str) -> Link:
+        link = self._link_cache.get((src, dst))
+        if link is None:
+            links = self._links
+            link = (links.get((src, dst)) or links.get((src, "*")) or links.get(("*", dst))
+                    or links.get(("*", "*")) or self.default_link)
+            self._link_cache[(src, dst)] = link
+        return link
+
+    def _arrival(self, src: str, dst: str, extra: float = 0.0) -> float | None:
+        """When a message sent now from src reaches dst (FIFO per link), or None if cut."""
+        link = self._link(src, dst)
+        if link.down:
+            return None
+        delay = link.latency + extra
+        if link.jitter:
+            delay += link.jitter * (2 * self.rng["network"].random() - 1)
+            delay = max(delay, 0.0)
+        arrival = self.now + delay
+        last = self._last_arrival.get((src, dst), 0.0)
+        if arrival < last:
+            arrival = last
+        self._last_arrival[(src, dst)] = arrival
+        return arrival
+
+    def _record(self, target: str, msg: Any) -> None:
+        self._n_stimuli += 1
+        self._digest.update(p.encode(msg))
+        for rec in self.recorders:
+            rec(target, msg)
+
+    # ------------------------------------------------------------------ scheduler side
+
+    def _send_to_scheduler(self, src: str | None, msgs: list[Any]) -> None:
+        if src is None:  # client or cluster manager: same machine, no link
+            self._push(self.now, self._deliver_to_scheduler, (msgs,))
+            return
+        t = self._arrival(src, SCHEDULER)
+        if t is not None:
+            self._push(t, self._deliver_to_scheduler, (msgs,))
+
+    def _deliver_to_scheduler(self, msgs: list[Any]) -> None:
+        sched = self.scheduler
+        for msg in msgs:
+            if hasattr(msg, "time") and msg.time != self.now:
+                msg = _retime(msg, self.now)
+            self._record(SCHEDULER, msg)
+            out = sched.handle(msg)
+            if self.validator is not None:
+                self.validator.after_scheduler_stimulus(msg)
+            if out:
+                self._route_scheduler(out)
+
+    def _route_scheduler(self, out: list[Any]) -> None:
+        per_worker: dict[str, list[Any]] = {}
+        for ins in out:
+            cls = type(ins)
+            if cls is p.KeyInMemory:
+                self.results[ins.key] = ("memory", ins.holders)
+            elif cls is p.KeyErred:
+                self.results[ins.key] = ("erred", f"error:{ins.blame}")
+            elif cls is p.KeyLost:
+                self.results.pop(ins.key, None)
+            else:
+                per_worker.setdefault(ins.worker, []).append(ins)
+        for name, msgs in per_worker.items():
+            sw = self.workers.get(name)
+            if sw is None:
+                continue
+            t = self._arrival(SCHEDULER, name)
+            if t is not None:
+                self._push(t, self._deliver_to_worker, (sw, msgs))
+
+    # ------------------------------------------------------------------ worker side
+
+    def _start_worker(self, name: str | None, threads: int) -> SimWorker:
+        if name is None:
+            while f"w{self._worker_names}" in self.workers:
+                self._worker_names += 1
+            name = f"w{self._worker_names}"
+            self._worker_names += 1
+        self._incarnations += 1
+        sw = SimWorker(name, threads, self._incarnations)
+        self.workers[name] = sw
+        self.all_workers.append(sw)
+        if self.validator is not None:
+            self.validator.watch_worker(sw.state)
+        # Workers of the initial cluster are registered before anything is submitted.
+        self._send_to_scheduler(name if self._started else None, [p.AddWorker(
+            stimulus_id=self._new_sid("add-worker"), time=self.now, worker=name,
+            nthreads=threads)])
+        if self.heartbeat_interval and self._started:
+            self._push(self.now + self.heartbeat_interval, self._heartbeat, (sw,), True)
+        return sw
+
+    def _deliver_to_worker(self, sw: SimWorker, msgs: list[Any]) -> None:
+        if not sw.alive:
+            return
+        if sw.paused_until > self.now:
+            self._push(sw.paused_until, self._deliver_to_worker, (sw, msgs))
+            return
+        for msg in msgs:
+            self._worker_handle(sw, msg)
+
+    def _worker_handle(self, sw: SimWorker, msg: Any) -> None:
+        if hasattr(msg, "time") and msg.time != self.now:
+            msg = _retime(msg, self.now)
+        self._record(sw.name, msg)
+        out = sw.state.handle(msg)
+        if self.validator is not None:
+            self.validator.after_worker_stimulus(sw.state, msg)
+        if not out:
+            return
+        to_sched: list[Any] = []
+        for ins in out:
+            cls = type(ins)
+            if cls is p.Execute:
+                self._start_execute(sw, ins.key)
+            elif cls is p.GatherDep:
+                self._start_gather(sw, ins)
+            elif cls is p.ReleaseData:
+                for key in ins.keys:
+                    sw.data.pop(key, None)
+            else:
+                to_sched.append(ins)
+        if to_sched:
+            self._send_to_scheduler(sw.name, to_sched)
+
+    def _start_execute(self, sw: SimWorker, key: str) -> None:
+        assert self.graph is not None
+        self.runs[key] = self.runs.get(key, 0) + 1
+        duration = self.graph[key].actual_duration
+        self._push(self.now + duration, self._execute_done, (sw, key, duration))
+
+    def _execute_done(self, sw: SimWorker, key: str, duration: float) -> None:
+        if not sw.alive:
+            return
+        if sw.paused_until > self.now:
+            self._push(sw.paused_until, self._execute_done, (sw, key, duration))
+            return
+        assert self.graph is not None
+        spec = self.graph[key]
+        sw.busy += duration
+        sid = self._new_sid("execute")
+        if spec.fails:
+            msg: Any = p.ExecuteFailure(stimulus_id=sid, time=self.now, key=key,
+                                        exception=f"SimulatedError: task {key!r} failed")
+        else:
+            try:
+                inputs = [sw.data[d] for d in spec.deps]
+            except KeyError as e:
+                raise SimulationError(
+                    f"worker {sw.name!r} ran {key!r} without its input {e.args[0]!r}") from None
+            sw.data[key] = task_value(key, inputs)
+            nbytes = spec.nbytes if spec.nbytes is not None else DEFAULT_OUTPUT_BYTES
+            msg = p.ExecuteSuccess(stimulus_id=sid, time=self.now, key=key, nbytes=nbytes,
+                                   duration=duration)
+        self._worker_handle(sw, msg)
+
+    def _start_gather(self, sw: SimWorker, ins: p.GatherDep) -> None:
+        holder = self.workers.get(ins.holder)
+        link = self._link(ins.holder, sw.name)
+        if holder is None or link.down:
+            # connection refused (dead peer) or timed out (cut link)
+            delay = 2 * link.latency if holder is None else 1.0
+            self._push(self.now + delay, self._gather_done, (sw, ins.holder, {}, ins.keys))
+            return
+        start = max(self.now, holder.paused_until)
+        values = {k: holder.data[k] for k in ins.keys if k in holder.data}
+        missing = tuple(k for k in ins.keys if k not in values)
+        nbytes = sum(self._size(k) for k in values)
+        t = start + link.latency + nbytes / link.bandwidth
+        self._push(t, self._gather_done, (sw, ins.holder, values, missing))
+
+    def _size(self, key: str) -> int:
+        assert self.graph is not None
+        n = self.graph[key].nbytes
+        return DEFAULT_OUTPUT_BYTES if n is None else n
+
+    def _gather_done(self, sw: SimWorker, holder: str, values: dict[str, int],
+                     missing: tuple[str, ...]) -> None:
+        if not sw.alive:
+            return
+        if sw.paused_until > self.now:
+            self._push(sw.paused_until, self._gather_done, (sw, holder, values, missing))
+            return
+        sw.data.update(values)
+        sizes = {k: self._size(k) for k in values}
+        sid = self._new_sid("gather")
+        msg: Any
+        if missing:
+            msg = p.GatherDepFailure(stimulus_id=sid, time=self.now, holder=holder,
+                                     keys=missing, nbytes=sizes)
+        else:
+            msg = p.GatherDepSuccess(stimulus_id=sid, time=self.now, holder=holder, nbytes=sizes)
+        self._worker_handle(sw, msg)
+
+    # ------------------------------------------------------------------ periodic events
+
+    def _schedule_periodic(self) -> None:
+        if self.stealing is not None or self.scheduler.heartbeat_timeout is not None:
+            self._push(self.now + self.tick_interval, self._tick, (), True)
+        if self.heartbeat_interval:
+            for sw in self.workers.values():
+                self._push(self.now + self.heartbeat_interval, self._heartbeat, (sw,), True)
+
+    def _tick(self) -> None:
+        self._deliver_to_scheduler([p.Tick(stimulus_id=self._new_sid("tick"), time=self.now)])
+        self._push(self.now + self.tick_interval, self._tick, (), True)
+
+    def _heartbeat(self, sw: SimWorker) -> None:
+        if not sw.alive:
+            return
+        if sw.paused_until <= self.now:
+            hb = sw.state.heartbeat(self.now, self._new_sid("heartbeat"))
+            self._send_to_scheduler(sw.name, [hb])
+        assert self.heartbeat_interval is not None
+        self._push(self.now + self.heartbeat_interval, self._heartbeat, (sw,), True)
+
+
+def _retime(msg: Any, now: float) -> Any:
+    """A message takes the time it is received at: that is "now" for its receiver."""
+    return msgspec.structs.replace(msg, time=now)
