@@ -38,6 +38,7 @@ DEAD = "dead"
 DEFAULT_BANDWIDTH = 100e6  # bytes/s until told otherwise
 DEFAULT_NBYTES = 1024  # size assumed for an output of unknown size
 CANDIDATE_POOL = 10  # workers looked at per placement decision, whatever the cluster size
+DEP_TASK_POOL = 2  # non-holders looked at besides the holders, for tasks with inputs
 
 
 class InvalidTransition(RuntimeError):
@@ -210,7 +211,9 @@ class SchedulerState:
         total = 0.0
         for prefix, count in ws.prefix_counts.items():
             total += count * duration(prefix)
-        return total + ws.fetch_bytes / (ws.bandwidth or self.bandwidth)
+        if ws.fetch_bytes:
+            total += ws.fetch_bytes / (ws.bandwidth or self.bandwidth)
+        return total
 
     def transfer_cost(self, ts: TaskState, ws: WorkerInfo) -> float:
         """Seconds to bring the inputs of ``ts`` that ``ws`` lacks."""
@@ -218,7 +221,7 @@ class SchedulerState:
         for dts in ts.dependencies:
             if ws not in dts.who_has:
                 nbytes += dts.nbytes if dts.nbytes >= 0 else DEFAULT_NBYTES
-        return nbytes / (ws.bandwidth or self.bandwidth)
+        return nbytes / (ws.bandwidth or self.bandwidth) if nbytes else 0.0
 
     def start_time(self, ts: TaskState, ws: WorkerInfo) -> float:
         """Expected seconds until ``ts`` could start on ``ws``."""
@@ -235,33 +238,37 @@ class SchedulerState:
         if ts.restrictions:
             allowed = [self.workers[n] for n in ts.restrictions if n in self.workers]
             candidates = [ws for ws in allowed if ws in self.running]
-        else:
+        elif ts.dependencies:
             candidates = []
             for dts in ts.dependencies:
                 for ws in dts.who_has:
                     if ws.status == RUNNING:
                         candidates.append(ws)
-            candidates.extend(self._candidate_pool())
+            # Non-holders all lack every input; a couple of them is enough to compare.
+            candidates.extend(self._candidate_pool(DEP_TASK_POOL))
+        else:
+            candidates = self._candidate_pool(CANDIDATE_POOL)
         best: WorkerInfo | None = None
         best_cost: tuple[float, int] = (0.0, 0)
-        for ws in candidates:
-            cost = (self.start_time(ts, ws), ws.nbytes)
+        start_time = self.start_time
+        for ws in dict.fromkeys(candidates):
+            cost = (start_time(ts, ws), ws.nbytes)
             if best is None or cost < best_cost:
                 best, best_cost = ws, cost
         return best
 
-    def _candidate_pool(self) -> list[WorkerInfo]:
-        """Up to CANDIDATE_POOL idle workers; if none is idle, the next ones round-robin."""
+    def _candidate_pool(self, size: int) -> list[WorkerInfo]:
+        """Up to ``size`` idle workers; if none is idle, the next ones round-robin."""
         pool: list[WorkerInfo] = []
         for ws in self.idle:
             pool.append(ws)
-            if len(pool) >= CANDIDATE_POOL:
+            if len(pool) >= size:
                 return pool
         if pool:
             return pool
         workers = self._running_list
         n = len(workers)
-        k = min(n, CANDIDATE_POOL)
+        k = min(n, size)
         start = self._rr % n
         self._rr = start + k
         return [workers[(start + i) % n] for i in range(k)]

@@ -161,8 +161,9 @@ class WorkerState:
         ts.state = new
         self.transition_counter += 1
         self.transition_log.append((ts.key, old, new, self._sid))
-        for obs in self.observers:
-            obs(self, ts, old, new, self._sid)
+        if self.observers:
+            for obs in self.observers:
+                obs(self, ts, old, new, self._sid)
 
     def _forget(self, ts: WTask) -> None:
         """Drop a released task's record and its links."""
