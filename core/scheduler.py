@@ -148,6 +148,7 @@ class SchedulerState:
         # Extensions (work stealing) get the stimuli they care about.
         self.extensions: list[Any] = []
         self._incarnations = 0
+        self._set_removals = 0  # deletions from idle/saturated since they were compacted
         self._generation = 0  # order of submission, for priorities
         self._rr = 0  # round-robin pointer over ``running`` for root-task placement
         self._running_list: list[WorkerInfo] = []
@@ -554,20 +555,24 @@ class SchedulerState:
         self._update_idleness(ws)
 
     def _update_idleness(self, ws: WorkerInfo) -> None:
-        if ws.status != RUNNING:
-            self.idle.pop(ws, None)
-            self.saturated.pop(ws, None)
-            return
+        idle, saturated = self.idle, self.saturated
         n = len(ws.processing)
-        if n < ws.nthreads:
-            self.idle[ws] = None
-            self.saturated.pop(ws, None)
-        elif n > ws.nthreads:
-            self.saturated[ws] = None
-            self.idle.pop(ws, None)
-        else:
-            self.idle.pop(ws, None)
-            self.saturated.pop(ws, None)
+        if ws.status == RUNNING and n < ws.nthreads:
+            idle[ws] = None
+        elif ws in idle:
+            del idle[ws]
+            self._set_removals += 1
+        if ws.status == RUNNING and n > ws.nthreads:
+            saturated[ws] = None
+        elif ws in saturated:
+            del saturated[ws]
+            self._set_removals += 1
+        if self._set_removals > 4 * (len(idle) + len(saturated)) + 64:
+            # A dict keeps deleted slots until it resizes, and iteration walks over them:
+            # copying compacts it, so taking the first few idle workers stays O(1).
+            self.idle = dict(idle)
+            self.saturated = dict(saturated)
+            self._set_removals = 0
 
     # ------------------------------------------------------------------ stimulus handlers
 
@@ -660,8 +665,7 @@ class SchedulerState:
         del self.workers[ws.name]
         del self.running[ws]
         self._running_list = list(self.running)
-        self.idle.pop(ws, None)
-        self.saturated.pop(ws, None)
+        self._update_idleness(ws)
         for ext in self.extensions:
             ext.remove_worker(ws)
         recs: dict[TaskState, str] = {}
