@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
 import struct
@@ -23,7 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from .model import DOWNSTREAM, STREAMS, UPSTREAM, ApiError, Toxic, split_host_port
+from .model import DOWNSTREAM, STREAMS, UPSTREAM, Toxic, split_host_port
+
+log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
 QUEUE_ITEMS = 64  # bounded: the writer's pace pushes back on the reader
@@ -201,6 +204,9 @@ class Pipe:
                         return  # EOF or CLOSE: nothing more to read
         except OSError:
             self.conn.close()
+        except Exception:
+            log.exception("toxiproxy %s reader failed", self.stream)
+            self.conn.close()
 
     async def _chain_when_not_held(self) -> list[ToxicState]:
         while True:
@@ -230,6 +236,9 @@ class Pipe:
                     return
         except OSError:
             self.conn.close()
+        except Exception:
+            log.exception("toxiproxy %s writer failed", self.stream)
+            self.conn.close()
 
 
 class Connection:
@@ -255,31 +264,22 @@ class Connection:
         self._changed = asyncio.Event()
         self._done = asyncio.Event()
         self._running = False
-        self.connecting = True
         self.closed = False
 
     async def run(self) -> None:
         """Connect upstream and pump both streams until the connection ends."""
         client_reader, client_writer = self._client
-        try:
-            host, port = split_host_port(self.upstream)
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                up_reader, up_writer = await asyncio.open_connection(host, port)
-        except (OSError, TimeoutError, ApiError):
+        connected = await self._connect_upstream()
+        if connected is None:
             client_writer.close()
             return
-        except BaseException:
-            client_writer.close()
-            raise
-        self.connecting = False
+        up_reader, up_writer = connected
         self._upstream_writer = up_writer
         pipes = [
             Pipe(self, UPSTREAM, client_reader, up_writer),
             Pipe(self, DOWNSTREAM, up_reader, client_writer),
         ]
         try:
-            if self.closed:  # closed (proxy disabled) while connecting
-                return
             for pipe in pipes:
                 self._tasks.append(asyncio.create_task(pipe.read_loop()))
                 self._tasks.append(asyncio.create_task(pipe.write_loop()))
@@ -289,11 +289,34 @@ class Connection:
         finally:
             self._running = False
             self.close()
-            up_writer.close()  # no-op unless close() ran before the upstream was connected
             tasks = self._tasks + list(self._timers.values())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _connect_upstream(
+        self,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The upstream streams, or None if the connect failed or close() came first."""
+        host, port = split_host_port(self.upstream)
+        connect = asyncio.create_task(
+            asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
+        )
+        closed = asyncio.create_task(self._done.wait())
+        try:
+            await asyncio.wait({connect, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not connect.done():
+                connect.cancel()
+            await asyncio.gather(connect, closed, return_exceptions=True)
+        if connect.cancelled() or connect.exception() is not None:
+            return None
+        up_reader, up_writer = connect.result()
+        if self.closed:
+            up_writer.close()
+            return None
+        return up_reader, up_writer
 
     def chain(self, stream: str) -> list[ToxicState]:
         """The toxics currently on this stream that apply to this connection, in order."""

@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from typing import Any
 
-from .model import ApiError, Toxic, join_host_port, split_host_port
+from .listener import Listener, bind_listener
+from .model import ApiError, Toxic, join_host_port
 from .pipeline import Connection
 
-STOP_TIMEOUT = 5.0
-
-
-async def bind_listener(address: str) -> socket.socket:
-    """A listening, non-blocking socket on one address (never one per resolved family)."""
-    host, port = split_host_port(address)
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, sockaddr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        # Lets a disabled-then-enabled proxy rebind its port while old connections linger
-        # in TIME_WAIT; on Linux it does not allow stealing a port someone is listening on.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+STOP_TIMEOUT = 5.0  # a closed connection ends within a loop turn; this is a backstop
 
 
 def listen_error(address: str, exc: OSError) -> ApiError:
@@ -47,7 +27,7 @@ class Proxy:
         self.enabled = False
         self.toxics: list[Toxic] = []
         self._rng = rng
-        self._server: asyncio.Server | None = None
+        self._listener: Listener | None = None
         self._connections: dict[Connection, asyncio.Task[Any]] = {}
 
     def to_json(self) -> dict[str, Any]:
@@ -66,39 +46,35 @@ class Proxy:
             sock = await bind_listener(self.listen)
         except OSError as exc:
             raise listen_error(self.listen, exc) from exc
-        host, port = sock.getsockname()[:2]
-        self.listen = join_host_port(host, port)
-        self._server = await asyncio.start_server(self._accept, sock=sock)
+        self._listener = Listener(sock, self._accept)
+        self.listen = join_host_port(*self._listener.address)
         self.enabled = True
 
     async def stop(self) -> None:
         """Close the listener and every open connection."""
-        self.enabled = False
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        self.enabled = False  # from here on, _accept turns connections away
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         tasks = list(self._connections.values())
-        for conn, task in list(self._connections.items()):
+        for conn in list(self._connections):
             conn.close()
-            if conn.connecting:
-                task.cancel()  # do not wait out a slow upstream connect
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
-            for task in pending:
-                task.cancel()
-        if server is not None:
-            await server.wait_closed()
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
 
     async def update(self, listen: str | None, upstream: str | None, enabled: bool | None) -> None:
-        readdress = (listen is not None and listen not in (self.listen, self.requested_listen)) or (
-            upstream is not None and upstream != self.upstream
-        )
+        """Apply a proxy update; a new address restarts the listener and drops connections."""
+        # The requested "host:0" still describes a proxy bound to host:<picked port>.
+        listen_changed = listen is not None and listen not in (self.listen, self.requested_listen)
+        upstream_changed = upstream is not None and upstream != self.upstream
         want_enabled = self.enabled if enabled is None else enabled
-        if readdress:
+        if listen_changed or upstream_changed:
             await self.stop()
-            if listen is not None and listen not in (self.listen, self.requested_listen):
+            if listen_changed:
+                assert listen is not None
                 self.listen = self.requested_listen = listen
-            if upstream is not None:
+            if upstream_changed:
+                assert upstream is not None
                 self.upstream = upstream
         if want_enabled:
             await self.start()

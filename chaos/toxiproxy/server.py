@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from .http11 import HttpError, Request, format_response, read_request
+from .listener import Listener, bind_listener
 from .model import (
     ApiError,
     join_host_port,
@@ -27,7 +28,7 @@ from .model import (
     parse_proxy_update,
     parse_toxic_update,
 )
-from .proxy import Proxy, bind_listener
+from .proxy import Proxy
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class ToxiproxyServer:
         self._port = port
         self.rng = rng if rng is not None else random.Random(seed)
         self._proxies: dict[str, Proxy] = {}
-        self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[Any]] = set()
+        self._listener: Listener | None = None
+        self._clients: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         # One API call at a time: a create awaits its listener, and must not race a second
         # create of the same name.
         self._lock = asyncio.Lock()
@@ -125,22 +126,21 @@ class ToxiproxyServer:
             sock = await bind_listener(address)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from exc
-        self._port = sock.getsockname()[1]
-        self._server = await asyncio.start_server(self._serve_connection, sock=sock)
+        self._listener = Listener(sock, self._serve_connection)
+        self._port = self._listener.address[1]
         log.info("toxiproxy API listening on %s", self.url)
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for task in list(self._clients):
-            task.cancel()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        # Closing a transport ends its handler at its next read, cleanly.
+        for writer in self._clients.values():
+            writer.close()
         await asyncio.gather(*self._clients, return_exceptions=True)
         for proxy in list(self._proxies.values()):
             await proxy.stop()
         self._proxies.clear()
-        if server is not None:
-            await server.wait_closed()
 
     async def __aenter__(self) -> ToxiproxyServer:
         await self.start()
@@ -156,7 +156,10 @@ class ToxiproxyServer:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._clients.add(task)
+        if self._listener is None:  # accepted just before stop()
+            writer.close()
+            return
+        self._clients[task] = writer
         try:
             while True:
                 try:
@@ -177,7 +180,7 @@ class ToxiproxyServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away mid-request
         finally:
-            self._clients.discard(task)
+            self._clients.pop(task, None)
             writer.close()
 
     async def _respond(self, request: Request) -> tuple[int, Payload]:
@@ -324,6 +327,7 @@ class ThreadedToxiproxyServer:
     ) -> None:
         self.server = ToxiproxyServer(host, port, seed=seed, rng=rng)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -352,30 +356,32 @@ class ThreadedToxiproxyServer:
             raise self._error
 
     def stop(self, timeout: float = THREAD_TIMEOUT) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or not thread.is_alive():
+        loop, stopping, thread = self._loop, self._stopping, self._thread
+        if loop is None or stopping is None or thread is None or not thread.is_alive():
             return
-        try:
-            asyncio.run_coroutine_threadsafe(self.server.stop(), loop).result(timeout)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
+        loop.call_soon_threadsafe(stopping.set)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise TimeoutError(f"toxiproxy server did not stop within {timeout} s")
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
+        # asyncio.run, not a bare loop: it also finishes what closing sockets leaves pending.
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
         try:
-            try:
-                loop.run_until_complete(self.server.start())
-            except BaseException as exc:  # handed to the thread that called start()
-                self._error = exc
-                return
-            finally:
-                self._ready.set()
-            loop.run_forever()
+            await self.server.start()
+        except BaseException as exc:  # handed to the thread that called start()
+            self._error = exc
+            return
         finally:
-            _cancel_leftovers(loop)
-            loop.close()
+            self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.server.stop()
 
     def __enter__(self) -> ThreadedToxiproxyServer:
         if self._thread is None:
@@ -389,14 +395,6 @@ class ThreadedToxiproxyServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    tasks = asyncio.all_tasks(loop)
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 def run_in_thread(
