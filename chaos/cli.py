@@ -1,0 +1,25 @@
+"""``squall toxiproxy``: the built-in Toxiproxy-compatible server, standalone."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("toxiproxy")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address the API binds to (loopback unless told otherwise)")
+@click.option("--port", default=8474, show_default=True, help="API port (0: any free port)")
+@click.option("--seed", type=int, default=None, help="seed for jitter, toxicity and slicing")
+def toxiproxy_command(host: str, port: int, seed: int | None) -> None:
+    """Run the built-in Toxiproxy-compatible proxy server until interrupted."""
+    from squall.chaos.toxiproxy import serve
+    from squall.scenarios.cli import SquallError
+
+    def ready(server: object) -> None:
+        click.echo(f"squall toxiproxy: API on http://{host}:{getattr(server, 'port', port)}",
+                   err=True)
+
+    try:
+        serve(host, port, seed=seed, on_ready=ready)
+    except OSError as e:
+        raise SquallError(str(e).splitlines()[0]) from None
