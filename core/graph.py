@@ -9,7 +9,6 @@ body (``func`` and ``args``, run in real mode) or a simulated one (``sim_duratio
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +20,17 @@ class GraphError(ValueError):
     """A mistake in a submitted graph. The message is one line naming the keys."""
 
 
-_TOKEN = re.compile(r"[-_](\d+|[0-9a-f]{8,})$")
+_HEX = frozenset("0123456789abcdef")
 
 
 def key_prefix(key: str) -> str:
-    """The task prefix of a key: its name before the trailing token ("inc-12" -> "inc")."""
-    m = _TOKEN.search(key)
-    return key[: m.start()] if m else key
+    """The task prefix of a key: its name before the trailing token ("inc-12" -> "inc",
+    "load-3f2a9c81d0" -> "load"). Called once per task, so no regex."""
+    for sep in "-_":
+        head, found, token = key.rpartition(sep)
+        if found and token and (token.isdigit() or (len(token) >= 8 and _HEX.issuperset(token))):
+            return head
+    return key
 
 
 @dataclass(slots=True)

@@ -272,6 +272,8 @@ class SimCluster:
             if t > self.max_time:
                 self._stuck(f"virtual time passed max_time={self.max_time:g}")
             fn(*args)
+            if self._pending == 0 and self.validator is not None:
+                self.validator.quiescent(self)
         self._done_time = self.now
         if self.validator is not None:
             self.validator.check_end(self)
@@ -290,6 +292,7 @@ class SimCluster:
         wrong: list[str] = []
         n_erred = 0
         sched = self.scheduler
+        workers = self.workers
         for key in self._wanted:
             want = expected[key]
             got = self.results.get(key)
@@ -301,10 +304,14 @@ class SimCluster:
                     wrong.append(key)
             else:
                 ts = sched.tasks.get(key)
-                holders = [self.workers.get(w.name) for w in ts.who_has] if ts else []
-                values = {sw.data.get(key) for sw in holders if sw is not None}
-                if values != {want}:
+                if ts is None or not ts.who_has:
                     wrong.append(key)
+                    continue
+                for ws in ts.who_has:
+                    sw = workers.get(ws.name)
+                    if sw is None or sw.data.get(key) != want:
+                        wrong.append(key)
+                        break
         busy: dict[str, float] = {}
         for sw in self.all_workers:
             busy[sw.name] = busy.get(sw.name, 0.0) + sw.busy
