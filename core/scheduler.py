@@ -772,6 +772,25 @@ class SchedulerState:
         """Add an instruction to the current handle()'s output (for extensions)."""
         self._out.append(instruction)
 
+    def move_processing(self, ts: TaskState, ws: WorkerInfo) -> None:
+        """Reassign processing ``ts`` to the running worker ``ws`` (work stealing's confirm:
+        the old worker has already given it up, so it gets no message; ``ws`` may be that
+        same worker, which then gets the task anew). Logged and shown to observers as
+        processing -> processing."""
+        old = ts.processing_on
+        if ts.state != PROCESSING or old is None:
+            raise InvalidTransition(f"task {ts.key!r}: cannot move a {ts.state} task from "
+                                    f"{old!r} to {ws!r} (stimulus {self._stimulus_id})")
+        if ws.status != RUNNING or self.workers.get(ws.name) is not ws:
+            raise InvalidTransition(f"task {ts.key!r}: cannot move to {ws!r}, not a running "
+                                    f"worker (stimulus {self._stimulus_id})")
+        self._unassign(ts, old)
+        self._assign(ts, ws)
+        self.transition_counter += 1
+        self.transition_log.append((ts.key, PROCESSING, PROCESSING, self._stimulus_id))
+        for obs in self.observers:
+            obs(self, ts, PROCESSING, PROCESSING, self._stimulus_id)
+
     @property
     def stimulus_id(self) -> str:
         return self._stimulus_id

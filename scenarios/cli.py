@@ -89,6 +89,9 @@ def sim(workload: str, tasks: int, workers: int, threads: int, seed: int, steali
 
 
 # Commands defined beside the code they drive are added here.
+from squall.core.stealing import balance_command  # noqa: E402
+
+cli.add_command(balance_command)
 
 
 def main(argv: list[str] | None = None) -> Any:
