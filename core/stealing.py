@@ -86,7 +86,7 @@ MAX_COST_RATIO = 8.0  # never move a task costing more than this many times its 
 MAX_CANDIDATES = 16  # stealable tasks looked at per victim per round
 SCAN_LIMIT = 64  # queue entries looked at per victim per round
 HOLDERS_LOOKED_AT = 8  # holders of an input considered as thieves, per input
-SETTLE = 1.0  # seconds a moved task stays put before it may move on
+SETTLE = 0.2  # seconds a moved task stays put before it may move on (never back)
 
 
 @dataclass(slots=True, eq=False)
