@@ -249,6 +249,99 @@ class FaultInjected(Message, tag="fault"):
     params: dict[str, Any] = {}
 
 
+
+# ---------------------------------------------------------------- real mode: the wire only
+# These never reach a state machine: the real runtime (core/net.py) uses them for
+# membership, task bodies and data. Messages that carry cloudpickle frames say how many
+# follow the header (see ``net.frame_count``).
+
+
+class RegisterWorker(Message, tag="register-worker"):
+    """Worker -> scheduler, first message: who it is and where it serves its data."""
+
+    worker: str
+    nthreads: int
+    address: str  # the worker's data socket (peers and clients fetch values there)
+    pid: int = 0
+    incarnation: int = 0  # set by a launcher that restarts workers under the same name
+
+
+class RegisterClient(Message, tag="register-client"):
+    client: str
+
+
+class Membership(Message, tag="membership"):
+    """Scheduler -> workers and clients: the live workers and their data addresses. The
+    first one a peer receives accepts its registration."""
+
+    workers: dict[str, str]
+
+
+class RunSpecs(Message, tag="run-specs"):
+    """Task bodies in the frames after the header: one cloudpickled function per token of
+    ``funcs``, then the pickled arguments of each of ``keys``, which calls the function
+    whose token is at the same index of ``func_of``."""
+
+    funcs: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    func_of: tuple[str, ...] = ()
+
+
+class Payload(Message, tag="payload"):
+    """One cloudpickle frame follows: the ``kind`` (an exception) belonging to ``key``."""
+
+    key: str
+    kind: str = "exception"
+
+
+class GetData(Message, tag="get-data"):
+    """A worker or a client asks a worker's data socket for values."""
+
+    requester: str
+    keys: tuple[str, ...]
+
+
+class DataReply(Message, tag="data"):
+    """One pickled value per key of ``keys`` follows; ``missing`` are not held there."""
+
+    worker: str
+    keys: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+
+
+class CloseWorker(Message, tag="close-worker"):
+    """Scheduler -> worker: exit (e.g. it was declared dead and came back)."""
+
+    worker: str
+    reason: str = ""
+
+
+class Halted(Message, tag="halted"):
+    """The run stopped: a state machine raised (an invariant violation, an impossible
+    transition) in ``where``. A Payload frame with the pickled exception may follow."""
+
+    where: str  # "scheduler" or a worker name
+    reason: str
+    traceback: str = ""
+
+
+class InfoRequest(Message, tag="info-request"):
+    client: str
+
+
+class SchedulerInfo(Message, tag="scheduler-info"):
+    """Scheduler -> client: membership and the runtime's counters."""
+
+    workers: dict[str, str]
+    pids: dict[str, int] = {}
+    n_tasks: int = 0
+    n_stimuli: int = 0
+    dropped: int = 0  # frames or messages rejected (undecodable, unknown peer, not allowed)
+    refused: int = 0  # connections refused by CURVE authentication
+    bytes_in: int = 0  # bytes of every frame received and sent, headers included
+    bytes_out: int = 0
+    halted: str = ""
+
 SchedulerStimulus = (
     UpdateGraph
     | ClientReleasesKeys
@@ -282,6 +375,17 @@ AnyMessage = (
     | GatherDepFailure
     | ReleaseData
     | FaultInjected
+    | RegisterWorker
+    | RegisterClient
+    | Membership
+    | RunSpecs
+    | Payload
+    | GetData
+    | DataReply
+    | CloseWorker
+    | Halted
+    | InfoRequest
+    | SchedulerInfo
 )
 
 _msgpack_encoder = msgspec.msgpack.Encoder()

@@ -105,6 +105,8 @@ class WorkerState:
         self.executing: dict[WTask, None] = {}  # executing and cancelled: both hold a thread
         self.to_fetch: list[tuple[tuple[int, int], WTask]] = []  # heap of fetch-state tasks
         self.in_flight: dict[str, list[WTask]] = {}  # peer -> keys being fetched from it
+        # Compute requests for keys that were in flight: carried out if the transfer fails.
+        self._compute_after_flight: dict[str, p.ComputeTask] = {}
         self.nbytes = 0  # bytes of tasks in memory
         self.time = 0.0
         self.transition_log: deque[tuple[str, str, str, str]] = deque(maxlen=transition_log_size)
@@ -222,6 +224,7 @@ class WorkerState:
         elif ts.state == FLIGHT:
             ts.runnable = True  # an input on its way: report it when it lands
             ts.discard = False
+            self._compute_after_flight[ts.key] = msg
             return
         ts.runnable = True
         ts.prefix = msg.prefix
@@ -355,6 +358,7 @@ class WorkerState:
             if ts.state != FLIGHT:
                 continue
             ts.coming_from = None
+            compute = self._compute_after_flight.pop(ts.key, None)
             if ts.key in received:
                 ts.nbytes = received[ts.key]
                 self.nbytes += ts.nbytes
@@ -373,6 +377,13 @@ class WorkerState:
             # not received: this holder does not have it (or is unreachable)
             if holder in ts.who_has:
                 ts.who_has.remove(holder)
+            if compute is not None and ts.runnable:
+                # Asked to compute it while it was on its way, and it did not come: compute.
+                ts.runnable = False
+                ts.discard = False
+                self._set_state(ts, FETCH)
+                self._handle_compute_task(compute)
+                continue
             if ts.discard and not ts.dependents:
                 ts.discard = False
                 self._set_state(ts, RELEASED)

@@ -93,6 +93,12 @@ from squall.core.stealing import balance_command  # noqa: E402
 
 cli.add_command(balance_command)
 
+from squall.core.cluster_cli import keys_command, scheduler_command, worker_command  # noqa: E402
+
+cli.add_command(scheduler_command)
+cli.add_command(worker_command)
+cli.add_command(keys_command)
+
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: click, with usage errors and user mistakes folded to one line."""

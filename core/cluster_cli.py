@@ -1,0 +1,115 @@
+"""The commands that start a real cluster by hand, over several machines.
+
+    squall keys DIR                                       # once; copy DIR to every machine
+    squall scheduler --listen tcp://0.0.0.0:8786 --keys DIR
+    squall worker tcp://SCHEDULER:8786 --threads 4 --keys DIR
+
+Addresses default to 127.0.0.1; binding anything else requires ``--keys`` (ZeroMQ CURVE:
+a peer without the cluster's key is refused, which matters because workers unpickle what
+they are sent). Wired into ``squall`` by scenarios/cli.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from squall.core import net
+
+
+def _error(message: str) -> click.ClickException:
+    from squall.scenarios.cli import SquallError
+
+    return SquallError(message)
+
+
+def _load_keys(keys: str | None) -> net.Keys | None:
+    if keys is None:
+        return None
+    try:
+        return net.load_keys(keys)
+    except net.KeysError as e:
+        raise _error(str(e)) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@click.command("keys")
+@click.argument("directory", type=click.Path(file_okay=False))
+def keys_command(directory: str) -> None:
+    """Make the cluster's CURVE key pair in DIRECTORY (copy it to every machine)."""
+    try:
+        secret = net.create_keys(directory)
+    except (net.KeysError, OSError) as e:
+        raise _error(str(e)) from None
+    click.echo(f"wrote {secret} (secret: keep it private) and {secret.with_suffix('.key')}")
+
+
+@click.command("scheduler")
+@click.option("--listen", default="tcp://127.0.0.1:8786", show_default=True,
+              help="address to bind (not loopback: --keys required)")
+@click.option("--keys", "keys_dir", default=None, help="directory made by `squall keys`")
+@click.option("--heartbeat-timeout", default=10.0, show_default=True,
+              help="seconds of silence before a worker is declared dead")
+@click.option("--allowed-failures", default=3, show_default=True,
+              help="deaths of its worker a task survives before it errs")
+@click.option("--validate/--no-validate", default=False, show_default=True,
+              help="strict mode: check invariants after every transition")
+@click.option("-v", "--verbose", is_flag=True)
+def scheduler_command(listen: str, keys_dir: str | None, heartbeat_timeout: float,
+                      allowed_failures: int, validate: bool, verbose: bool) -> None:
+    """Run a scheduler until interrupted."""
+    from squall.core.scheduler_server import SchedulerServer
+
+    _logging(verbose)
+    try:
+        server = SchedulerServer(listen, keys=_load_keys(keys_dir),
+                                 heartbeat_timeout=heartbeat_timeout,
+                                 allowed_failures=allowed_failures, validate=validate)
+        address = server.bind()
+    except (net.AddressError, ImportError) as e:
+        raise _error(str(e)) from None
+    click.echo(f"squall scheduler: listening at {address}", err=True)
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command("worker")
+@click.argument("scheduler")
+@click.option("--threads", default=1, show_default=True, help="threads running tasks")
+@click.option("--name", default=None, help="worker name (default: HOST-PID)")
+@click.option("--listen", default=None,
+              help="address of its data socket (default: the interface towards the "
+                   "scheduler, any free port)")
+@click.option("--keys", "keys_dir", default=None, help="directory made by `squall keys`")
+@click.option("--heartbeat-interval", default=0.5, show_default=True)
+@click.option("--register-timeout", default=10.0, show_default=True,
+              help="seconds to wait for the scheduler to accept this worker")
+@click.option("--validate/--no-validate", default=False, show_default=True)
+@click.option("-v", "--verbose", is_flag=True)
+def worker_command(scheduler: str, threads: int, name: str | None, listen: str | None,
+                   keys_dir: str | None, heartbeat_interval: float, register_timeout: float,
+                   validate: bool, verbose: bool) -> None:
+    """Run a worker for the scheduler at SCHEDULER (tcp://HOST:PORT) until interrupted."""
+    from squall.core.worker_server import RegistrationError, WorkerServer
+
+    if threads < 1:
+        raise _error(f"--threads must be >= 1, got {threads}")
+    _logging(verbose)
+    try:
+        server = WorkerServer(scheduler, name=name, nthreads=threads, listen=listen,
+                              keys=_load_keys(keys_dir), heartbeat_interval=heartbeat_interval,
+                              register_timeout=register_timeout, validate=validate)
+        server.start()
+    except (net.AddressError, RegistrationError, ImportError, OSError) as e:
+        raise _error(str(e)) from None
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
