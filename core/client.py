@@ -525,7 +525,7 @@ class Client:
 
     def _pump(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for input, then handle all that is there."""
-        events = dict(self._poller.poll(max(0.0, timeout) * 1000))
+        events = dict(self._poller.poll(net.ms(timeout)))
         if not events:
             return
         if self._sock in events:

@@ -101,7 +101,7 @@ class LocalCluster:
         self.start_method = start_method or default_start_method()
         self._logs = LogForwarding(self.start_method) if forward_logs else None
         # Fork the launcher first: nothing of ZeroMQ exists in this process for it yet.
-        ctx = multiprocessing.get_context(self.start_method)
+        ctx: Any = multiprocessing.get_context(self.start_method)
         self._conn, child_conn = ctx.Pipe()
         parent_end = self._conn if self.start_method == "fork" else None
         self._launcher = ctx.Process(
@@ -199,7 +199,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            if not self._pull.poll(max(0.0, left) * 1000):
+            if not self._pull.poll(net.ms(left)):
                 return n
             parts = self._pull.recv_multipart()
             if parts[0] == b"eof":

@@ -189,7 +189,7 @@ class Launcher:
         self.config = config
         self.conn = conn
         self.method = method
-        self.ctx = multiprocessing.get_context(method)
+        self.ctx: Any = multiprocessing.get_context(method)
         self.log_queue = log_queue
         self.address = ""
         self.scheduler: _Child | None = None

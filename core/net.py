@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import pickle
 import socket as pysocket
@@ -161,6 +162,11 @@ def start_authenticator(ctx: zmq.Context[Any], keys: Keys) -> Any:
 
 
 # ------------------------------------------------------------------ sockets
+
+
+def ms(seconds: float) -> int:
+    """A poll timeout in whole milliseconds, rounded up (never a busy loop), >= 0."""
+    return max(0, math.ceil(seconds * 1000))
 
 
 def make_socket(ctx: zmq.Context[Any], kind: int, *, keys: Keys | None = None,

@@ -155,7 +155,6 @@ class SchedulerServer:
         if self.keys is not None:
             self._auth = net.start_authenticator(ctx, self.keys)
         self._router = net.make_socket(ctx, zmq.ROUTER, keys=self.keys, server=True)
-        self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self.keys is not None:
             self._monitor = self._router.get_monitor_socket(net.REFUSAL_EVENTS)
         try:
@@ -196,7 +195,7 @@ class SchedulerServer:
             while not self._stopping:
                 if self._ticking:
                     wait = max(0.0, next_tick - time.monotonic())
-                    events = dict(poller.poll(wait * 1000))
+                    events = dict(poller.poll(net.ms(wait)))
                 else:
                     events = dict(poller.poll(1000))
                 if router in events:
@@ -557,8 +556,8 @@ class SchedulerServer:
             elif t is p.KeyErred:
                 peer = clients.get(ins.client)
                 if peer is not None:
-                    blob = self.errors.get(ins.blame or ins.key)
-                    self._send(peer, ins, [blob] if blob is not None else None)
+                    err = self.errors.get(ins.blame or ins.key)
+                    self._send(peer, ins, [err] if err is not None else None)
             elif t is p.KeyInMemory or t is p.KeyLost:
                 peer = clients.get(ins.client)
                 if peer is not None:

@@ -160,7 +160,7 @@ class WorkerServer:
         deadline = time.monotonic() + self.register_timeout
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not sched.poll(left * 1000):
+            if left <= 0 or not sched.poll(net.ms(left)):
                 raise RegistrationError(
                     f"worker {self.name}: the scheduler at {self.scheduler_address} did not "
                     f"accept its registration within {self.register_timeout:g} s "
@@ -203,7 +203,7 @@ class WorkerServer:
                     wait = min(wait, self._outbox_since + FLUSH_DELAY - time.monotonic())
                 if self._gathers:
                     wait = min(wait, min(d for _, d in self._gathers.values()) - self.now())
-                events = dict(poller.poll(max(0.0, wait) * 1000))
+                events = dict(poller.poll(net.ms(wait)))
                 if events:
                     if self._wake_r in events:
                         self._collect_results()
