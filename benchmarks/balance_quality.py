@@ -61,8 +61,8 @@ def two_prefixes(n: int, seed: int = 0) -> TaskGraph:
                      for i in range(n))
 
 
-def run(graph: TaskGraph, workers: int, stealing: bool, *, skew: list[tuple[str, float]] = (),
-        seed: int = 0) -> Any:
+def run(graph: TaskGraph, workers: int, stealing: bool, *,
+        skew: tuple[tuple[str, float], ...] = (), seed: int = 0) -> Any:
     c = SimCluster(workers=workers, seed=seed, stealing=stealing)
     for prefix, factor in skew:  # before submission: placement sees the skew too
         c.scheduler.estimator.skew(factor, prefix)
@@ -91,9 +91,9 @@ def wrong_estimates(quick: bool) -> None:
     worst: dict[bool, float] = {}
     for n, w in sizes:
         cases = [
-            ("interleaved prefixes", skewed_durations(n, seed=3), []),
-            ("prefix blocks, exponential times", prefix_blocks(n, seed=1), []),
-            ("skewed all run: a x10, b x0.1", two_prefixes(n), [("a", 10.0), ("b", 0.1)]),
+            ("interleaved prefixes", skewed_durations(n, seed=3), ()),
+            ("prefix blocks, exponential times", prefix_blocks(n, seed=1), ()),
+            ("skewed all run: a x10, b x0.1", two_prefixes(n), (("a", 10.0), ("b", 0.1))),
         ]
         for label, g, skew in cases:
             bound = lower_bound(g, w)

@@ -278,7 +278,7 @@ class WorkStealing:
                 thieves.push(ws, occ / ws.nthreads)
         if not thieves:
             return 0
-        victims = []
+        victims: list[tuple[float, int, WorkerInfo]] = []
         for ws in state.saturated:
             if ws not in thieves:
                 occ = self._projected(ws)
