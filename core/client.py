@@ -452,6 +452,17 @@ class Client:
                 self._pump(left)
             return dict(self.workers)
 
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0,
+                   what: str = "the condition") -> None:
+        """Service the sockets (membership, results) until ``predicate()`` holds."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{what} did not hold within {timeout:g} s")
+                self._pump(min(left, 0.1))
+
     def skew_estimates(self, factor: float, prefix: str | None = None) -> None:
         """Chaos: multiply the scheduler's duration estimates (of one prefix, or all)."""
         with self._lock:

@@ -90,6 +90,7 @@ class WorkerServer:
         self.addresses: dict[str, str] = {}
         self.halted = ""
         self._full_checked = 0
+        self._first_batch: list[bytes] | None = None
         self._bodies: dict[str, tuple[str, bytes]] = {}  # key -> (function token, args)
         self._func_bytes: dict[str, bytes] = {}
         self._funcs: dict[str, Any] = {}  # token -> function, unpickled once
@@ -165,14 +166,17 @@ class WorkerServer:
                     f"worker {self.name}: the scheduler at {self.scheduler_address} did not "
                     f"accept its registration within {self.register_timeout:g} s "
                     "(not running, or refused: wrong CURVE key?)")
+            parts = sched.recv_multipart()
             try:
-                msgs, _ = net.unpack(sched.recv_multipart())
+                msgs, _ = net.unpack(parts)
             except ProtocolError as e:
                 self.drops("scheduler", str(e))
                 continue
             for msg in msgs:
                 if type(msg) is p.Membership:
-                    self._membership(msg)
+                    # The same batch may already hold work (placed when we joined): it is
+                    # handled first thing by serve().
+                    self._first_batch = parts
                     log.info("worker %s registered with %s; serving data at %s", self.name,
                              self.scheduler_address, self.address)
                     return
@@ -197,6 +201,9 @@ class WorkerServer:
             poller.register(control_fd, zmq.POLLIN)
         next_heartbeat = time.monotonic() + self.heartbeat_interval
         try:
+            if self._first_batch is not None:
+                self._from_scheduler(self._first_batch)
+                self._first_batch = None
             while not self._stopping:
                 wait = next_heartbeat - time.monotonic()
                 if self._outbox:
@@ -330,38 +337,41 @@ class WorkerServer:
                 parts = sched.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
-                msgs, frames = net.unpack(parts)
-            except ProtocolError as e:
-                self.drops("scheduler", str(e))
-                continue
-            pairs = net.split_frames(msgs, frames) if frames else [(m, frames) for m in msgs]
-            now = self.now()
-            specs: dict[str, tuple[str, bytes]] = {}
-            for msg, fr in pairs:
-                t = type(msg)
-                if t is p.ComputeTask or t is p.FreeKeys or t is p.StealRequest:
-                    if msg.worker != self.name:
-                        self.drops("scheduler", f"{t.__name__} for worker {msg.worker!r}")
-                        continue
-                    if t is p.ComputeTask and msg.key in specs:
-                        # Bound here, not when RunSpecs arrived: the same batch may compute,
-                        # free (which drops the body) and compute a key again.
-                        self._bodies[msg.key] = specs[msg.key]
-                    self._handle(_retime(msg, now))
-                elif t is p.RunSpecs:
-                    nf = len(msg.funcs)
-                    for token, blob in zip(msg.funcs, fr[:nf], strict=True):
-                        self._func_bytes[token] = blob
-                    for key, token, blob in zip(msg.keys, msg.func_of, fr[nf:], strict=True):
-                        specs[key] = (token, blob)
-                elif t is p.Membership:
-                    self._membership(msg)
-                elif t is p.CloseWorker:
-                    log.warning("worker %s: told to close: %s", self.name, msg.reason)
-                    self._stopping = True
-                else:
-                    self.drops("scheduler", f"{t.__name__} is not for a worker")
+            self._from_scheduler(parts)
+
+    def _from_scheduler(self, parts: list[bytes]) -> None:
+        try:
+            msgs, frames = net.unpack(parts)
+        except ProtocolError as e:
+            self.drops("scheduler", str(e))
+            return
+        pairs = net.split_frames(msgs, frames) if frames else [(m, frames) for m in msgs]
+        now = self.now()
+        specs: dict[str, tuple[str, bytes]] = {}
+        for msg, fr in pairs:
+            t = type(msg)
+            if t is p.ComputeTask or t is p.FreeKeys or t is p.StealRequest:
+                if msg.worker != self.name:
+                    self.drops("scheduler", f"{t.__name__} for worker {msg.worker!r}")
+                    continue
+                if t is p.ComputeTask and msg.key in specs:
+                    # Bound here, not when RunSpecs arrived: the same batch may compute,
+                    # free (which drops the body) and compute a key again.
+                    self._bodies[msg.key] = specs[msg.key]
+                self._handle(_retime(msg, now))
+            elif t is p.RunSpecs:
+                nf = len(msg.funcs)
+                for token, blob in zip(msg.funcs, fr[:nf], strict=True):
+                    self._func_bytes[token] = blob
+                for key, token, blob in zip(msg.keys, msg.func_of, fr[nf:], strict=True):
+                    specs[key] = (token, blob)
+            elif t is p.Membership:
+                self._membership(msg)
+            elif t is p.CloseWorker:
+                log.warning("worker %s: told to close: %s", self.name, msg.reason)
+                self._stopping = True
+            else:
+                self.drops("scheduler", f"{t.__name__} is not for a worker")
 
     def _membership(self, msg: p.Membership) -> None:
         old = self.addresses

@@ -235,6 +235,16 @@ def test_submit_gather_round_trip() -> None:
 
 @pytest.mark.real
 @pytest.mark.xdist_group("real")
+def test_tasks_waiting_for_a_worker_run_on_the_first_that_joins() -> None:
+    # The new worker's first batch holds both its acceptance and the tasks placed on it.
+    with LocalCluster(workers=0) as cluster, Client(cluster) as client:
+        futures = client.map(inc, range(10))
+        assert cluster.add_worker() == "w0"
+        assert client.gather(futures, TIMEOUT) == list(range(1, 11))
+
+
+@pytest.mark.real
+@pytest.mark.xdist_group("real")
 def test_task_errors_come_back_with_the_remote_traceback() -> None:
     with LocalCluster(workers=2, threads=1) as cluster, Client(cluster) as client:
         f = client.submit(fail, 7)
@@ -323,6 +333,26 @@ def test_worker_death_inside_a_task_is_recovered_up_to_allowed_failures(tmp_path
         client.wait_for_workers(2, TIMEOUT)  # restarted under the same names
         assert client.submit(inc, 1).result(TIMEOUT) == 2
         assert len(cluster.exits) >= 3
+
+
+@pytest.mark.real
+@pytest.mark.xdist_group("real")
+def test_a_frozen_worker_is_declared_dead_after_the_heartbeat_timeout() -> None:
+    with LocalCluster(workers=2, threads=1, heartbeat_interval=0.05,
+                      heartbeat_timeout=0.3) as cluster, Client(cluster) as client:
+        old = cluster.workers["w0"]
+        address = client.workers["w0"]
+        cluster.pause_worker("w0", 1.0)  # SIGSTOP: alive, silent
+        client.wait_until(lambda: client.workers.get("w0") != address, TIMEOUT,
+                          "w0 dropped from the membership")
+        # Its tasks go elsewhere meanwhile.
+        assert client.gather(client.map(inc, range(20)), TIMEOUT) == list(range(1, 21))
+        # Resumed, it is told to close; the launcher starts a new incarnation.
+        client.wait_until(lambda: any(pid == old.pid for _, pid, _ in cluster.exits),
+                          TIMEOUT, "the frozen w0 exited")
+        assert next(code for _, pid, code in cluster.exits if pid == old.pid) == 0
+        client.wait_until(lambda: "w0" in client.workers, TIMEOUT, "w0 came back")
+        assert cluster.workers["w0"].incarnation > old.incarnation
 
 
 def _raw_socket(ctx: zmq.Context, address: str) -> zmq.Socket:  # type: ignore[type-arg]
