@@ -10,7 +10,10 @@ Strict mode: ``validate=True`` runs the invariant validator inside the scheduler
 every worker; a violation halts the run and reaches every client as the exception the
 validator raised. Recording: every stimulus the scheduler's and the workers' state
 machines receive is streamed to this process and handed to ``recorders`` (callables of
-``(target, stimulus)``, as in the simulator) so a real run can be written as a trace.
+``(target, stimulus)``, as in the simulator) so a real run can be written as a trace. They
+are called in this process, by ``sync_records()`` and at ``close()`` (which waits for the
+last record of every process that exited normally); ``raw_recorders`` also get the
+worker incarnation and the receiver's transition count before the stimulus.
 
 Addresses default to 127.0.0.1. Anything else requires CURVE keys (``keys=DIR``, made
 with ``squall keys DIR``), and every socket of the cluster then authenticates its peers.

@@ -9,7 +9,8 @@ itself (CURVE-authenticated when not on loopback).
 
 Topology: the scheduler binds a ROUTER; every worker and client connects a DEALER to it.
 Each worker binds a ROUTER of its own that serves its values (``GetData`` ->
-``DataReply``) to peers and clients, who connect DEALERs to it.
+``DataReply``) to peers and clients, who connect DEALERs to it. A data socket answers any
+peer that can connect: on loopback that is this machine, elsewhere CURVE decides.
 """
 
 from __future__ import annotations

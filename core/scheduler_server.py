@@ -115,6 +115,7 @@ class SchedulerServer:
         self.halted = ""
         self._halt_frames: list[bytes] = []
         self._halt_msg: p.Halted | None = None
+        self._halt_payload: bytes | None = None  # a worker's pickled violation, until its Halted
         self._dirty: dict[Peer, None] = {}
         self._membership_changed = False
         self._sid = 0
@@ -399,12 +400,17 @@ class SchedulerServer:
         self._handle(msgspec.structs.replace(msg, time=self.now()))
 
     def _worker_payload(self, peer: Peer, msg: p.Payload, frames: list[bytes]) -> None:
-        if msg.kind == "exception" and msg.key in self.state.tasks:
+        # A payload belongs to the message after it: a task's error, or a halt (key "").
+        if not msg.key:
+            self._halt_payload = frames[0]
+        elif msg.kind == "exception" and msg.key in self.state.tasks:
             self.errors[msg.key] = frames[0]
 
     def _worker_halted(self, peer: Peer, msg: p.Halted, frames: list[bytes]) -> None:
         self._halt_with(p.Halted(stimulus_id="", where=peer.name, reason=msg.reason,
-                                 traceback=msg.traceback), frames[:1] if frames else [])
+                                 traceback=msg.traceback),
+                        [self._halt_payload] if self._halt_payload is not None else [])
+        self._halt_payload = None
 
     def _client_run_specs(self, peer: Peer, msg: p.RunSpecs, frames: list[bytes]) -> None:
         nf = len(msg.funcs)
@@ -511,7 +517,7 @@ class SchedulerServer:
         self.halted = f"{msg.where}: {msg.reason}"
         log.error("run halted in %s: %s\n%s", msg.where, msg.reason, msg.traceback)
         self._halt_msg = msg
-        self._halt_frames = [] if not frames else [frames[0]]
+        self._halt_frames = frames[:1]
         for peer in self.clients.values():
             self._send(peer, msg, self._halt_frames)
 

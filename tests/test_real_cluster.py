@@ -500,6 +500,26 @@ def test_strict_mode_violation_reaches_the_client_as_invariant_violation() -> No
 
 @pytest.mark.real
 @pytest.mark.xdist_group("real")
+def test_a_violation_inside_a_worker_halts_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from squall.invariants import InvariantViolation
+
+    original = WorkerState._handle_execute_success
+
+    def drifting(self: WorkerState, msg: p.ExecuteSuccess) -> None:
+        original(self, msg)
+        self.nbytes += 1  # an injected bug: the worker's byte count drifts
+
+    # Worker processes are forked from here: they inherit the bug.
+    monkeypatch.setattr(WorkerState, "_handle_execute_success", drifting)
+    with LocalCluster(workers=1, validate=True) as cluster, Client(cluster) as client:
+        with pytest.raises(InvariantViolation) as e:
+            client.submit(inc, 1).result(TIMEOUT)
+        assert e.value.id == "wstate.nbytes-sum"
+        assert client.info().halted.startswith("w0: InvariantViolation")
+
+
+@pytest.mark.real
+@pytest.mark.xdist_group("real")
 def test_recorded_real_run_replays_into_fresh_state_machines() -> None:
     records: list[tuple[str, int, int, object]] = []
     with LocalCluster(workers=2, threads=1, record=True) as cluster:
