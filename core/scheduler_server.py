@@ -289,8 +289,11 @@ class SchedulerServer:
             except zmq.Again:
                 return
             self.refused += 1
-            log.warning("scheduler: refused a connection on %s: CURVE handshake failed "
-                        "(event %s; wrong key?)", event.get("endpoint"), event.get("event"))
+            # A refused peer retries its connection every few 100 ms: log sparingly.
+            if self.refused <= 20 or self.refused % 1000 == 0:
+                log.warning("scheduler: refused a connection on %s: CURVE handshake failed "
+                            "(event %s; wrong key?) (%d refused so far)",
+                            event.get("endpoint"), event.get("event"), self.refused)
 
     # ------------------------------------------------------------------ registration
 
