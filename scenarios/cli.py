@@ -89,6 +89,19 @@ def sim(workload: str, tasks: int, workers: int, threads: int, seed: int, steali
 
 
 # Commands defined beside the code they drive are added here.
+from squall.scenarios.commands import (  # noqa: E402
+    explore_cmd,
+    replay_cmd,
+    report_cmd,
+    run_cmd,
+    scenarios_cmd,
+)
+
+cli.add_command(scenarios_cmd)
+cli.add_command(run_cmd)
+cli.add_command(replay_cmd)
+cli.add_command(explore_cmd)
+cli.add_command(report_cmd)
 from squall.core.stealing import balance_command  # noqa: E402
 
 cli.add_command(balance_command)

@@ -1,0 +1,246 @@
+"""``squall scenarios``, ``run``, ``replay``, ``explore`` and ``report``.
+
+Exit codes: ``run`` 0 success, 1 violation or wrong result, 2 bad input; ``replay`` 0 the
+replay matches, 1 it reproduces the recorded violation (or failure), 3 it diverges, 2 an
+unreadable trace; ``explore`` 0 nothing found, 1 a failure found (and its trace written).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from squall.core.outcome import Outcome, Violation
+from squall.scenarios.model import Scenario, ScenarioError, load_scenario, scenario_to_json
+
+
+def _error(message: str) -> click.ClickException:
+    """The CLI's one-line bad-input error (imported late: cli.py imports this module)."""
+    from squall.scenarios.cli import SquallError
+
+    return SquallError(message)
+
+
+def format_violation(v: Violation) -> str:
+    """A violation as a few indented lines: the invariant, the entity, where it struck."""
+    lines = [f"invariant {v.invariant} violated: {v.text}"]
+    if v.entity:
+        lines.append(f"  entity:     {v.entity}")
+    if v.detail:
+        lines.append(f"  detail:     {v.detail}")
+    if v.key:
+        lines.append(f"  transition: {v.key!r} {v.start} -> {v.finish}")
+    if v.stimulus_id:
+        lines.append(f"  stimulus:   {v.stimulus_id} at t={v.time:.6g}")
+    return "\n".join(lines)
+
+
+def resolve_scenario(spec: str) -> Scenario:
+    """A standard scenario's name, or the path of a scenario JSON file."""
+    from squall.scenarios.library import named_scenario, scenario_names
+
+    if spec in scenario_names():
+        return named_scenario(spec)
+    if spec.endswith(".json") or Path(spec).exists():
+        return load_scenario(spec)
+    return named_scenario(spec)  # raises, listing the names
+
+
+@click.command("scenarios")
+@click.option("--json", "as_json", is_flag=True, help="print each scenario as JSON")
+def scenarios_cmd(as_json: bool) -> None:
+    """List the standard scenarios."""
+    from squall.scenarios.library import all_scenarios
+
+    lib = all_scenarios()
+    if as_json:
+        for sc in lib.values():
+            click.echo(scenario_to_json(sc, indent=False))
+        return
+    table = Table(title="standard scenarios (squall run NAME)")
+    table.add_column("name")
+    table.add_column("what runs")
+    table.add_column("why", overflow="fold")
+    for name, sc in lib.items():
+        table.add_row(name, sc.describe(), sc.description)
+    Console().print(table)
+
+
+@click.command("run")
+@click.argument("scenario")
+@click.option("--runtime", type=click.Choice(["sim", "real"]), default=None,
+              help="override the scenario's runtime")
+@click.option("--seed", type=int, default=None, help="override the scenario's seed")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
+              help="write the run's trace (JSON Lines) here")
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="strict mode: check invariants after every transition")
+def run_cmd(scenario: str, runtime: str | None, seed: int | None, trace_path: str | None,
+            validate: bool) -> None:
+    """Run a standard scenario (by NAME) or a scenario file (FILE.json)."""
+    from squall.scenarios.runner import run_scenario
+
+    try:
+        sc = resolve_scenario(scenario)
+        changes: dict[str, Any] = {}
+        if runtime is not None:
+            changes["runtime"] = runtime
+        if seed is not None:
+            changes["seed"] = seed
+        if changes:
+            sc = msgspec.structs.replace(sc, **changes)
+        outcome = run_scenario(sc, trace=trace_path, validate=validate)
+    except ScenarioError as e:
+        raise _error(str(e)) from None
+    _print_outcome(sc, outcome)
+    sys.exit(0 if outcome.ok else 1)
+
+
+def _print_outcome(sc: Scenario, outcome: Outcome) -> None:
+    console = Console()
+    table = Table(title=f"squall run {sc.name or 'scenario'}: {sc.describe()}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    ok = "all correct" if outcome.results_ok else (
+        f"WRONG: {outcome.wrong}" if outcome.wrong else "not all computed")
+    table.add_row("results", ok)
+    table.add_row("violations", str(len(outcome.violations)))
+    table.add_row("tasks", str(outcome.n_tasks))
+    table.add_row("makespan (virtual s)", f"{outcome.makespan:.3f}")
+    table.add_row("stimuli", str(outcome.n_stimuli))
+    table.add_row("transitions", str(outcome.transitions))
+    table.add_row("invariant checks", str(outcome.invariant_checks))
+    table.add_row("faults", ", ".join(f"{k} {n}" for k, n in outcome.faults.items()) or "none")
+    table.add_row("steals", str(outcome.steals))
+    table.add_row("wall time (s)", f"{outcome.wall_time:.2f}")
+    if outcome.trace_path:
+        table.add_row("trace", outcome.trace_path)
+    console.print(table)
+    for v in outcome.violations:
+        click.echo(format_violation(v))
+    if outcome.trace_path and not outcome.ok:
+        click.echo(f"replay: squall replay {outcome.trace_path}")
+
+
+@click.command("replay")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="re-run strict mode on the replayed state machines")
+def replay_cmd(trace: str, validate: bool) -> None:
+    """Feed a trace's stimuli into fresh state machines and compare."""
+    from squall.scenarios.replay import replay_trace
+    from squall.scenarios.trace import TraceError
+
+    try:
+        result = replay_trace(trace, validate=validate)
+    except TraceError as e:
+        raise _error(str(e)) from None
+    click.echo(f"squall replay: {result.verdict}: {result.message}")
+    click.echo(f"  {result.stimuli} stimuli, {result.digests_checked} digests checked, "
+               f"{result.wall_time:.2f} s")
+    v = result.violation
+    if v is None and result.recorded is not None and result.recorded.outcome.violations \
+            and result.verdict != "match":
+        v = result.recorded.outcome.violations[0]
+    if v is not None:
+        click.echo(format_violation(v))
+        if result.tail:
+            from squall.invariants.violation import describe
+
+            tail = result.tail[-10:]
+            click.echo(f"  last {len(tail)} stimuli (receiver: message):")
+            for target, msg in tail:
+                line = f"    {target}: {describe(msg)}"
+                click.echo(line if len(line) <= 120 else line[:117] + "...")
+    sys.exit(result.exit_code)
+
+
+@click.command("explore")
+@click.option("--budget", type=float, default=60.0, show_default=True,
+              help="seconds to explore (shrinking a failure may take longer)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--jobs", type=int, default=1, show_default=True, help="processes")
+@click.option("--scenario-space", "space", default="small", show_default=True,
+              help="which scenarios to draw: small, calm, stealing, medium, storm")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="squall-traces",
+              show_default=True, help="where the minimal failing trace is written")
+def explore_cmd(budget: float, seed: int, jobs: int, space: str, out_dir: str) -> None:
+    """Explore generated scenarios in the simulator, strict mode on; shrink a failure."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from squall.scenarios.explore import ExploreStats, explore
+    from squall.scenarios.strategies import SCENARIO_SPACES
+
+    if jobs < 1:
+        raise _error(f"--jobs must be >= 1, got {jobs}")
+    if not budget > 0:
+        raise _error(f"--budget must be > 0 seconds, got {budget}")
+    if space not in SCENARIO_SPACES:
+        raise _error(f"--scenario-space: unknown space {space!r}; choose one of: "
+                          f"{', '.join(SCENARIO_SPACES)}")
+    console = Console(stderr=True)
+    started = time.monotonic()
+    with Progress(TextColumn("[bold]exploring"), BarColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("", total=budget)
+
+        def progress(job: int, stats: ExploreStats) -> None:
+            elapsed = time.monotonic() - started
+            state = "shrinking a failure... " if stats.shrinking else ""
+            bar.update(task, completed=min(elapsed, budget), description=(
+                f"{state}{stats.scenarios} scenarios, {stats.transitions} transitions, "
+                f"{stats.checks} checks"))
+
+        result = explore(budget=budget, seed=seed, jobs=jobs, space=space, out_dir=out_dir,
+                         progress=progress)
+    s = result.stats
+    f = result.failure
+    if f is None:
+        click.echo(f"squall explore: no violation in {s.scenarios} scenarios "
+                   f"({result.rate:.1f}/s, {jobs} job{'s' if jobs > 1 else ''}, "
+                   f"space {space}, seed {seed}): {s.transitions} transitions, "
+                   f"{s.checks} invariant checks, {s.stimuli} stimuli in "
+                   f"{result.elapsed:.1f} s")
+        sys.exit(0)
+    click.echo(f"squall explore: failure found after {s.scenarios} scenarios; "
+               f"shrunk to: {f.scenario.describe()}")
+    if f.error:
+        click.echo("the scenario crashed the runtime:")
+        click.echo(f.error.rstrip())
+    elif f.outcome is not None:
+        for v in f.outcome.violations:
+            click.echo(format_violation(v))
+        if not f.outcome.violations:
+            click.echo(f"wrong results for: {', '.join(f.outcome.wrong)}")
+    click.echo("shrunk scenario:")
+    click.echo(scenario_to_json(f.scenario).decode())
+    if f.trace_path:
+        click.echo(f"trace: {f.trace_path}")
+        click.echo(f"replay: squall replay {f.trace_path}")
+    sys.exit(1)
+
+
+@click.command("report")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="report.html",
+              show_default=True, help="the HTML page to write")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="also write the timeline as a PNG here")
+def report_cmd(trace: str, output: str, png: str | None) -> None:
+    """Write a self-contained HTML report of a trace (Gantt, occupancy, faults, steals)."""
+    from squall.scenarios.report import write_report
+    from squall.scenarios.trace import TraceError
+
+    try:
+        write_report(trace, output, png=png)
+    except TraceError as e:
+        raise _error(str(e)) from None
+    click.echo(f"squall report: wrote {output}" + (f" and {png}" if png else ""))

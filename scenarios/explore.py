@@ -1,0 +1,263 @@
+"""Exploration: Hypothesis over whole scenarios in the simulator, strict mode on.
+
+Each job runs Hypothesis in batches of examples (each batch with its own seed derived
+from the exploration seed) until the time budget is spent. A scenario that ends with a
+violation, wrong results or a crash is shrunk by Hypothesis; the minimal one is run once
+more with a trace written, and the exploration stops. ``jobs > 1`` runs that many jobs
+in forked processes, which report their counts to the parent as they go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import queue as queue_mod
+import random
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+
+from squall.core.outcome import Outcome, Violation
+from squall.scenarios.model import Scenario, scenario_to_json
+from squall.scenarios.runner import run_scenario
+from squall.scenarios.strategies import SCENARIO_SPACES, scenarios
+
+BATCH = 25  # examples per Hypothesis run; the budget is checked between runs
+REPORT_EVERY = 0.2  # seconds between progress reports of a job
+
+
+@dataclass
+class ExploreStats:
+    scenarios: int = 0
+    transitions: int = 0
+    checks: int = 0  # invariant checks
+    stimuli: int = 0
+    shrinking: bool = False
+
+    def add(self, other: ExploreStats) -> None:
+        self.scenarios += other.scenarios
+        self.transitions += other.transitions
+        self.checks += other.checks
+        self.stimuli += other.stimuli
+
+
+@dataclass
+class Failure:
+    scenario: Scenario  # the shrunk scenario
+    outcome: Outcome | None  # its outcome when run again with a trace (None: it crashed)
+    error: str = ""  # a crash (an exception that is not a violation), with its traceback
+    trace_path: str = ""
+
+    @property
+    def violation(self) -> Violation | None:
+        if self.outcome is not None and self.outcome.violations:
+            return self.outcome.violations[0]
+        return None
+
+
+@dataclass
+class ExploreResult:
+    stats: ExploreStats
+    elapsed: float
+    jobs: int
+    failure: Failure | None = None
+    per_job: list[ExploreStats] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.stats.scenarios / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class ScenarioFailed(AssertionError):
+    """Raised inside the Hypothesis test so that it shrinks the scenario."""
+
+
+ProgressFn = Callable[[int, ExploreStats], None]
+
+
+def _batch_seed(seed: int, job: int, batch: int) -> int:
+    return random.Random(f"squall-explore:{seed}:{job}:{batch}").getrandbits(64)
+
+
+def explore_job(job: int, seed: int, space: str, deadline: float,
+                progress: ProgressFn | None = None,
+                max_scenarios: int | None = None) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
+    """Explore until ``deadline`` (time.monotonic) or the first failure.
+
+    Returns the counts and, on a failure, the shrunk scenario with the error text of a
+    crash ("" for a violation or wrong results).
+    """
+    if space not in SCENARIO_SPACES:
+        raise ValueError(f"unknown scenario space {space!r}; choose one of: "
+                         f"{', '.join(SCENARIO_SPACES)}")
+    stats = ExploreStats()
+    last: dict[str, Any] = {}
+    last_report = [0.0]
+
+    def report(force: bool = False) -> None:
+        now = time.monotonic()
+        if progress is not None and (force or now - last_report[0] > REPORT_EVERY):
+            last_report[0] = now
+            progress(job, stats)
+
+    def check(scenario: Scenario) -> None:
+        try:
+            outcome = run_scenario(scenario, validate=True)
+        except Exception:
+            stats.scenarios += 1
+            last["failure"] = (scenario, traceback.format_exc())
+            stats.shrinking = True
+            report()
+            raise
+        stats.scenarios += 1
+        stats.transitions += outcome.transitions
+        stats.checks += outcome.invariant_checks
+        stats.stimuli += outcome.n_stimuli
+        report()
+        if not outcome.ok:
+            last["failure"] = (scenario, "")
+            stats.shrinking = True
+            what = (outcome.violations[0].invariant if outcome.violations
+                    else f"wrong results {outcome.wrong[:3]}")
+            raise ScenarioFailed(what)
+
+    quiet = list(HealthCheck)
+    batch = 0
+    while time.monotonic() < deadline:
+        if max_scenarios is not None and stats.scenarios >= max_scenarios:
+            break
+        test = given(scenario=scenarios(space))(check)
+        test = settings(max_examples=BATCH, deadline=None, database=None,
+                        phases=(Phase.generate, Phase.shrink), verbosity=Verbosity.quiet,
+                        suppress_health_check=quiet, report_multiple_bugs=False)(test)
+        test = hypothesis_seed(_batch_seed(seed, job, batch))(test)
+        try:
+            test()
+        except Exception:
+            if "failure" not in last:
+                raise
+            report(force=True)
+            return stats, last["failure"]
+        batch += 1
+    report(force=True)
+    return stats, None
+
+
+def failure_trace_path(out_dir: str | Path, scenario: Scenario) -> Path:
+    """Where the trace of a failing scenario goes: named by the scenario's content."""
+    h = hashlib.blake2b(scenario_to_json(scenario, indent=False), digest_size=5).hexdigest()
+    return Path(out_dir) / f"explore-{h}.jsonl"
+
+
+def record_failure(scenario: Scenario, error: str, out_dir: str | Path) -> Failure:
+    """Run the shrunk scenario once more, writing its trace."""
+    path = failure_trace_path(out_dir, scenario)
+    if error:
+        return Failure(scenario, None, error=error)
+    outcome = run_scenario(scenario, trace=path, validate=True)
+    return Failure(scenario, outcome, trace_path=str(path))
+
+
+def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = "small",
+            out_dir: str | Path = "squall-traces", progress: ProgressFn | None = None,
+            max_scenarios: int | None = None) -> ExploreResult:
+    """Explore scenarios for ``budget`` seconds in ``jobs`` processes (see module doc)."""
+    if space not in SCENARIO_SPACES:
+        raise ValueError(f"unknown scenario space {space!r}; choose one of: "
+                         f"{', '.join(SCENARIO_SPACES)}")
+    started = time.monotonic()
+    deadline = started + budget
+    if jobs <= 1:
+        stats, found = explore_job(0, seed, space, deadline, progress, max_scenarios)
+        failure = record_failure(found[0], found[1], out_dir) if found else None
+        return ExploreResult(stats, time.monotonic() - started, 1, failure, [stats])
+    return _explore_parallel(jobs, seed, space, deadline, started, out_dir, progress,
+                             max_scenarios)
+
+
+def _job_main(job: int, seed: int, space: str, deadline: float, q: Any,
+              max_scenarios: int | None) -> None:
+    def progress(j: int, stats: ExploreStats) -> None:
+        q.put(("progress", j, msgspec.to_builtins(stats.__dict__)))
+
+    try:
+        stats, found = explore_job(job, seed, space, deadline, progress, max_scenarios)
+    except BaseException:
+        q.put(("crash", job, traceback.format_exc()))
+        return
+    state = msgspec.to_builtins(stats.__dict__)
+    if found is None:
+        q.put(("done", job, state))
+    else:
+        q.put(("failure", job, state, scenario_to_json(found[0], indent=False), found[1]))
+
+
+def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started: float,
+                      out_dir: str | Path, progress: ProgressFn | None,
+                      max_scenarios: int | None) -> ExploreResult:
+    from squall.scenarios.model import scenario_from_json
+
+    # fork: children inherit the parent's modules as they are (a test's monkeypatch too)
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    per_job = [ExploreStats() for _ in range(jobs)]
+    procs = [ctx.Process(target=_job_main, args=(j, seed, space, deadline, q, max_scenarios),
+                         daemon=True) for j in range(jobs)]
+    for proc in procs:
+        proc.start()
+    running = set(range(jobs))
+    found: tuple[Scenario, str] | None = None
+    crash = ""
+    try:
+        while running:
+            try:
+                msg = q.get(timeout=0.5)
+            except queue_mod.Empty:
+                running = {j for j in running if procs[j].is_alive()} or set()
+                if not running:
+                    break
+                continue
+            kind, job = msg[0], msg[1]
+            if kind == "crash":
+                crash = msg[2]
+                running.discard(job)
+                break
+            per_job[job] = ExploreStats(**msg[2])
+            if progress is not None:
+                total = ExploreStats(shrinking=any(s.shrinking for s in per_job))
+                for s in per_job:
+                    total.add(s)
+                progress(-1, total)
+            if kind == "done":
+                running.discard(job)
+            elif kind == "failure":
+                running.discard(job)
+                found = (scenario_from_json(msg[3]), msg[4])
+                break
+        while not found and not crash:  # counts sent just before a job ended
+            try:
+                msg = q.get(timeout=0.2)
+            except queue_mod.Empty:
+                break
+            if msg[0] in ("progress", "done"):
+                per_job[msg[1]] = ExploreStats(**msg[2])
+    finally:
+        for proc in procs:  # the first failure wins: the other jobs stop now
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=5)
+    if crash:
+        raise RuntimeError(f"an exploration job crashed:\n{crash}")
+    total = ExploreStats()
+    for s in per_job:
+        total.add(s)
+    failure = record_failure(found[0], found[1], out_dir) if found else None
+    return ExploreResult(total, time.monotonic() - started, jobs, failure, per_job)

@@ -1,0 +1,229 @@
+"""``Scenario``: a whole run as one serialisable value.
+
+A scenario names its workload (a generator with parameters, or an explicit graph), the
+cluster's shape, a chaos schedule, a seed and a runtime. It round-trips through JSON
+unchanged, so a scenario file, a trace header and a Hypothesis example are the same
+thing. ``load_scenario`` turns a bad file into a one-line ``ScenarioError`` naming the
+file and the field.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from squall.core.graph import GraphError, TaskGraph, TaskSpec
+from squall.scenarios.faults import AnyFault
+from squall.scenarios.workloads import WORKLOADS
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run: the message is one line naming the field."""
+
+
+class Generated(msgspec.Struct, tag="generated", frozen=True, kw_only=True, omit_defaults=True,
+                forbid_unknown_fields=True):
+    """A graph from a workload generator: ``WORKLOADS[name](tasks, seed, **params)``."""
+
+    name: str
+    tasks: int
+    params: dict[str, float | int | str | bool] = {}
+    seed: int | None = None  # None: the scenario's seed
+
+
+class TaskDef(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+    """One task of an explicit graph (simulated body)."""
+
+    key: str
+    deps: tuple[str, ...] = ()
+    duration: float | None = None  # the hint the scheduler sees
+    sim_duration: float | None = None  # what it really takes
+    nbytes: int | None = None
+    fails: bool = False
+    priority: int = 0
+
+
+class ExplicitGraph(msgspec.Struct, tag="graph", frozen=True, forbid_unknown_fields=True):
+    tasks: tuple[TaskDef, ...]
+
+
+Workload = Generated | ExplicitGraph
+
+
+class LinkSpec(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A worker's links (to and from everyone) from the start."""
+
+    worker: str
+    latency: float | None = None
+    bandwidth: float | None = None
+    jitter: float | None = None
+
+
+class ClusterShape(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
+                   forbid_unknown_fields=True):
+    workers: int = 4
+    threads: int = 1
+    latency: float = 0.001
+    bandwidth: float = 100e6
+    jitter: float = 0.0
+    links: tuple[LinkSpec, ...] = ()
+    stealing: bool = False
+    allowed_failures: int = 3
+    heartbeat_interval: float | None = 0.5
+    heartbeat_timeout: float | None = None  # needed for partitions to be noticed
+    # virtual seconds after which a run that has not finished counts as stuck (a livelock
+    # keeps events coming, so the simulator's stall detection alone would not stop it)
+    max_time: float = 3600.0
+
+
+class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
+               forbid_unknown_fields=True):
+    workload: Workload
+    cluster: ClusterShape = msgspec.field(default_factory=ClusterShape)
+    chaos: tuple[AnyFault, ...] = ()
+    seed: int = 0
+    runtime: Literal["sim", "real"] = "sim"
+    name: str = ""
+    description: str = ""
+
+    def check(self) -> None:
+        """Raise ScenarioError naming the first bad field."""
+        c = self.cluster
+        if c.workers < 0:
+            raise ScenarioError(f"cluster.workers must be >= 0, got {c.workers}")
+        if c.threads < 1:
+            raise ScenarioError(f"cluster.threads must be >= 1, got {c.threads}")
+        if not c.latency >= 0 or not c.jitter >= 0:
+            raise ScenarioError("cluster.latency and cluster.jitter must be >= 0")
+        if not c.bandwidth > 0:
+            raise ScenarioError(f"cluster.bandwidth must be > 0, got {c.bandwidth}")
+        if not c.max_time > 0:
+            raise ScenarioError(f"cluster.max_time must be > 0, got {c.max_time}")
+        if c.allowed_failures < 0:
+            raise ScenarioError(f"cluster.allowed_failures must be >= 0, got {c.allowed_failures}")
+        for name in ("heartbeat_interval", "heartbeat_timeout"):
+            v = getattr(c, name)
+            if v is not None and not v > 0:
+                raise ScenarioError(f"cluster.{name} must be > 0 or null, got {v}")
+        w = self.workload
+        if isinstance(w, Generated):
+            if w.name not in WORKLOADS:
+                raise ScenarioError(f"workload.name: unknown workload {w.name!r}; choose one of: "
+                                    f"{', '.join(WORKLOADS)}")
+            if w.tasks < 1:
+                raise ScenarioError(f"workload.tasks must be >= 1, got {w.tasks}")
+            try:
+                inspect.signature(WORKLOADS[w.name]).bind(w.tasks, 0, **w.params)
+            except TypeError as e:
+                raise ScenarioError(f"workload.params: {w.name!r}: {e}") from None
+        elif not w.tasks:
+            raise ScenarioError("workload.tasks: an explicit graph needs at least one task")
+        else:
+            self.graph()  # cheap for an explicit graph: names a cycle or a missing key now
+        for i, fault in enumerate(self.chaos):
+            try:
+                fault.check()
+            except ValueError as e:
+                raise ScenarioError(f"chaos[{i}]: {e}") from None
+
+    def graph(self) -> TaskGraph:
+        """The task graph this scenario submits (ScenarioError on a bad graph)."""
+        w = self.workload
+        try:
+            if isinstance(w, Generated):
+                gen = WORKLOADS.get(w.name)
+                if gen is None:
+                    raise ScenarioError(f"workload.name: unknown workload {w.name!r}")
+                seed = self.seed if w.seed is None else w.seed
+                try:
+                    g = gen(w.tasks, seed, **w.params)
+                except TypeError as e:
+                    raise ScenarioError(f"workload.params: {w.name!r}: {e}") from None
+            else:
+                g = TaskGraph(TaskSpec(t.key, deps=t.deps, duration=t.duration,
+                                       sim_duration=t.sim_duration, nbytes=t.nbytes,
+                                       fails=t.fails, priority=t.priority) for t in w.tasks)
+            g.validate()
+        except GraphError as e:
+            raise ScenarioError(f"workload: {e}") from None
+        return g
+
+    def describe(self) -> str:
+        """One line: what runs on what, with how many faults."""
+        w = self.workload
+        what = (f"{w.name} x{w.tasks}" if isinstance(w, Generated)
+                else f"explicit graph of {len(w.tasks)} tasks")
+        c = self.cluster
+        kinds: dict[str, int] = {}
+        for f in self.chaos:
+            kinds[f.kind_name()] = kinds.get(f.kind_name(), 0) + 1
+        chaos = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "no faults"
+        steal = ", stealing" if c.stealing else ""
+        return f"{what} on {c.workers}x{c.threads} threads{steal}; {chaos}; seed {self.seed}"
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def scenario_to_json(scenario: Scenario, *, indent: bool = True) -> bytes:
+    """JSON of a scenario; indented for people, with each task of a graph on one line."""
+    data = _encoder.encode(scenario)
+    if not indent:
+        return data
+    return _pretty(msgspec.json.decode(data), "").encode()
+
+
+def _pretty(obj: Any, pad: str) -> str:
+    """Nested objects one key per line; a task, a fault or any flat value on one line."""
+    if _flat(obj):
+        return json.dumps(obj, separators=(", ", ": "))
+    inner = pad + "  "
+    if isinstance(obj, dict):
+        items = [f"{inner}{json.dumps(k)}: {_pretty(v, inner)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    items = [inner + _pretty(x, inner) for x in obj]
+    return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+
+
+def _flat(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return all(not isinstance(v, dict | list) or (
+            isinstance(v, list) and not any(isinstance(x, dict | list) for x in v))
+            for v in obj.values())
+    if isinstance(obj, list):
+        return all(not isinstance(x, dict | list) or (
+            isinstance(x, list) and not any(isinstance(y, dict | list) for y in x))
+            for x in obj)
+    return True
+
+
+def scenario_from_json(data: bytes | str, source: str = "scenario") -> Scenario:
+    """Decode and check a scenario; ScenarioError names the source and the field."""
+    try:
+        scenario = msgspec.json.decode(data, type=Scenario)
+    except msgspec.ValidationError as e:
+        raise ScenarioError(f"{source}: {str(e).splitlines()[0]}") from None
+    except msgspec.DecodeError as e:
+        raise ScenarioError(f"{source}: not valid JSON: {str(e).splitlines()[0]}") from None
+    try:
+        scenario.check()
+    except ScenarioError as e:
+        raise ScenarioError(f"{source}: {e}") from None
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ScenarioError(f"cannot read scenario file {str(path)!r}: {e.strerror}") from None
+    return scenario_from_json(data, source=str(path))
+
+
+def to_builtins(scenario: Scenario) -> Any:
+    return msgspec.to_builtins(scenario)

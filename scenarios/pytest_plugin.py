@@ -1,0 +1,116 @@
+"""squall's pytest plugin (registered through the ``pytest11`` entry point).
+
+- ``sim_cluster``: a fixture giving a strict-mode ``SimCluster``; shape it with
+  ``@pytest.mark.sim_cluster(workers=2, threads=2, seed=3, stealing=True)``.
+- ``@pytest.mark.real``: a test that starts real processes and sockets. Under
+  ``pytest -n N --dist loadgroup`` all such tests share the xdist group ``real`` and so
+  run one after another on one worker.
+- ``--squall-traces DIR``: every ``*.jsonl`` trace in DIR becomes a test that checks the
+  bug it recorded stays fixed: the trace's scenario, run again in the simulator with
+  strict mode, must pass, and replaying its recorded stimuli must not reproduce the
+  recorded violation.
+- The Hypothesis profiles ``dev``, ``ci`` and ``deep`` are registered (choose with
+  ``--hypothesis-profile`` or ``HYPOTHESIS_PROFILE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REAL_MARKER = "real: starts real processes and sockets; run serially (xdist group 'real')"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("squall")
+    group.addoption("--squall-traces", metavar="DIR", default=None,
+                    help="replay every squall trace (*.jsonl) in DIR as a regression test")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from squall.scenarios.strategies import register_profiles
+
+    config.addinivalue_line("markers", REAL_MARKER)
+    config.addinivalue_line("markers", "property: a Hypothesis property or state-machine test "
+                                       "(tox -e property runs these with the ci profile)")
+    config.addinivalue_line("markers", "sim_cluster(**kwargs): SimCluster arguments for the "
+                                       "sim_cluster fixture")
+    register_profiles()
+
+
+@pytest.fixture
+def sim_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A SimCluster with strict mode on (``validate=True``) unless the marker says not."""
+    from squall.core.sim import SimCluster
+
+    marker = request.node.get_closest_marker("sim_cluster")
+    kwargs: dict[str, Any] = {"validate": True}
+    if marker is not None:
+        kwargs.update(marker.kwargs)
+    yield SimCluster(**kwargs)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("real") is not None:
+            item.add_marker(pytest.mark.xdist_group("real"))
+    folder = config.getoption("squall_traces")
+    if not folder:
+        return
+    path = Path(folder)
+    if not path.is_dir():
+        raise pytest.UsageError(f"--squall-traces: {folder!r} is not a directory")
+    for trace in sorted(path.glob("*.jsonl")):
+        items.append(TraceItem.from_parent(session, name=f"squall-trace[{trace.name}]",
+                                           trace=trace))
+
+
+class TraceRegression(AssertionError):
+    pass
+
+
+class TraceItem(pytest.Item):
+    """One recorded trace, checked as a regression test."""
+
+    def __init__(self, *, trace: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.trace = trace
+
+    def runtest(self) -> None:
+        check_trace_regression(self.trace)
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> str:
+        if isinstance(excinfo.value, TraceRegression):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.trace, None, f"squall trace {self.trace.name}"
+
+
+def check_trace_regression(trace: Path) -> None:
+    """Raise TraceRegression if the bug ``trace`` recorded is back (see module doc)."""
+    import msgspec
+
+    from squall.scenarios.commands import format_violation
+    from squall.scenarios.replay import REPRODUCED, replay_trace
+    from squall.scenarios.runner import run_scenario
+    from squall.scenarios.trace import read_header
+
+    header = read_header(trace)
+    scenario = msgspec.structs.replace(header.scenario, runtime="sim")
+    outcome = run_scenario(scenario, validate=True)
+    if not outcome.ok:
+        what = (format_violation(outcome.violations[0]) if outcome.violations
+                else f"wrong results: {outcome.wrong}")
+        raise TraceRegression(f"{trace.name}: its scenario fails again ({scenario.describe()}):"
+                              f"\n{what}\nreplay: squall replay {trace}")
+    result = replay_trace(trace, validate=True)
+    recorded_at_stimulus = result.recorded is not None and result.recorded.phase == "stimulus"
+    if result.verdict == REPRODUCED and result.violation is not None and recorded_at_stimulus:
+        raise TraceRegression(f"{trace.name}: replaying its stimuli reproduces the violation:"
+                              f"\n{format_violation(result.violation)}")

@@ -1,0 +1,251 @@
+"""Replay a trace into fresh state machines: no processes, no network, no simulator.
+
+The recorded stimuli are fed, in order, into a new ``SchedulerState`` and one new
+``WorkerState`` per worker incarnation. Replay checks, as it goes, that each receiver's
+transition count before a stimulus equals the recorded one (so the first differing
+stimulus is named exactly) and that every recorded state digest matches. With strict
+mode on, the same validator as the recording runs, so a violation recurs at the same
+stimulus. A trace recorded in real mode replays the same way.
+
+Verdicts: ``match`` (same states, no violation; exit 0), ``reproduced`` (same states and
+the recorded violation or failure recurs; exit 1), ``diverged`` (exit 3).
+"""
+
+from __future__ import annotations
+
+import time as wallclock
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from squall.core import protocol as p
+from squall.core.outcome import Violation
+from squall.core.scheduler import SchedulerState
+from squall.core.worker import WorkerState
+from squall.scenarios.runner import violation_from
+from squall.scenarios.trace import (
+    CHAOS,
+    SCHEDULER,
+    Digest,
+    End,
+    Header,
+    Stim,
+    TraceError,
+    WorkerStart,
+    read_trace,
+    state_digest,
+)
+
+MATCH = "match"
+REPRODUCED = "reproduced"
+DIVERGED = "diverged"
+EXIT_CODES = {MATCH: 0, REPRODUCED: 1, DIVERGED: 3}
+
+
+@dataclass
+class ReplayResult:
+    verdict: str  # MATCH, REPRODUCED or DIVERGED
+    message: str  # one line: what matched, what recurred, or where it diverged
+    header: Header
+    recorded: End | None = None
+    violation: Violation | None = None  # the violation the replay raised, if any
+    stimuli: int = 0
+    digests_checked: int = 0
+    wall_time: float = 0.0
+    tail: list[tuple[str, Any]] = field(default_factory=list)  # last stimuli before the end
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+
+class ReplayWorker:
+    """A worker incarnation during replay: what a validator may look at besides its state."""
+
+    __slots__ = ("name", "state", "incarnation", "alive")
+
+    def __init__(self, name: str, state: WorkerState, incarnation: int) -> None:
+        self.name = name
+        self.state = state
+        self.incarnation = incarnation
+        self.alive = True
+
+
+class ReplayCluster:
+    """The state machines being replayed, shaped like the parts of a SimCluster a
+    validator reads (``scheduler``, ``workers``, ``all_workers``, ``now``)."""
+
+    def __init__(self, header: Header) -> None:
+        c = header.scenario.cluster
+        self.scenario = header.scenario
+        self.scheduler = SchedulerState(allowed_failures=c.allowed_failures,
+                                        bandwidth=c.bandwidth,
+                                        heartbeat_timeout=c.heartbeat_timeout)
+        self.stealing: Any = None
+        if c.stealing:
+            from squall.core.stealing import WorkStealing
+
+            self.stealing = WorkStealing(self.scheduler)
+        self.workers: dict[str, ReplayWorker] = {}  # live incarnations by name
+        self.all_workers: list[ReplayWorker] = []
+        self.by_incarnation: dict[int, ReplayWorker] = {}
+        self.now = 0.0
+        self.validator: Any = None
+        self.recorders: list[Callable[[str, Any], None]] = []
+
+    def digest(self) -> str:
+        return state_digest(self.scheduler, [w.state for w in self.workers.values()])
+
+
+def _make_validator(cluster: ReplayCluster) -> Any:
+    try:
+        from squall.invariants import Validator
+    except ImportError:
+        return None
+    return Validator(cluster)
+
+
+Observer = Callable[[int, Stim, ReplayCluster], None]
+
+
+def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
+                 before: Observer | None = None, after: Observer | None = None) -> ReplayResult:
+    """Replay the trace at ``path``. TraceError (one line, with the line number) if it
+    cannot be read. ``before``/``after`` see every stimulus line around its handling."""
+    started = wallclock.perf_counter()
+    lines = read_trace(path)
+    _, header = next(lines)
+    cluster = ReplayCluster(header)
+    if validate:
+        cluster.validator = _make_validator(cluster)
+    validator = cluster.validator
+    sched = cluster.scheduler
+    recent: list[tuple[str, Any]] = []
+    last_sid: dict[tuple[str, int], tuple[int, str]] = {}  # receiver -> its last stimulus
+    n = 0
+    digests = 0
+
+    def result(verdict: str, message: str, recorded: End | None = None,
+               violation: Violation | None = None) -> ReplayResult:
+        return ReplayResult(verdict, message, header, recorded, violation, n, digests,
+                            wallclock.perf_counter() - started, recent[-tail:])
+
+    for lineno, line in lines:
+        if type(line) is Stim:
+            target = line.t
+            msg = line.m
+            if target == CHAOS:
+                _apply_fault(cluster, msg)
+                recent.append((target, msg))
+                continue
+            if target == SCHEDULER:
+                machine: Any = sched
+                receiver = (SCHEDULER, 0)
+            else:
+                rw = cluster.by_incarnation.get(line.i)
+                if rw is None:
+                    raise TraceError(f"{path}: line {lineno}: stimulus for worker {target!r} "
+                                     f"incarnation {line.i}, which never started")
+                machine = rw.state
+                receiver = (target, line.i)
+            if machine.transition_counter != line.c:
+                prev = last_sid.get(receiver)
+                where = (f"stimulus {prev[1]!r} (line {prev[0]})" if prev is not None
+                         else f"stimulus {msg.stimulus_id!r} (line {lineno})")
+                return result(DIVERGED, f"diverged at {where} to {target}: "
+                                        f"{machine.transition_counter} transitions after it "
+                                        f"in replay, {line.c} recorded")
+            n += 1
+            if hasattr(msg, "time") and msg.time > cluster.now:
+                cluster.now = msg.time
+            recent.append((target, msg))
+            if len(recent) > 4 * tail:
+                del recent[:-tail]
+            last_sid[receiver] = (lineno, msg.stimulus_id)
+            if before is not None:
+                before(lineno, line, cluster)
+            try:
+                machine.handle(msg)
+                if validator is not None:
+                    if target == SCHEDULER:
+                        validator.after_scheduler_stimulus(msg)
+                    else:
+                        validator.after_worker_stimulus(machine, msg)
+            except Exception as e:
+                v = violation_from(e, cluster.now)
+                if v is None:
+                    raise
+                return _judge_violation(path, lines, lineno, msg, v, result)
+            if after is not None:
+                after(lineno, line, cluster)
+        elif type(line) is Digest:
+            digests += 1
+            got = cluster.digest()
+            if got != line.d:
+                prev_line, prev_sid = max(last_sid.values(), default=(lineno, "?"))
+                return result(DIVERGED, f"diverged: state digest after {line.n} stimuli "
+                                        f"(line {lineno}) differs; last stimulus "
+                                        f"{prev_sid!r} (line {prev_line})")
+        elif type(line) is WorkerStart:
+            ws = WorkerState(line.name, line.threads)
+            rw = ReplayWorker(line.name, ws, line.i)
+            cluster.workers[line.name] = rw
+            cluster.all_workers.append(rw)
+            cluster.by_incarnation[line.i] = rw
+            if validator is not None:
+                validator.watch_worker(ws)
+        elif type(line) is End:
+            for _ in lines:  # nothing may follow the outcome (read_trace raises if it does)
+                pass
+            return _judge_end(cluster, line, result)
+    raise TraceError(f"{path}: trace ends without an outcome line")  # read_trace prevents it
+
+
+def _apply_fault(cluster: ReplayCluster, msg: p.FaultInjected) -> None:
+    """Faults change the runtime, not the state machines; only a kill matters here: the
+    validator forgets that worker's state from that moment, as in the recording."""
+    if msg.kind == "kill_worker":
+        rw = cluster.workers.pop(msg.target, None)
+        if rw is not None:
+            rw.alive = False
+            if cluster.validator is not None:
+                cluster.validator.worker_gone(rw.state)
+
+
+def _judge_violation(path: str | Path, lines: Any, lineno: int, msg: Any, v: Violation,
+                     result: Any) -> ReplayResult:
+    """A violation struck at ``lineno``: reproduced if the recording stopped there with it."""
+    try:
+        _, nxt = next(lines)
+    except StopIteration:  # pragma: no cover - read_trace raises first
+        nxt = None
+    rec = nxt.outcome.violations[0] if isinstance(nxt, End) and nxt.outcome.violations else None
+    if rec is not None and nxt.phase == "stimulus" and rec.invariant == v.invariant:
+        return result(REPRODUCED, f"reproduced {v.invariant} at stimulus "
+                                  f"{msg.stimulus_id!r} (line {lineno})", nxt, v)
+    recorded = (f"the recording had {rec.invariant}" if rec is not None
+                else "the recording went on")
+    return result(DIVERGED, f"diverged at stimulus {msg.stimulus_id!r} (line {lineno}): replay "
+                            f"raised {v.invariant} where {recorded}",
+                  nxt if isinstance(nxt, End) else None, v)
+
+
+def _judge_end(cluster: ReplayCluster, end: End, result: Any) -> ReplayResult:
+    got = cluster.digest()
+    if end.digest and got != end.digest:
+        return result(DIVERGED, "diverged: the final state digest differs", end)
+    out = end.outcome
+    if out.violations:
+        v = out.violations[0]
+        if end.phase == "stimulus":
+            return result(DIVERGED, f"diverged: {v.invariant} was recorded at stimulus "
+                                    f"{v.stimulus_id!r} but did not recur", end)
+        # Found at the end of the run (or when it stalled): the replayed state is the
+        # recorded one, so the condition the check found holds again.
+        return result(REPRODUCED, f"reproduced the state in which {v.invariant} was found "
+                                  f"({end.phase} check)", end, v)
+    if not out.results_ok:
+        return result(REPRODUCED, f"reproduced the run whose results were wrong: "
+                                  f"{', '.join(out.wrong[:5])}", end)
+    return result(MATCH, f"replay matches: {end.n} stimuli, every digest equal", end)

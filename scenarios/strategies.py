@@ -1,0 +1,198 @@
+"""Hypothesis strategies for graphs, cluster shapes, chaos schedules and whole scenarios.
+
+Every random choice is drawn through Hypothesis (the simulator's own seed included), so
+a failing example shrinks and nothing is flaky. Choices are drawn from small ordered
+menus whose first entry is the simplest, because Hypothesis shrinks toward it.
+
+Settings profiles (``register_profiles``): ``dev`` (the default, quick), ``ci``
+(bounded and derandomised: the same examples on every run), ``deep`` (thousands of
+examples, for a night). Choose one with ``HYPOTHESIS_PROFILE=ci`` or pytest's
+``--hypothesis-profile=deep``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from msgspec.structs import replace
+
+from squall.scenarios.faults import (
+    Fault,
+    Heal,
+    JoinWorker,
+    KillWorker,
+    Partition,
+    PauseWorker,
+    Skew,
+    SlowLink,
+)
+from squall.scenarios.model import ClusterShape, ExplicitGraph, Generated, Scenario, TaskDef
+from squall.scenarios.workloads import WORKLOADS
+
+PREFIXES = ("a", "b", "c", "d")
+SIM_DURATIONS = (0.01, 0.001, 0.1, 0.5, 2.0)
+HINT_FACTORS = (1.0, None, 10.0, 0.1)  # hint = actual x factor; None: no hint
+NBYTES = (100, 10_000, 1_000_000, 10_000_000)
+FAULT_TIMES = st.integers(0, 300).map(lambda cs: cs / 100)  # 0 .. 3 virtual seconds
+HEARTBEAT_TIMEOUT = 2.0  # set whenever a schedule partitions or pauses workers
+
+
+def register_profiles() -> None:
+    """Register the ``dev``, ``ci`` and ``deep`` profiles (idempotent)."""
+    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
+             HealthCheck.filter_too_much]
+    settings.register_profile("dev", max_examples=50, deadline=None, suppress_health_check=quiet)
+    settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
+                              database=None, print_blob=True, suppress_health_check=quiet)
+    settings.register_profile("deep", max_examples=2000, deadline=None,
+                              suppress_health_check=quiet)
+
+
+def stealing_available() -> bool:
+    return importlib.util.find_spec("squall.core.stealing") is not None
+
+
+# ------------------------------------------------------------------ graphs
+
+
+_TASK = st.tuples(
+    st.sampled_from(PREFIXES),
+    st.lists(st.integers(1, 8), max_size=3, unique=True),  # deps: offsets back
+    st.sampled_from(SIM_DURATIONS),
+    st.sampled_from(HINT_FACTORS),
+    st.sampled_from(NBYTES),
+    st.integers(0, 24).map(lambda x: x == 24),  # fails: rare, shrinks to "does not fail"
+)
+
+
+def graphs(*, min_tasks: int = 1, max_tasks: int = 50) -> st.SearchStrategy[ExplicitGraph]:
+    """Random DAGs: each task depends on up to three of the eight tasks before it.
+
+    Drawn as a list of task templates, so that shrinking can drop any task; a
+    dependency is an offset back, so the graph stays acyclic whatever is dropped.
+    """
+    return st.lists(_TASK, min_size=min_tasks, max_size=max_tasks).map(_build_graph)
+
+
+def _build_graph(templates: list[tuple[str, list[int], float, float | None, int, bool]]
+                 ) -> ExplicitGraph:
+    tasks: list[TaskDef] = []
+    for i, (prefix, offsets, actual, factor, nbytes, fails) in enumerate(templates):
+        tasks.append(TaskDef(
+            key=f"{prefix}-{i}",
+            deps=tuple(tasks[i - o].key for o in sorted(offsets, reverse=True) if o <= i),
+            duration=None if factor is None else actual * factor,
+            sim_duration=actual,
+            nbytes=nbytes,
+            fails=fails,
+        ))
+    return ExplicitGraph(tasks=tuple(tasks))
+
+
+def generated_workloads(max_tasks: int = 200) -> st.SearchStrategy[Generated]:
+    return st.builds(lambda name, n, seed: Generated(name=name, tasks=n, seed=seed),
+                     st.sampled_from(sorted(WORKLOADS)), st.integers(1, max_tasks),
+                     st.integers(0, 1000))
+
+
+# ------------------------------------------------------------------ cluster shapes
+
+
+@st.composite
+def cluster_shapes(draw: st.DrawFn, *, max_workers: int = 4, max_threads: int = 2,
+                   stealing: bool | None = None) -> ClusterShape:
+    if stealing is None:
+        stealing = draw(st.booleans()) if stealing_available() else False
+    return ClusterShape(
+        workers=draw(st.integers(1, max_workers)),
+        threads=draw(st.integers(1, max_threads)),
+        latency=draw(st.sampled_from((0.001, 0.0001, 0.01))),
+        bandwidth=draw(st.sampled_from((100e6, 1e9, 10e6))),
+        jitter=draw(st.sampled_from((0.0, 0.002))),
+        stealing=stealing,
+    )
+
+
+# ------------------------------------------------------------------ chaos schedules
+
+
+def faults(workers: int) -> st.SearchStrategy[Fault]:
+    """One timed fault against one of ``workers`` workers (named w0, w1, ...)."""
+    name = st.integers(0, max(0, workers - 1)).map(lambda i: f"w{i}")
+    return st.one_of(
+        st.builds(KillWorker, at=FAULT_TIMES, worker=name),
+        st.builds(PauseWorker, at=FAULT_TIMES, worker=name,
+                  seconds=st.sampled_from((0.5, 0.1, 3.0))),
+        st.builds(Skew, at=FAULT_TIMES, factor=st.sampled_from((10.0, 0.1, 100.0, 0.01)),
+                  prefix=st.sampled_from((None, *PREFIXES))),
+        st.builds(SlowLink, at=FAULT_TIMES, worker=name,
+                  latency=st.sampled_from((0.05, 0.5)), bandwidth=st.sampled_from((None, 1e6))),
+        st.builds(Partition, at=FAULT_TIMES, worker=name),
+        st.builds(JoinWorker, at=FAULT_TIMES, worker=st.one_of(st.none(), name),
+                  threads=st.sampled_from((None, 2))),
+    )
+
+
+def with_recovery(chaos: list[Fault]) -> tuple[Fault, ...]:
+    """The schedule, then (if it can leave the cluster without a working worker) every
+    partition healed and one fresh worker joining: a scenario must be able to finish.
+
+    Partitions heal only after the heartbeat timeout had time to notice them: a link cut
+    in the simulator drops messages for good (nothing resends them), as a connection
+    reset would, and only the failure detector recovers from that.
+    """
+    if not any(isinstance(f, KillWorker | Partition | PauseWorker) for f in chaos):
+        return tuple(chaos)
+    end = max(f.at for f in chaos) + 0.5
+    cuts = [f.at for f in chaos if isinstance(f, Partition)]
+    if cuts:
+        end = max(end, max(cuts) + HEARTBEAT_TIMEOUT + 1.0)
+    return (*chaos, Heal(at=round(end, 2)), JoinWorker(at=round(end, 2)))
+
+
+@st.composite
+def chaos_schedules(draw: st.DrawFn, workers: int, *, max_faults: int = 3,
+                    min_faults: int = 0) -> tuple[Fault, ...]:
+    drawn = draw(st.lists(faults(workers), min_size=min_faults, max_size=max_faults))
+    return with_recovery(drawn)
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, space: str = "small") -> Scenario:
+    """A whole scenario from the named space (see SCENARIO_SPACES)."""
+    try:
+        limits = SCENARIO_SPACES[space]
+    except KeyError:
+        raise ValueError(f"unknown scenario space {space!r}; choose one of: "
+                         f"{', '.join(SCENARIO_SPACES)}") from None
+    shape = draw(cluster_shapes(max_workers=limits["workers"],
+                                stealing=True if limits.get("stealing") else None))
+    if limits.get("generated"):
+        workload = draw(st.one_of(graphs(max_tasks=limits["tasks"]),
+                                  generated_workloads(limits["tasks"])))
+    else:
+        workload = draw(graphs(max_tasks=limits["tasks"]))
+    chaos = draw(chaos_schedules(shape.workers, max_faults=limits["faults"],
+                                 min_faults=limits.get("min_faults", 0)))
+    if any(isinstance(f, Partition | PauseWorker) for f in chaos):
+        # Without a heartbeat timeout nothing ever notices a cut-off worker.
+        shape = replace(shape, heartbeat_timeout=HEARTBEAT_TIMEOUT)
+    # Small scenarios finish in well under a virtual minute: a livelock is cut short.
+    shape = replace(shape, max_time=600.0)
+    return Scenario(workload=workload, cluster=shape, chaos=chaos,
+                    seed=draw(st.integers(0, 1000)))
+
+
+SCENARIO_SPACES: dict[str, dict[str, int]] = {
+    # up to 50 tasks, 4 workers, 3 faults: fast, and shrinks to something readable
+    "small": {"tasks": 50, "workers": 4, "faults": 3},
+    "calm": {"tasks": 50, "workers": 4, "faults": 0},
+    "stealing": {"tasks": 50, "workers": 4, "faults": 3, "stealing": 1},
+    "medium": {"tasks": 200, "workers": 8, "faults": 8, "generated": 1},
+    "storm": {"tasks": 80, "workers": 6, "faults": 12, "min_faults": 5},
+}

@@ -1,0 +1,305 @@
+"""Traces: a run as JSON Lines, enough to replay it without processes.
+
+Every line is one tagged object (``k`` names its kind):
+
+- ``header``   first line: format version, squall version, seed, the scenario;
+- ``worker``   a worker incarnation starts (name, incarnation number, threads);
+- ``s``        a stimulus delivered to ``t`` (``scheduler`` or a worker name) of
+               incarnation ``i``, with ``c`` the receiver's transition count before it
+               and ``m`` the message (its ``time`` is the virtual time it arrived);
+- ``digest``   a digest of the scheduler's and workers' state after ``n`` stimuli;
+- ``outcome``  the last line: the outcome, its violations, where the run stopped.
+
+Faults are recorded as ``s`` lines to target ``chaos`` carrying a ``FaultInjected``.
+There is no wall-clock time anywhere in a trace: the same scenario and seed give the
+same bytes. Lines are buffered and encoded with msgspec, so recording costs little.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from squall.core import protocol as p
+from squall.core.outcome import Outcome
+from squall.core.scheduler import SchedulerState
+from squall.core.worker import WorkerState
+from squall.scenarios.model import Scenario
+
+FORMAT_VERSION = 1
+DIGEST_EVERY = 1000  # stimuli between two state digests
+SCHEDULER = "scheduler"
+CHAOS = "chaos"
+_FLUSH_BYTES = 1 << 20
+
+
+class TraceError(ValueError):
+    """A trace that cannot be read: one line naming the file and the line number."""
+
+
+class Header(msgspec.Struct, tag="header", tag_field="k", frozen=True):
+    format: int
+    squall: str
+    seed: int
+    scenario: Scenario
+    digest_every: int = DIGEST_EVERY
+
+
+class WorkerStart(msgspec.Struct, tag="worker", tag_field="k", frozen=True):
+    name: str
+    i: int  # incarnation: unique per cluster
+    threads: int
+
+
+class Stim(msgspec.Struct, tag="s", tag_field="k", frozen=True):
+    t: str  # target: "scheduler", a worker name, or "chaos"
+    c: int  # the target's transition count before this stimulus
+    m: p.AnyMessage
+    i: int = 0  # the worker incarnation (0 for the scheduler and chaos)
+
+
+class Digest(msgspec.Struct, tag="digest", tag_field="k", frozen=True):
+    n: int  # stimuli so far
+    d: str
+
+
+class End(msgspec.Struct, tag="outcome", tag_field="k", frozen=True, omit_defaults=True):
+    outcome: Outcome
+    phase: str = "done"  # where a violation struck: "stimulus", "end", "stuck", or "done"
+    digest: str = ""  # state digest at the end
+    n: int = 0  # stimuli recorded
+
+
+TraceLine = Header | WorkerStart | Stim | Digest | End
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(TraceLine)
+
+
+def squall_version() -> str:
+    try:
+        return metadata.version("squall")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+def state_digest(sched: SchedulerState, workers: Iterator[WorkerState] | list[WorkerState]) -> str:
+    """A cheap, deterministic fingerprint of the state machines.
+
+    Counts and sizes only (task-state counts, per-worker processing/has_what sizes and
+    bytes, transition counters), so it costs O(workers), not O(tasks); the transition
+    counters make almost any divergence show up at once.
+    """
+    parts: list[Any] = [sched.transition_counter, sched.stale_reports,
+                        sorted(sched.states_count().items())]
+    for ws in sched.workers.values():
+        parts.append((ws.name, ws.incarnation, ws.status, len(ws.processing), len(ws.has_what),
+                      ws.nbytes))
+    for wst in workers:
+        parts.append((wst.name, wst.transition_counter, len(wst.tasks), wst.nbytes,
+                      len(wst.executing)))
+    return hashlib.blake2b(_encoder.encode(parts), digest_size=8).hexdigest()
+
+
+class TraceWriter:
+    """Writes a trace line by line into a buffer, flushed to ``path`` in large writes."""
+
+    def __init__(self, path: str | Path, scenario: Scenario, *,
+                 digest_every: int = DIGEST_EVERY) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._buf = bytearray()
+        self.digest_every = digest_every
+        self.n = 0
+        self.write(Header(format=FORMAT_VERSION, squall=squall_version(), seed=scenario.seed,
+                          scenario=scenario, digest_every=digest_every))
+
+    def write(self, line: Any) -> None:
+        buf = self._buf
+        _encoder.encode_into(line, buf, -1)
+        buf += b"\n"
+        if len(buf) > _FLUSH_BYTES:
+            self._file.write(buf)
+            buf.clear()
+
+    def stimulus(self, target: str, incarnation: int, counter: int, msg: Any) -> None:
+        self.n += 1
+        self.write(Stim(t=target, c=counter, m=msg, i=incarnation))
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        self._file.write(self._buf)
+        self._buf.clear()
+        self._file.close()
+
+
+def read_trace(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, line)``; TraceError names the file and line of any problem.
+
+    Checks the header first (a newer format version is refused) and that the trace ends
+    with an outcome line (a truncated trace is refused when its end is reached).
+    """
+    path = Path(path)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise TraceError(f"cannot read trace {str(path)!r}: {e.strerror}") from None
+    with f:
+        lineno = 0
+        last: Any = None
+        for raw in f:
+            lineno += 1
+            if not raw.endswith(b"\n"):
+                raise TraceError(f"{path}: line {lineno}: truncated line (the trace was cut "
+                                 "short)")
+            if lineno == 1:
+                last = _read_header(path, raw)
+                yield lineno, last
+                continue
+            if isinstance(last, End):
+                raise TraceError(f"{path}: line {lineno}: unexpected line after the outcome")
+            try:
+                last = _decoder.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                raise TraceError(f"{path}: line {lineno}: corrupt: "
+                                 f"{str(e).splitlines()[0]}") from None
+            if isinstance(last, Header):
+                raise TraceError(f"{path}: line {lineno}: a second header")
+            yield lineno, last
+        if lineno == 0:
+            raise TraceError(f"{path}: line 1: empty file, not a squall trace")
+        if not isinstance(last, End):
+            raise TraceError(f"{path}: line {lineno}: trace ends without an outcome line "
+                             "(truncated?)")
+
+
+def _read_header(path: Path, raw: bytes) -> Header:
+    try:
+        obj = msgspec.json.decode(raw)
+    except msgspec.DecodeError as e:
+        raise TraceError(f"{path}: line 1: not a squall trace: {str(e).splitlines()[0]}") from None
+    if not isinstance(obj, dict) or obj.get("k") != "header":
+        raise TraceError(f"{path}: line 1: not a squall trace (no header line)")
+    version = obj.get("format")
+    if not isinstance(version, int):
+        raise TraceError(f"{path}: line 1: header has no integer 'format' version")
+    if version > FORMAT_VERSION:
+        raise TraceError(f"{path}: line 1: trace format version {version} is newer than this "
+                         f"squall reads ({FORMAT_VERSION}); upgrade squall")
+    try:
+        return msgspec.convert(obj, Header)
+    except msgspec.ValidationError as e:
+        raise TraceError(f"{path}: line 1: bad header: {str(e).splitlines()[0]}") from None
+
+
+def read_header(path: str | Path) -> Header:
+    """Only the header (first line) of a trace."""
+    for _, line in read_trace_prefix(path, 1):
+        return line
+    raise TraceError(f"{path}: line 1: empty file, not a squall trace")
+
+
+def read_trace_prefix(path: str | Path, n: int) -> Iterator[tuple[int, Any]]:
+    it = read_trace(path)
+    for _ in range(n):
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+
+
+class SimRecorder:
+    """Records a SimCluster's run into a TraceWriter.
+
+    Hooks the cluster's ``recorders`` (every stimulus delivered) and wraps its fault
+    surface on the instance, so every fault (and every worker that joins) is recorded at
+    the moment it happens, in order with the stimuli. Attach it before scheduling faults
+    with ``at``: a bound method captured earlier bypasses the wrapper.
+    """
+
+    _SURFACE = ("kill_worker", "pause_worker", "set_link", "skew_estimates", "add_worker")
+
+    def __init__(self, cluster: Any, writer: TraceWriter) -> None:
+        self.cluster = cluster
+        self.writer = writer
+        self._seen = 0  # incarnations written so far (cluster.all_workers is append-only)
+        self._faults = 0
+        self._every = writer.digest_every
+        cluster.recorders.append(self._on_stimulus)
+        for name in self._SURFACE:
+            setattr(cluster, name, self._wrap(name, getattr(cluster, name)))
+        self._sync_workers()
+
+    def _sync_workers(self) -> None:
+        all_workers = self.cluster.all_workers
+        while self._seen < len(all_workers):
+            sw = all_workers[self._seen]
+            self.writer.write(WorkerStart(name=sw.name, i=sw.incarnation,
+                                          threads=sw.state.nthreads))
+            self._seen += 1
+
+    def digest(self) -> str:
+        c = self.cluster
+        return state_digest(c.scheduler, [sw.state for sw in c.workers.values()])
+
+    def _on_stimulus(self, target: str, msg: Any) -> None:
+        c = self.cluster
+        if len(c.all_workers) != self._seen:
+            self._sync_workers()
+        w = self.writer
+        if w.n and w.n % self._every == 0:
+            w.write(Digest(n=w.n, d=self.digest()))
+        if target == SCHEDULER:
+            w.stimulus(target, 0, c.scheduler.transition_counter, msg)
+        else:
+            sw = c.workers[target]
+            w.stimulus(target, sw.incarnation, sw.state.transition_counter, msg)
+
+    def _wrap(self, kind: str, method: Any) -> Any:
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self._faults += 1
+            target, params = _fault_params(kind, args, kwargs)
+            self.writer.write(Stim(t=CHAOS, c=0, m=p.FaultInjected(
+                stimulus_id=f"fault-{self._faults}", time=self.cluster.now, kind=kind,
+                target=target, params=params)))
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._sync_workers()
+
+        return recorded
+
+    def finish(self, outcome: Outcome, phase: str) -> None:
+        """Write the outcome line (wall time and trace path left out: they vary) and close."""
+        self._sync_workers()
+        recorded = msgspec.structs.replace(outcome, wall_time=0.0, trace_path="")
+        self.writer.write(End(outcome=recorded, phase=phase, digest=self.digest(),
+                              n=self.writer.n))
+        self.writer.close()
+
+
+def _fault_params(kind: str, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The target and parameters of a fault-surface call, for its trace line."""
+    if kind == "kill_worker":
+        return str(args[0] if args else kwargs["name"]), {}
+    if kind == "pause_worker":
+        name = args[0] if args else kwargs["name"]
+        seconds = args[1] if len(args) > 1 else kwargs["seconds"]
+        return str(name), {"seconds": seconds}
+    if kind == "set_link":
+        return f"{args[0]}->{args[1]}", {k: v for k, v in kwargs.items() if v is not None}
+    if kind == "skew_estimates":
+        factor = args[0] if args else kwargs["factor"]
+        prefix = args[1] if len(args) > 1 else kwargs.get("prefix")
+        return "", {"factor": factor, **({"prefix": prefix} if prefix is not None else {})}
+    name = args[0] if args else kwargs.get("name")
+    threads = args[1] if len(args) > 1 else kwargs.get("threads")
+    return name or "", {"threads": threads} if threads is not None else {}

@@ -1,0 +1,314 @@
+"""Scenarios: the model, the library, strategies, the state machine, run/explore/report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from squall.core.scheduler import SchedulerState
+from squall.scenarios.cli import main
+from squall.scenarios.explore import explore
+from squall.scenarios.faults import (
+    ChaosDriver,
+    Heal,
+    JoinWorker,
+    KillWorker,
+    Partition,
+    PauseWorker,
+    Skew,
+    SlowLink,
+)
+from squall.scenarios.library import all_scenarios, named_scenario
+from squall.scenarios.model import (
+    ClusterShape,
+    ExplicitGraph,
+    Generated,
+    Scenario,
+    TaskDef,
+    scenario_from_json,
+    scenario_to_json,
+)
+from squall.scenarios.replay import REPRODUCED, replay_trace
+from squall.scenarios.runner import build_sim, run_scenario
+from squall.scenarios.stateful import ClusterMachine
+from squall.scenarios.strategies import graphs, scenarios
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------ model and library
+
+
+@pytest.mark.property
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios("medium"))
+def test_a_scenario_is_a_value_that_round_trips_through_json(scenario: Scenario) -> None:
+    assert scenario_from_json(scenario_to_json(scenario)) == scenario
+    scenario.check()
+    assert len(scenario.graph()) >= 1
+
+
+@pytest.mark.property
+@settings(max_examples=30)
+@given(graphs(max_tasks=30))
+def test_generated_graphs_are_acyclic_with_dependencies_before_dependents(
+        graph: ExplicitGraph) -> None:
+    seen: set[str] = set()
+    for t in graph.tasks:
+        assert set(t.deps) <= seen
+        seen.add(t.key)
+
+
+def test_the_library_names_the_atypical_workloads(capsys: pytest.CaptureFixture[str]) -> None:
+    names = set(all_scenarios())
+    assert {"many-tiny", "few-long", "skewed-durations", "large-data", "deep-chain",
+            "wide-fan-in", "mixed", "late-joiner", "storm"} <= names
+    code, out, _ = _cli(["scenarios"], capsys)
+    assert code == 0
+    for name in names:
+        assert name in out
+
+
+# The other library scenarios (stealing, kills) currently stop at open bugs of the core
+# and of work stealing: see tests/traces/open/.
+@pytest.mark.parametrize("name", ["many-tiny", "large-data", "deep-chain", "tree"])
+def test_library_scenarios_pass_in_strict_mode(name: str) -> None:
+    out = run_scenario(named_scenario(name))
+    assert out.ok, (out.violations, out.wrong)
+    assert out.invariant_checks > 0
+    expected_faults = {f.kind_name() for f in named_scenario(name).chaos}
+    if "kill" in expected_faults:
+        assert out.faults.get("kill", 0) >= 1
+
+
+def test_every_fault_kind_acts_on_the_cluster() -> None:
+    sc = Scenario(workload=Generated(name="independent", tasks=40, params={"duration": 0.3}),
+                  cluster=ClusterShape(workers=3, heartbeat_timeout=2.0),
+                  chaos=(Skew(at=0.0, factor=3.0), PauseWorker(at=0.05, worker="w0", seconds=1),
+                         SlowLink(at=0.1, worker="w1", latency=0.2),
+                         Partition(at=0.15, worker="w2"), KillWorker(at=0.2, worker="w1"),
+                         JoinWorker(at=0.3), Heal(at=3.0)))
+    out = run_scenario(sc, validate=False)  # about the faults; strict mode: open bugs
+    assert out.ok, (out.violations, out.wrong)
+    # slow-link, partition and heal each change a worker's links in both directions
+    assert out.faults == {"skew": 1, "pause": 1, "link": 4, "link-down": 2, "kill": 1,
+                          "join": 1}
+
+
+def test_heal_star_reconnects_every_partitioned_worker() -> None:
+    cluster = build_sim(Scenario(workload=Generated(name="chain", tasks=2)), validate=False)
+    driver = ChaosDriver(cluster)
+    driver.apply(Partition(worker="w0"))
+    driver.apply(Partition(worker="w2"))
+    assert cluster._link("w0", "scheduler").down and cluster._link("scheduler", "w2").down
+    driver.apply(Heal())
+    assert not cluster._link("w0", "scheduler").down
+    assert not cluster._link("scheduler", "w2").down
+    assert driver.cut == {}
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"workload": {"type": "generated", "name": "chain", "tasks": "x"}}',
+     "Expected `int`, got `str` - at `$.workload.tasks`"),
+    ('{"workload": {"type": "generated", "name": "chain", "tasks": 3}, '
+     '"cluster": {"wrokers": 3}}', "unknown field `wrokers`"),
+    ('{"workload": {"type": "generated", "name": "chian", "tasks": 3}}',
+     "unknown workload 'chian'"),
+    ('{"workload": {"type": "generated", "name": "chain", "tasks": 3, "params": {"x": 1}}}',
+     "workload.params: 'chain'"),
+    ('{"workload": {"type": "graph", "tasks": [["a-0", ["b-0"]], ["b-0", ["a-0"]]]}}',
+     "cycle"),
+    ('{"workload": {"type": "generated", "name": "chain", "tasks": 3}, '
+     '"chaos": [{"kind": "pause", "worker": "w0", "seconds": 0}]}', "chaos[0]: pause fault"),
+    ('{"workload": {"type": "generated", "name": "chain", "tasks": 3}, '
+     '"chaos": [{"kind": "explode", "at": 1}]}', "Invalid value 'explode'"),
+    ('{"workload": {"type": "generated", "name": "chain", "tasks": 3}, '
+     '"cluster": {"threads": 0}}', "cluster.threads must be >= 1"),
+    ('{"workload": ', "not valid JSON"),
+])
+def test_bad_scenario_files_give_one_line_naming_the_field(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, fragment: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    code, _, err = _cli(["run", str(path)], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("squall: error: ")
+    assert fragment in err and "bad.json" in err
+
+
+def test_unknown_scenario_name_lists_the_names(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(["run", "nope"], capsys)
+    assert code == 2 and "unknown scenario 'nope'" in err and "storm" in err
+
+
+def test_runtime_real_is_refused_in_one_line_until_it_is_wired(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(["run", "deep-chain", "--runtime", "real"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "runtime 'real'" in err
+
+
+# ------------------------------------------------------------------ run
+
+
+def test_squall_run_writes_a_trace_that_replays(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "k.jsonl"
+    code, out, _ = _cli(["run", "kill-mid-run", "--seed", "4", "--trace", str(trace)], capsys)
+    assert code == 0 and "all correct" in out
+    header = json.loads(trace.read_bytes().splitlines()[0])
+    assert header["seed"] == 4 and header["scenario"]["name"] == "kill-mid-run"
+    code, out, _ = _cli(["replay", str(trace)], capsys)
+    assert code == 0
+
+
+def test_squall_run_reads_a_scenario_file(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    sc = Scenario(workload=ExplicitGraph(tasks=(TaskDef("a-0"), TaskDef("b-1", deps=("a-0",)),
+                                                TaskDef("bad-2", deps=("a-0",), fails=True))),
+                  cluster=ClusterShape(workers=2))
+    path = tmp_path / "s.json"
+    path.write_bytes(scenario_to_json(sc))
+    code, out, _ = _cli(["run", str(path)], capsys)
+    assert code == 0 and "all correct" in out
+
+
+# ------------------------------------------------------------------ the state machine
+
+
+# Derandomised here: the machine finds open bugs of the core (tests/traces/open/) on some
+# seeds, and the default suite must not be a lottery. ``tox -e property`` and the deep
+# profile explore further.
+ClusterMachine.TestCase.settings = settings(
+    max_examples=12, stateful_step_count=15, deadline=None, derandomize=True, database=None,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TestClusterMachine = pytest.mark.property(ClusterMachine.TestCase)
+
+
+# ------------------------------------------------------------------ explore, shrink, replay
+
+
+def _break_worker_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deliberately broken scheduler: a result that has dependents is not added to its
+    worker's byte count (the validator's worker.nbytes-sum must catch it)."""
+    original = SchedulerState._processing_memory
+
+    def broken(self: SchedulerState, ts, sid):  # type: ignore[no-untyped-def]
+        recs = original(self, ts, sid)
+        if ts.dependents and ts.who_has:
+            next(iter(ts.who_has)).nbytes -= ts.nbytes
+        return recs
+
+    monkeypatch.setattr(SchedulerState, "_processing_memory", broken)
+
+
+def test_explore_finds_a_broken_state_machine_shrinks_it_and_replay_reproduces_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _break_worker_bytes(monkeypatch)
+    result = explore(budget=120, seed=3, jobs=1, out_dir=tmp_path, max_scenarios=400)
+    f = result.failure
+    assert f is not None, f"nothing found in {result.stats.scenarios} scenarios"
+    assert f.violation is not None and f.violation.invariant == "worker.nbytes-sum"
+    graph = f.scenario.graph()
+    assert len(graph) <= 3 and any(spec.deps for spec in graph)  # shrunk: a task and its input
+    assert f.scenario.chaos == () and f.scenario.cluster.workers == 1
+    trace = Path(f.trace_path)
+    assert trace.exists() and len(trace.read_bytes().splitlines()) < 40
+    replayed = replay_trace(trace)
+    assert replayed.verdict == REPRODUCED and replayed.violation is not None
+    assert replayed.violation.invariant == "worker.nbytes-sum"
+    code, out, _ = _cli(["replay", str(trace)], capsys)
+    assert code == 1 and "worker.nbytes-sum" in out
+    # fixed again (the monkeypatch undone): the same trace no longer reproduces it
+    monkeypatch.undo()
+    assert replay_trace(trace).verdict != REPRODUCED
+
+
+def test_explore_cli_with_two_jobs_prints_counts_or_the_failure(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(["explore", "--budget", "3", "--jobs", "2", "--seed", "5",
+                         "--out", str(tmp_path)], capsys)
+    if code == 0:
+        assert "no violation in" in out and "transitions" in out and "invariant checks" in out
+        n = int(out.split("no violation in ")[1].split()[0])
+        assert n > 0
+    else:  # a real bug found: the output says what, and how to replay it
+        assert code == 1 and "shrunk scenario:" in out and "squall replay" in out
+
+
+def test_explore_refuses_bad_arguments_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, fragment in ((["explore", "--jobs", "0"], "--jobs must be >= 1"),
+                           (["explore", "--scenario-space", "huge"], "unknown space 'huge'")):
+        code, _, err = _cli(argv, capsys)
+        assert code == 2 and err.count("\n") == 1 and fragment in err
+
+
+# ------------------------------------------------------------------ report
+
+
+def test_report_writes_a_self_contained_page_and_a_png(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    trace = tmp_path / "storm.jsonl"
+    storm = named_scenario("storm")
+    run_scenario(msgspec.structs.replace(storm, workload=Generated(name="mixed", tasks=120)),
+                 trace=trace)
+    page, png = tmp_path / "r.html", tmp_path / "r.png"
+    code, _, _ = _cli(["report", str(trace), "-o", str(page), "--png", str(png)], capsys)
+    assert code == 0
+    text = page.read_text()
+    assert text.count("<svg") == 2 and "<script" not in text and "http" not in text.split(
+        "<svg")[0]
+    assert "tasks executing per worker" in text and "occupancy" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = _cli(["report", str(tmp_path / "none.jsonl")], capsys)
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_report_marks_the_violation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    _break_worker_bytes(monkeypatch)
+    trace = tmp_path / "v.jsonl"
+    out = run_scenario(Scenario(workload=Generated(name="tree", tasks=8)), trace=trace)
+    assert out.violations and out.violations[0].invariant == "worker.nbytes-sum"
+    page = tmp_path / "v.html"
+    code, _, _ = _cli(["report", str(trace), "-o", str(page)], capsys)
+    assert code == 0
+    text = page.read_text()
+    assert "violation: worker.nbytes-sum" in text and "stimuli before it" in text
+
+
+def test_run_reports_a_violation_with_exit_1_and_the_replay_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _break_worker_bytes(monkeypatch)
+    path = tmp_path / "s.json"
+    path.write_bytes(scenario_to_json(Scenario(workload=Generated(name="chain", tasks=4))))
+    trace = tmp_path / "t.jsonl"
+    code, out, _ = _cli(["run", str(path), "--trace", str(trace)], capsys)
+    assert code == 1 and "worker.nbytes-sum" in out and f"squall replay {trace}" in out
+
+
+@pytest.mark.property
+@settings(max_examples=5, deadline=None, derandomize=True, database=None)
+@given(st.data())
+def test_scenarios_from_every_space_run_to_an_outcome(data: st.DataObject) -> None:
+    space = data.draw(st.sampled_from(["small", "calm", "stealing", "storm"]))
+    scenario = data.draw(scenarios(space))
+    outcome = run_scenario(scenario)
+    assert outcome.n_tasks == len(scenario.graph())
+    assert outcome.ok, (scenario_to_json(scenario).decode(), outcome.violations, outcome.wrong)
