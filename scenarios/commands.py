@@ -113,7 +113,8 @@ def _print_outcome(sc: Scenario, outcome: Outcome) -> None:
     table.add_row("results", ok)
     table.add_row("violations", str(len(outcome.violations)))
     table.add_row("tasks", str(outcome.n_tasks))
-    table.add_row("makespan (virtual s)", f"{outcome.makespan:.3f}")
+    clock = "virtual s" if sc.runtime == "sim" else "s"
+    table.add_row(f"makespan ({clock})", f"{outcome.makespan:.3f}")
     table.add_row("stimuli", str(outcome.n_stimuli))
     table.add_row("transitions", str(outcome.transitions))
     table.add_row("invariant checks", str(outcome.invariant_checks))

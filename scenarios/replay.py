@@ -89,7 +89,7 @@ class ReplayCluster:
             self.stealing = WorkStealing(self.scheduler)
         self.workers: dict[str, ReplayWorker] = {}  # live incarnations by name
         self.all_workers: list[ReplayWorker] = []
-        self.by_incarnation: dict[int, ReplayWorker] = {}
+        self.by_incarnation: dict[tuple[str, int], ReplayWorker] = {}
         self.now = 0.0
         self.validator: Any = None
         self.recorders: list[Callable[[str, Any], None]] = []
@@ -143,7 +143,7 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
                 machine: Any = sched
                 receiver = (SCHEDULER, 0)
             else:
-                rw = cluster.by_incarnation.get(line.i)
+                rw = cluster.by_incarnation.get((target, line.i))
                 if rw is None:
                     raise TraceError(f"{path}: line {lineno}: stimulus for worker {target!r} "
                                      f"incarnation {line.i}, which never started")
@@ -192,7 +192,7 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
             rw = ReplayWorker(line.name, ws, line.i)
             cluster.workers[line.name] = rw
             cluster.all_workers.append(rw)
-            cluster.by_incarnation[line.i] = rw
+            cluster.by_incarnation[(line.name, line.i)] = rw
             if validator is not None:
                 validator.watch_worker(ws)
         elif type(line) is End:
@@ -215,20 +215,25 @@ def _apply_fault(cluster: ReplayCluster, msg: p.FaultInjected) -> None:
 
 def _judge_violation(path: str | Path, lines: Any, lineno: int, msg: Any, v: Violation,
                      result: Any) -> ReplayResult:
-    """A violation struck at ``lineno``: reproduced if the recording stopped there with it."""
-    try:
-        _, nxt = next(lines)
-    except StopIteration:  # pragma: no cover - read_trace raises first
-        nxt = None
-    rec = nxt.outcome.violations[0] if isinstance(nxt, End) and nxt.outcome.violations else None
-    if rec is not None and nxt.phase == "stimulus" and rec.invariant == v.invariant:
+    """A violation struck at ``lineno``: reproduced if the recording ended with it.
+
+    In the simulator nothing follows the violating stimulus but the outcome; a real run
+    streams other processes' stimuli until it halts, so the rest is read up to the end.
+    """
+    end = None
+    for _, line in lines:
+        if type(line) is End:
+            end = line
+    rec = end.outcome.violations[0] if end is not None and end.outcome.violations else None
+    same = rec is not None and rec.invariant == v.invariant and (
+        not rec.stimulus_id or not v.stimulus_id or rec.stimulus_id == v.stimulus_id)
+    if same and end is not None and end.phase == "stimulus":
         return result(REPRODUCED, f"reproduced {v.invariant} at stimulus "
-                                  f"{msg.stimulus_id!r} (line {lineno})", nxt, v)
+                                  f"{msg.stimulus_id!r} (line {lineno})", end, v)
     recorded = (f"the recording had {rec.invariant}" if rec is not None
-                else "the recording went on")
+                else "the recording went on without one")
     return result(DIVERGED, f"diverged at stimulus {msg.stimulus_id!r} (line {lineno}): replay "
-                            f"raised {v.invariant} where {recorded}",
-                  nxt if isinstance(nxt, End) else None, v)
+                            f"raised {v.invariant} where {recorded}", end, v)
 
 
 def _judge_end(cluster: ReplayCluster, end: End, result: Any) -> ReplayResult:
@@ -248,4 +253,5 @@ def _judge_end(cluster: ReplayCluster, end: End, result: Any) -> ReplayResult:
     if not out.results_ok:
         return result(REPRODUCED, f"reproduced the run whose results were wrong: "
                                   f"{', '.join(out.wrong[:5])}", end)
-    return result(MATCH, f"replay matches: {end.n} stimuli, every digest equal", end)
+    return result(MATCH, f"replay matches: {end.n} stimuli, every transition count and "
+                         "digest equal", end)

@@ -128,7 +128,7 @@ def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
     """
     scenario.check()
     if scenario.runtime == "real":
-        return _run_real(scenario, trace=trace)
+        return _run_real(scenario, trace=trace, validate=validate)
     graph = scenario.graph()
     started = wallclock.perf_counter()
     cluster = build_sim(scenario, validate=validate)
@@ -191,12 +191,19 @@ def _watch_end_checks(validator: Any, phase: _Phase) -> None:
         setattr(validator, name, wrapped)
 
 
-def _run_real(scenario: Scenario, *, trace: str | Path | None) -> Outcome:
+def _run_real(scenario: Scenario, *, trace: str | Path | None, validate: bool) -> Outcome:
     try:
-        from squall.core.cluster import LocalCluster  # noqa: F401
+        from squall.core.cluster import ClusterError
     except ImportError:
         raise RuntimeUnavailable(
-            "runtime 'real' is not available yet: squall.core.cluster (LocalCluster) is "
-            "not installed in this build; use --runtime sim") from None
-    raise RuntimeUnavailable("runtime 'real': running scenarios on LocalCluster is not wired "
-                             "into run_scenario yet; use --runtime sim")
+            "runtime 'real' is not available: squall.core.cluster (LocalCluster) is not "
+            "installed in this build; use --runtime sim") from None
+    from squall.scenarios.real import run_real, unsupported_in_real_mode
+
+    why = unsupported_in_real_mode(scenario)
+    if why is not None:
+        raise RuntimeUnavailable(f"runtime 'real': {why}; use --runtime sim")
+    try:
+        return run_real(scenario, trace=trace, validate=validate)
+    except ClusterError as e:
+        raise RuntimeUnavailable(f"runtime 'real': {str(e).splitlines()[0]}") from None

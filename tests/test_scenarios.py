@@ -82,9 +82,10 @@ def test_the_library_names_the_atypical_workloads(capsys: pytest.CaptureFixture[
         assert name in out
 
 
-# The other library scenarios (stealing, kills) currently stop at open bugs of the core
-# and of work stealing: see tests/traces/open/.
-@pytest.mark.parametrize("name", ["many-tiny", "large-data", "deep-chain", "tree"])
+# "storm" currently stops at an open bug: see tests/traces/open/duplicate-run-storm.jsonl.
+@pytest.mark.parametrize("name", ["many-tiny", "few-long", "skewed-durations", "large-data",
+                                  "deep-chain", "wide-fan-in", "tree", "mixed", "late-joiner",
+                                  "kill-mid-run"])
 def test_library_scenarios_pass_in_strict_mode(name: str) -> None:
     out = run_scenario(named_scenario(name))
     assert out.ok, (out.violations, out.wrong)
@@ -154,10 +155,30 @@ def test_unknown_scenario_name_lists_the_names(capsys: pytest.CaptureFixture[str
     assert code == 2 and "unknown scenario 'nope'" in err and "storm" in err
 
 
-def test_runtime_real_is_refused_in_one_line_until_it_is_wired(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _cli(["run", "deep-chain", "--runtime", "real"], capsys)
-    assert code == 2 and err.count("\n") == 1 and "runtime 'real'" in err
+def test_real_runtime_refuses_network_faults_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cut.json"
+    path.write_bytes(scenario_to_json(Scenario(
+        workload=Generated(name="chain", tasks=3), chaos=(Partition(at=0.1, worker="w0"),))))
+    code, _, err = _cli(["run", str(path), "--runtime", "real"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "runtime 'real': chaos[0] (partition)" in err
+
+
+@pytest.mark.real
+def test_a_real_run_is_checked_traced_and_replayed(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    sc = Scenario(workload=ExplicitGraph(tasks=(
+        TaskDef("a-0", sim_duration=0.05), TaskDef("a-1", sim_duration=0.05),
+        TaskDef("b-2", deps=("a-0", "a-1"), sim_duration=0.01),
+        TaskDef("bad-3", deps=("a-0",), fails=True), TaskDef("c-4", deps=("bad-3",)))),
+        cluster=ClusterShape(workers=2), runtime="real")
+    trace = tmp_path / "real.jsonl"
+    out = run_scenario(sc, trace=trace)
+    assert out.ok, (out.violations, out.wrong)
+    assert out.n_erred == 2 and out.n_stimuli > 10
+    code, stdout, _ = _cli(["replay", str(trace)], capsys)
+    assert code == 0 and "match" in stdout
 
 
 # ------------------------------------------------------------------ run
