@@ -399,13 +399,14 @@ class SimCluster:
 
     # ------------------------------------------------------------------ scheduler side
 
-    def _send_to_scheduler(self, src: str | None, msgs: list[Any]) -> None:
+    def _send_to_scheduler(self, src: str | None, msgs: list[Any], periodic: bool = False) -> None:
+        """``periodic``: housekeeping (heartbeats) that must not count as progress pending."""
         if src is None:  # client or cluster manager: same machine, no link
-            self._push(self.now, self._deliver_to_scheduler, (msgs,))
+            self._push(self.now, self._deliver_to_scheduler, (msgs,), periodic)
             return
         t = self._arrival(src, SCHEDULER)
         if t is not None:
-            self._push(t, self._deliver_to_scheduler, (msgs,))
+            self._push(t, self._deliver_to_scheduler, (msgs,), periodic)
 
     def _deliver_to_scheduler(self, msgs: list[Any]) -> None:
         sched = self.scheduler
@@ -574,7 +575,7 @@ class SimCluster:
             return
         if sw.paused_until <= self.now:
             hb = sw.state.heartbeat(self.now, self._new_sid("heartbeat"))
-            self._send_to_scheduler(sw.name, [hb])
+            self._send_to_scheduler(sw.name, [hb], periodic=True)
         assert self.heartbeat_interval is not None
         self._push(self.now + self.heartbeat_interval, self._heartbeat, (sw,), True)
 
