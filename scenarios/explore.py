@@ -39,9 +39,11 @@ class ExploreStats:
     transitions: int = 0
     checks: int = 0  # invariant checks
     stimuli: int = 0
+    failures: int = 0  # counted, not shrunk (keep_going)
     shrinking: bool = False
 
     def add(self, other: ExploreStats) -> None:
+        self.failures += other.failures
         self.scenarios += other.scenarios
         self.transitions += other.transitions
         self.checks += other.checks
@@ -87,12 +89,13 @@ def _batch_seed(seed: int, job: int, batch: int) -> int:
 
 
 def explore_job(job: int, seed: int, space: str, deadline: float,
-                progress: ProgressFn | None = None,
-                max_scenarios: int | None = None) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
+                progress: ProgressFn | None = None, max_scenarios: int | None = None,
+                keep_going: bool = False) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
     """Explore until ``deadline`` (time.monotonic) or the first failure.
 
     Returns the counts and, on a failure, the shrunk scenario with the error text of a
-    crash ("" for a violation or wrong results).
+    crash ("" for a violation or wrong results). ``keep_going``: count failures and go
+    on, shrinking nothing (to measure the exploration rate).
     """
     if space not in SCENARIO_SPACES:
         raise ValueError(f"unknown scenario space {space!r}; choose one of: "
@@ -121,7 +124,9 @@ def explore_job(job: int, seed: int, space: str, deadline: float,
         stats.checks += outcome.invariant_checks
         stats.stimuli += outcome.n_stimuli
         report()
-        if not outcome.ok:
+        if not outcome.ok and keep_going:
+            stats.failures += 1
+        elif not outcome.ok:
             last["failure"] = (scenario, "")
             stats.shrinking = True
             what = (outcome.violations[0].invariant if outcome.violations
@@ -167,28 +172,33 @@ def record_failure(scenario: Scenario, error: str, out_dir: str | Path) -> Failu
 
 def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = "small",
             out_dir: str | Path = "squall-traces", progress: ProgressFn | None = None,
-            max_scenarios: int | None = None) -> ExploreResult:
-    """Explore scenarios for ``budget`` seconds in ``jobs`` processes (see module doc)."""
+            max_scenarios: int | None = None, keep_going: bool = False) -> ExploreResult:
+    """Explore scenarios for ``budget`` seconds in ``jobs`` processes (see module doc).
+
+    ``keep_going``: do not stop at a failure; count it (``stats.failures``) and go on.
+    """
     if space not in SCENARIO_SPACES:
         raise ValueError(f"unknown scenario space {space!r}; choose one of: "
                          f"{', '.join(SCENARIO_SPACES)}")
     started = time.monotonic()
     deadline = started + budget
     if jobs <= 1:
-        stats, found = explore_job(0, seed, space, deadline, progress, max_scenarios)
+        stats, found = explore_job(0, seed, space, deadline, progress, max_scenarios,
+                                   keep_going)
         failure = record_failure(found[0], found[1], out_dir) if found else None
         return ExploreResult(stats, time.monotonic() - started, 1, failure, [stats])
     return _explore_parallel(jobs, seed, space, deadline, started, out_dir, progress,
-                             max_scenarios)
+                             max_scenarios, keep_going)
 
 
 def _job_main(job: int, seed: int, space: str, deadline: float, q: Any,
-              max_scenarios: int | None) -> None:
+              max_scenarios: int | None, keep_going: bool) -> None:
     def progress(j: int, stats: ExploreStats) -> None:
         q.put(("progress", j, msgspec.to_builtins(stats.__dict__)))
 
     try:
-        stats, found = explore_job(job, seed, space, deadline, progress, max_scenarios)
+        stats, found = explore_job(job, seed, space, deadline, progress, max_scenarios,
+                                   keep_going)
     except BaseException:
         q.put(("crash", job, traceback.format_exc()))
         return
@@ -201,14 +211,15 @@ def _job_main(job: int, seed: int, space: str, deadline: float, q: Any,
 
 def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started: float,
                       out_dir: str | Path, progress: ProgressFn | None,
-                      max_scenarios: int | None) -> ExploreResult:
+                      max_scenarios: int | None, keep_going: bool) -> ExploreResult:
     from squall.scenarios.model import scenario_from_json
 
     # fork: children inherit the parent's modules as they are (a test's monkeypatch too)
     ctx = multiprocessing.get_context("fork")
     q = ctx.Queue()
     per_job = [ExploreStats() for _ in range(jobs)]
-    procs = [ctx.Process(target=_job_main, args=(j, seed, space, deadline, q, max_scenarios),
+    procs = [ctx.Process(target=_job_main, args=(j, seed, space, deadline, q, max_scenarios,
+                                                       keep_going),
                          daemon=True) for j in range(jobs)]
     for proc in procs:
         proc.start()
