@@ -47,14 +47,14 @@ class Fault(msgspec.Struct, tag_field="kind", frozen=True, kw_only=True, omit_de
         return {f: getattr(self, f) for f in self.__struct_fields__ if f != "at"}
 
 
-class KillWorker(Fault, tag="kill"):
+class KillWorker(Fault, tag="kill", frozen=True):
     worker: str
 
     def apply(self, surface: FaultSurface) -> None:
         surface.kill_worker(self.worker)
 
 
-class PauseWorker(Fault, tag="pause"):
+class PauseWorker(Fault, tag="pause", frozen=True):
     worker: str
     seconds: float = 1.0
 
@@ -67,7 +67,7 @@ class PauseWorker(Fault, tag="pause"):
             raise ValueError(f"pause fault: 'seconds' must be > 0, got {self.seconds}")
 
 
-class SlowLink(Fault, tag="slow-link"):
+class SlowLink(Fault, tag="slow-link", frozen=True):
     """The worker's links (both ways; ``*``: every link) get this latency/bandwidth."""
 
     worker: str = "*"
@@ -90,7 +90,7 @@ class SlowLink(Fault, tag="slow-link"):
             raise ValueError(f"slow-link fault: 'bandwidth' must be > 0, got {self.bandwidth}")
 
 
-class Partition(Fault, tag="partition"):
+class Partition(Fault, tag="partition", frozen=True):
     """Cut the worker off from the scheduler and every peer, until a ``Heal``."""
 
     worker: str
@@ -100,7 +100,7 @@ class Partition(Fault, tag="partition"):
             surface.set_link(src, dst, down=True)
 
 
-class Heal(Fault, tag="heal"):
+class Heal(Fault, tag="heal", frozen=True):
     """Reconnect a partitioned worker (``*``: every partition, through ``ChaosDriver``)."""
 
     worker: str = "*"
@@ -110,7 +110,7 @@ class Heal(Fault, tag="heal"):
             surface.set_link(src, dst, down=False)
 
 
-class Skew(Fault, tag="skew"):
+class Skew(Fault, tag="skew", frozen=True):
     """Multiply the scheduler's duration estimates (of one prefix, or all)."""
 
     factor: float
@@ -125,7 +125,7 @@ class Skew(Fault, tag="skew"):
             raise ValueError(f"skew fault: 'factor' must be > 0, got {self.factor}")
 
 
-class JoinWorker(Fault, tag="join"):
+class JoinWorker(Fault, tag="join", frozen=True):
     """A worker joins (named: a new incarnation at the address of a dead one)."""
 
     worker: str | None = None

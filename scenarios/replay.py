@@ -136,6 +136,8 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
             target = line.t
             msg = line.m
             if target == CHAOS:
+                if type(msg) is not p.FaultInjected:
+                    raise TraceError(f"{path}: line {lineno}: a chaos line must carry a fault")
                 _apply_fault(cluster, msg)
                 recent.append((target, msg))
                 continue

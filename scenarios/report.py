@@ -117,7 +117,7 @@ def _collect_faults(trace: str | Path, tl: Timeline) -> None:
     from squall.scenarios.trace import read_trace
 
     for _, line in read_trace(trace):
-        if type(line) is Stim and line.t == CHAOS:
+        if type(line) is Stim and line.t == CHAOS and type(line.m) is p.FaultInjected:
             tl.faults.append(line.m)
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from squall.scenarios.faults import (
-    Fault,
+    AnyFault,
     Heal,
     JoinWorker,
     KillWorker,
@@ -118,7 +118,7 @@ def cluster_shapes(draw: st.DrawFn, *, max_workers: int = 4, max_threads: int = 
 # ------------------------------------------------------------------ chaos schedules
 
 
-def faults(workers: int) -> st.SearchStrategy[Fault]:
+def faults(workers: int) -> st.SearchStrategy[AnyFault]:
     """One timed fault against one of ``workers`` workers (named w0, w1, ...)."""
     name = st.integers(0, max(0, workers - 1)).map(lambda i: f"w{i}")
     return st.one_of(
@@ -135,7 +135,7 @@ def faults(workers: int) -> st.SearchStrategy[Fault]:
     )
 
 
-def with_recovery(chaos: list[Fault]) -> tuple[Fault, ...]:
+def with_recovery(chaos: list[AnyFault]) -> tuple[AnyFault, ...]:
     """The schedule, then (if it can leave the cluster without a working worker) every
     partition healed and one fresh worker joining: a scenario must be able to finish.
 
@@ -154,7 +154,7 @@ def with_recovery(chaos: list[Fault]) -> tuple[Fault, ...]:
 
 @st.composite
 def chaos_schedules(draw: st.DrawFn, workers: int, *, max_faults: int = 3,
-                    min_faults: int = 0) -> tuple[Fault, ...]:
+                    min_faults: int = 0) -> tuple[AnyFault, ...]:
     drawn = draw(st.lists(faults(workers), min_size=min_faults, max_size=max_faults))
     return with_recovery(drawn)
 

@@ -333,3 +333,18 @@ def test_scenarios_from_every_space_run_to_an_outcome(data: st.DataObject) -> No
     outcome = run_scenario(scenario)
     assert outcome.n_tasks == len(scenario.graph())
     assert outcome.ok, (scenario_to_json(scenario).decode(), outcome.violations, outcome.wrong)
+
+
+# ------------------------------------------------------------------ the pytest plugin
+
+
+def test_the_sim_cluster_fixture_is_strict_by_default(sim_cluster) -> None:  # type: ignore[no-untyped-def]
+    assert sim_cluster.validator is not None and len(sim_cluster.workers) == 4
+    out = sim_cluster.run(Scenario(workload=Generated(name="tree", tasks=16)).graph())
+    assert out.ok and out.invariant_checks > 0
+
+
+@pytest.mark.sim_cluster(workers=2, threads=3, seed=9)
+def test_the_sim_cluster_marker_shapes_the_fixture(sim_cluster) -> None:  # type: ignore[no-untyped-def]
+    assert sorted(sim_cluster.workers) == ["w0", "w1"] and sim_cluster.threads == 3
+    assert sim_cluster.seed == 9
