@@ -143,7 +143,7 @@ def replay_cmd(trace: str, validate: bool) -> None:
         result = replay_trace(trace, validate=validate)
     except TraceError as e:
         raise _error(str(e)) from None
-    click.echo(f"squall replay: {result.verdict}: {result.message}")
+    click.echo(f"squall replay: {result.message}")
     click.echo(f"  {result.stimuli} stimuli, {result.digests_checked} digests checked, "
                f"{result.wall_time:.2f} s")
     v = result.violation
