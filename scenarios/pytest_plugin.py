@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sim_cluster(**kwargs): SimCluster arguments for the "
                                        "sim_cluster fixture")
     register_profiles()
+    # HYPOTHESIS_PROFILE picks one (pytest's --hypothesis-profile, if given, wins).
+    name = os.environ.get("HYPOTHESIS_PROFILE")
+    if name and not getattr(config.option, "hypothesis_profile", None):
+        from hypothesis import settings
+
+        try:
+            settings.load_profile(name)
+        except Exception as e:  # an unknown name: say so in one line
+            raise pytest.UsageError(f"HYPOTHESIS_PROFILE={name!r}: {e}") from None
 
 
 @pytest.fixture
