@@ -65,7 +65,7 @@ class TaskState:
         self.state = RELEASED
         self.priority = priority
         self.duration_hint: float | None = None
-        self.nbytes = -1  # -1: not in memory yet, size unknown
+        self.nbytes = -1  # size of its last result; -1 until it has one
         self.restrictions: tuple[str, ...] = ()
         self.has_run_spec = False
         self.dependencies: dict[TaskState, None] = {}
@@ -334,7 +334,9 @@ class SchedulerState:
                 return recs
         for dts in ts.dependencies:
             dts.waiters[ts] = None
-            if dts.state != MEMORY:
+            # A dependency whose last holder was just removed is still "memory" until its
+            # own release (pending in this stimulus) runs: wait for it, don't place on it.
+            if dts.state != MEMORY or not dts.who_has:
                 ts.waiting_on[dts] = None
                 if dts.state == RELEASED:
                     recs[dts] = WAITING
@@ -488,7 +490,8 @@ class SchedulerState:
                 self._out.append(p.FreeKeys(stimulus_id=sid, time=self.time, worker=ws.name,
                                             keys=(ts.key,)))
         ts.who_has.clear()
-        ts.nbytes = -1
+        # ts.nbytes keeps the last result's size: dependents still processing are unassigned
+        # after this, and must take back from fetch_bytes what they added for it.
         ts.state = RELEASED
         # Dependents that are processing elsewhere can no longer fetch us: re-place them.
         for dts in ts.dependents:

@@ -112,6 +112,10 @@ cli.add_command(scheduler_command)
 cli.add_command(worker_command)
 cli.add_command(keys_command)
 
+from squall.invariants.cli import invariants_command  # noqa: E402
+
+cli.add_command(invariants_command)
+
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: click, with usage errors and user mistakes folded to one line."""

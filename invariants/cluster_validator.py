@@ -1,0 +1,237 @@
+"""Validator: strict mode for a whole simulated (or replayed) cluster.
+
+``SimCluster(validate=True)`` builds ``Validator(cluster)`` and calls, as it runs:
+``watch_worker(ws)`` when a worker state machine starts, ``worker_gone(ws)`` when its
+process dies, ``after_scheduler_stimulus(msg)`` / ``after_worker_stimulus(ws, msg)``
+after each stimulus is handled, ``quiescent(cluster)`` whenever nothing is in flight,
+``check_end(cluster)`` when every wanted key has a result and ``check_stuck(cluster,
+why)`` when the cluster stalls. It drives one SchedulerValidator and one WorkerValidator
+per worker, and adds what needs them all: agreement at quiescence, liveness, end to end,
+and no body run twice.
+
+What it reads of the cluster: ``scheduler``, ``workers`` (live, by name: objects with
+``state`` and, in the simulator, ``data``), and for the end checks ``graph``,
+``results``, ``runs`` and the wanted keys. A replay of a trace provides the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from squall.core.scheduler import TaskState
+from squall.core.sim import expected_results
+from squall.core.worker import WorkerState, WTask
+from squall.invariants.catalog import invariant
+from squall.invariants.cluster_checks import (
+    END_INVARIANTS,
+    LIVENESS_INVARIANTS,
+    QUIESCENT_INVARIANTS,
+)
+from squall.invariants.validator import (
+    Move,
+    Reporter,
+    SchedulerValidator,
+    WorkerValidator,
+)
+from squall.invariants.violation import InvariantViolation
+
+_DUPLICATE_RUN = invariant("e2e.no-duplicate-run")
+
+
+class Validator:
+    """Strict mode for a cluster (see the module docstring for the hooks it offers).
+
+    ``on_violation``: callbacks called with each InvariantViolation before it is raised
+    (a trace writer closes its trace there). ``trace_path``: shown in violation messages.
+    ``checks``: invariant evaluations so far.
+    """
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+        self.reporter = Reporter()
+        self.scheduler = SchedulerValidator(cluster.scheduler, reporter=self.reporter)
+        self.workers: dict[WorkerState, WorkerValidator] = {}
+        self.kills = 0  # worker processes that died (the runtime's view)
+        self.legit_reruns: dict[str, int] = {}  # key -> body reruns a death accounts for
+        # key -> (deaths so far, scheduler record, on a removed worker) at its last start
+        self._last_start: dict[str, tuple[int, TaskState | None, bool]] = {}
+        self._gone_checks = 0
+        self._gone_transitions = 0
+        self._own_checks = 0
+        self._quiet_at: tuple[int, int] | None = None  # transition counts at the last check
+        self._expected: tuple[Any, dict[str, Any]] | None = None
+        self._dependents: tuple[Any, dict[str, list[str]]] | None = None
+
+    # ------------------------------------------------------------------ shared settings
+
+    @property
+    def on_violation(self) -> list[Callable[[InvariantViolation], Any]]:
+        return self.reporter.on_violation
+
+    @property
+    def trace_path(self) -> str:
+        return self.reporter.trace_path
+
+    @trace_path.setter
+    def trace_path(self, path: str) -> None:
+        self.reporter.trace_path = str(path)
+
+    @property
+    def state(self) -> Any:
+        return self.cluster.scheduler
+
+    @property
+    def checks(self) -> int:
+        return (self.scheduler.checks + sum(wv.checks for wv in self.workers.values())
+                + self._gone_checks + self._own_checks)
+
+    # ------------------------------------------------------------------ hooks the runtime calls
+
+    def watch_worker(self, ws: WorkerState) -> None:
+        holder = self.cluster.workers.get(ws.name)
+        data = getattr(holder, "data", None) if getattr(holder, "state", None) is ws else None
+        self.workers[ws] = WorkerValidator(ws, data=data, reporter=self.reporter,
+                                           on_start=self._body_started)
+
+    def worker_gone(self, ws: WorkerState) -> None:
+        wv = self.workers.pop(ws, None)
+        if wv is not None:
+            wv.detach()
+            self._gone_checks += wv.checks
+            self._gone_transitions += wv.transitions
+        self.kills += 1
+
+    def after_scheduler_stimulus(self, msg: Any) -> None:
+        self.scheduler.after_stimulus(msg)
+
+    def after_worker_stimulus(self, ws: WorkerState, msg: Any) -> None:
+        wv = self.workers.get(ws)
+        if wv is not None:
+            wv.after_stimulus(msg)
+
+    def quiescent(self, cluster: Any) -> None:
+        """Nothing is in flight. With wanted keys unfinished and nothing periodic that could
+        still change the state (no heartbeat timeout, no stealing), the cluster is stuck:
+        say which keys, now, rather than after a stall timeout."""
+        results = getattr(cluster, "results", None)
+        if results is None or len(results) >= len(self.wanted()):
+            return
+        if getattr(cluster.scheduler, "heartbeat_timeout", None) is not None:
+            return
+        if getattr(cluster, "stealing", None) is not None:
+            return
+        if self._quiet_at == self._counts():
+            return  # nothing changed since the last look
+        # Through the attribute, so that a wrapper a runner put there sees the call.
+        self.check_stuck(cluster, "quiescent: nothing in flight, wanted keys unfinished")
+
+    def check_end(self, cluster: Any) -> None:
+        """Every wanted key has a result: full check, then end to end; at quiescence also
+        agreement and liveness."""
+        self.check_full()
+        if getattr(cluster, "_pending", 0) == 0:
+            self._run(QUIESCENT_INVARIANTS)
+            self._run(LIVENESS_INVARIANTS)
+        self._run(END_INVARIANTS)
+
+    def check_stuck(self, cluster: Any, why: str) -> None:
+        """The cluster stalled: full check, then (when nothing is in flight) agreement and
+        liveness, which name the stuck keys."""
+        counts = self._counts()
+        if self._quiet_at == counts:
+            return
+        self._quiet_at = counts
+        self.check_full()
+        if getattr(cluster, "_pending", 0) == 0:
+            self._run(QUIESCENT_INVARIANTS)
+            self._run(LIVENESS_INVARIANTS)
+
+    def check_full(self, *, collect: bool = False) -> list[InvariantViolation]:
+        """The whole scheduler, then every live worker."""
+        found = self.scheduler.check_full(collect=collect)
+        for wv in list(self.workers.values()):
+            found += wv.check_full(collect=collect)
+        return found
+
+    # ------------------------------------------------------------------ what checks read
+
+    def worker_states(self) -> dict[str, WorkerState]:
+        return {name: w.state for name, w in self.cluster.workers.items()
+                if w.state in self.workers}
+
+    def store(self, name: str) -> Any:
+        w = self.cluster.workers.get(name)
+        return getattr(w, "data", None) if w is not None else None
+
+    def holds(self, name: str, key: str) -> bool:
+        """Whether live worker ``name`` has ``key``'s value (its store, else its state)."""
+        w = self.cluster.workers.get(name)
+        if w is None:
+            return False
+        data = getattr(w, "data", None)
+        if data is not None:
+            return key in data
+        wt = w.state.tasks.get(key)
+        return wt is not None and wt.state == "memory"
+
+    def expected(self) -> dict[str, Any]:
+        """Each key's value by a sequential evaluation of the graph (or "error:<key>")."""
+        graph = self.cluster.graph
+        if self._expected is None or self._expected[0] is not graph:
+            self._expected = (graph, expected_results(graph))
+        return self._expected[1]
+
+    def graph_dependents(self) -> dict[str, list[str]]:
+        """key -> the keys of the graph that depend on it."""
+        graph = self.cluster.graph
+        if self._dependents is None or self._dependents[0] is not graph:
+            dependents: dict[str, list[str]] = {}
+            for spec in graph:
+                for d in spec.deps:
+                    dependents.setdefault(d, []).append(spec.key)
+            self._dependents = (graph, dependents)
+        return self._dependents[1]
+
+    def wanted(self) -> set[str]:
+        wanted = getattr(self.cluster, "_wanted", None)
+        if wanted is None:
+            graph = getattr(self.cluster, "graph", None)
+            wanted = set(graph.tasks) if graph is not None else set()
+        return set(wanted)
+
+    # ------------------------------------------------------------------ internals
+
+    def _run(self, invariants: list[Any]) -> None:
+        for inv in invariants:
+            self._own_checks += 1
+            found = inv.check(self)
+            if found is not None:
+                entity, detail = found
+                self.reporter.report(inv, entity, detail, None, "", self.state.time)
+
+    def _counts(self) -> tuple[int, int]:
+        return (self.state.transition_counter,
+                self._gone_transitions + sum(wv.transitions for wv in self.workers.values()))
+
+    def _body_started(self, wv: WorkerValidator, wt: WTask, move: Move, sid: str) -> None:
+        """A task body starts. A second start needs a worker death (or removal) since the
+        previous one, or one of the two on a worker the scheduler has already removed (a
+        partitioned worker runs on, unaware), or a new submission of the key."""
+        self._own_checks += 1
+        key = wt.key
+        epoch = self.scheduler.removed + self.kills
+        ts = self.state.tasks.get(key)
+        record = self.state.workers.get(wv.ws.name)
+        removed = record is None or record.status == "dead"
+        prev = self._last_start.get(key)
+        self._last_start[key] = (epoch, ts, removed)
+        if prev is None:
+            return
+        if prev[0] != epoch or prev[1] is not ts or prev[2] or removed:
+            self.legit_reruns[key] = self.legit_reruns.get(key, 0) + 1
+            return
+        self.reporter.report(
+            _DUPLICATE_RUN, f"worker {wv.ws.name!r}, task {key!r}",
+            f"its body starts again on {wv.ws.name!r} though no worker died since it last "
+            "started", move, sid, wv.ws.time, [t for t in wv.ws.transition_log if t[0] == key])

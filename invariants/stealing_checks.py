@@ -1,0 +1,156 @@
+"""Invariants of work stealing, written against a small interface.
+
+The stealing extension is the first object in ``SchedulerState.extensions`` that has an
+``in_flight`` attribute. What the checks read from it:
+
+- ``in_flight``: a mapping from a task (its key, or its TaskState) to the open steal of
+  that task: an object or mapping with ``victim`` and ``thief`` (WorkerInfo records) and,
+  optionally, ``steal_id`` (str) and ``ts`` (the TaskState). One entry per task: a second
+  steal of a task in flight is refused. While open, the task is processing on the victim.
+- ``in_flight_occupancy``: a mapping WorkerInfo -> float, the occupancy booked for steals
+  in flight (optional; missing means nothing is booked).
+
+- ``orphans`` (optional): steals whose thief left, awaiting the victim's answer; same
+  records as ``in_flight``.
+
+State checks are ``fn(v, ext)``. Response checks are ``fn(v, msg, before, opened, moved)``,
+run after a StealResponse: ``before`` is the worker the task was processing on before
+the stimulus (or None), ``opened`` the ``(steal_id, victim)`` of the steal of that key
+that was open (or orphaned) before it (or None), and ``moved`` whether the task itself
+transitioned during the stimulus (a reassignment sends it anew, even to the same worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from squall.core.scheduler import DEAD, FORGOTTEN, PROCESSING
+from squall.core.worker import EXECUTING, RELEASED
+from squall.invariants.base import STEAL, Invariant, registrar
+
+STEAL_INVARIANTS: list[Invariant] = []
+RESPONSE_INVARIANTS: list[Invariant] = []
+steal_invariant = registrar(STEAL_INVARIANTS, STEAL)
+response_invariant = registrar(RESPONSE_INVARIANTS, STEAL)
+OCCUPANCY_TOL = 1e-9
+
+
+def stealing_extension(state: Any) -> Any:
+    """The stealing extension of ``state``, or None."""
+    for ext in state.extensions:
+        if hasattr(ext, "in_flight"):
+            return ext
+    return None
+
+
+def field(entry: Any, name: str) -> Any:
+    """``entry.name`` or ``entry[name]`` (None when absent)."""
+    if isinstance(entry, dict):
+        return entry.get(name)
+    return getattr(entry, name, None)
+
+
+def open_steals(v: Any, ext: Any, *, orphans: bool = False
+                ) -> Iterator[tuple[str, Any, Any]]:
+    """``(key, task or None, entry)`` for every steal in flight (and, with ``orphans``,
+    every steal whose thief left)."""
+    tasks = v.state.tasks
+    entries = list(ext.in_flight.items())
+    if orphans:
+        entries += list((getattr(ext, "orphans", None) or {}).items())
+    for k, entry in entries:
+        if isinstance(k, str):
+            ts = field(entry, "ts")
+            yield k, ts if ts is not None else tasks.get(k), entry
+        else:
+            yield k.key, k, entry
+
+
+def _live(v: Any, ws: Any) -> bool:
+    return ws is not None and v.state.workers.get(ws.name) is ws and ws.status != DEAD
+
+
+@steal_invariant("steal.in-flight-task-live",
+                 "a steal in flight is of a registered task, processing on its victim")
+def in_flight_task_live(v: Any, ext: Any) -> str | None:
+    tasks = v.state.tasks
+    for key, ts, entry in open_steals(v, ext):
+        if ts is None or ts.state == FORGOTTEN or tasks.get(key) is not ts:
+            return f"a steal of {key!r} is in flight, but the task is forgotten"
+        victim = field(entry, "victim")
+        if ts.state != PROCESSING or ts.processing_on is not victim:
+            now = (f"processing on {ts.processing_on.name!r}" if ts.processing_on is not None
+                   else ts.state)
+            return (f"a steal of {key!r} from {getattr(victim, 'name', victim)!r} is in "
+                    f"flight, but the task is {now}")
+    return None
+
+
+@steal_invariant("steal.in-flight-workers-live",
+                 "a steal in flight is between two distinct live workers")
+def in_flight_workers_live(v: Any, ext: Any) -> str | None:
+    for key, _, entry in open_steals(v, ext):
+        victim, thief = field(entry, "victim"), field(entry, "thief")
+        for role, ws in (("victim", victim), ("thief", thief)):
+            if not _live(v, ws):
+                return f"the steal of {key!r} in flight has {role} {ws!r}, which is not live"
+        if victim is thief:
+            return f"the steal of {key!r} in flight has {victim!r} as both victim and thief"
+    return None
+
+
+@steal_invariant("steal.unique-ids", "steals in flight have distinct steal ids")
+def unique_ids(v: Any, ext: Any) -> str | None:
+    seen: dict[str, str] = {}
+    for key, _, entry in open_steals(v, ext):
+        sid = field(entry, "steal_id")
+        if sid is None:
+            continue
+        if sid in seen:
+            return f"steal id {sid!r} is used for both {seen[sid]!r} and {key!r}"
+        seen[sid] = key
+    return None
+
+
+@steal_invariant("steal.in-flight-occupancy-zero",
+                 "with no steal in flight, no occupancy is booked for steals")
+def in_flight_occupancy_zero(v: Any, ext: Any) -> str | None:
+    if ext.in_flight:
+        return None
+    booked = getattr(ext, "in_flight_occupancy", None) or {}
+    for ws, occ in booked.items():
+        if abs(occ) > OCCUPANCY_TOL:
+            return f"no steal in flight, but {occ!r} s still booked on {ws!r}"
+    return None
+
+
+@response_invariant("steal.executing-never-stolen",
+                    "a task its victim reports executing is never moved away from it")
+def executing_never_stolen(v: Any, msg: Any, before: Any, opened: Any,
+                           moved: bool) -> str | None:
+    if msg.state != EXECUTING or before is None or before.name != msg.worker:
+        return None
+    ts = v.state.tasks.get(msg.key)
+    if not _live(v, before) or ts is None or ts.processing_on is before:
+        return None
+    where = f"processing on {ts.processing_on.name!r}" if ts.processing_on else ts.state
+    return (f"{msg.worker!r} answered steal {msg.steal_id!r} executing, yet the task is now "
+            f"{where}")
+
+
+@response_invariant("steal.given-up-task-moved",
+                    "a task its victim gave up for an open steal is not left assigned there "
+                    "(it is moved, or sent again)")
+def given_up_task_moved(v: Any, msg: Any, before: Any, opened: Any,
+                        moved: bool) -> str | None:
+    if msg.state != RELEASED or opened is None:
+        return None
+    steal_id, victim = opened
+    if (steal_id is not None and steal_id != msg.steal_id) or victim.name != msg.worker:
+        return None
+    ts = v.state.tasks.get(msg.key)
+    if moved or ts is None or ts.processing_on is not victim or not _live(v, victim):
+        return None
+    return (f"{msg.worker!r} gave the task up for steal {msg.steal_id!r}, yet the scheduler "
+            "still has it processing there")
