@@ -575,8 +575,9 @@ class Client:
                 self._payload = None
             elif t is p.KeyLost:
                 st = states.get(msg.key)
-                if st is not None:
-                    st.status = "lost"
+                if st is not None and not st.has_value:
+                    st.status = "pending"  # its holders died: the scheduler computes it again
+                    st.holders = ()
             elif t is p.Payload:
                 self._payload = fr[0]
             elif t is p.Membership:

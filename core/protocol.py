@@ -175,7 +175,8 @@ class KeyErred(Message, tag="key-erred"):
 
 
 class KeyLost(Message, tag="key-lost"):
-    """A wanted key was released and forgotten before it finished (client released it)."""
+    """The data of a key the client wants was lost (its holders died); it is being
+    recomputed, and a KeyInMemory follows when it is back."""
 
     client: str
     key: str

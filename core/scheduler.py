@@ -390,21 +390,23 @@ class SchedulerState:
         return self._after_release(ts)
 
     def _after_release(self, ts: TaskState) -> dict[TaskState, str]:
-        """Common tail of every move into "released": drop our claims on dependencies,
-        then wait again if still needed, else be forgotten once nothing refers to us."""
+        """Common tail of every move into "released": wait again if still needed (keeping
+        our claims on our inputs, so an input only we need is not freed and recomputed),
+        else drop those claims and be forgotten once nothing refers to us."""
         recs: dict[TaskState, str] = {}
         ts.waiting_on.clear()
-        for dts in ts.dependencies:
-            dts.waiters.pop(ts, None)
-            if dts.state in _HOLDS_CLAIM and not self._needed(dts):
-                recs[dts] = RELEASED
         if ts.who_wants or any(d.state in (WAITING, PROCESSING, NO_WORKER) for d in ts.dependents):
             recs[ts] = WAITING
             # our dependents that wait on us must still be waiting on us
             for dts in ts.dependents:
                 if dts.state in (WAITING, NO_WORKER, PROCESSING):
                     ts.waiters[dts] = None
-        elif not ts.dependents:
+            return recs
+        for dts in ts.dependencies:
+            dts.waiters.pop(ts, None)
+            if dts.state in _HOLDS_CLAIM and not self._needed(dts):
+                recs[dts] = RELEASED
+        if not ts.dependents:
             recs[ts] = FORGOTTEN
         return recs
 
@@ -499,6 +501,9 @@ class SchedulerState:
                 recs[dts] = RELEASED
             elif dts.state == WAITING:
                 dts.waiting_on[ts] = None
+        # Clients holding the result learn it is gone; they hear again when it is recomputed.
+        for client in ts.who_wants:
+            self._out.append(p.KeyLost(stimulus_id=sid, client=client, key=ts.key))
         recs.update(self._after_release(ts))
         return recs
 
@@ -618,7 +623,9 @@ class SchedulerState:
         self._apply_in_order(recs)
 
     def _apply_in_order(self, recs: dict[TaskState, str]) -> None:
-        for ts, finish in sorted(recs.items(), key=lambda kv: kv[0].priority[1]):
+        # In the order the client listed them (one at a time, so a task's dependencies
+        # pulled into "waiting" by it are placed before later roots).
+        for ts, finish in recs.items():
             self.transitions({ts: finish})
 
     def _handle_client_releases_keys(self, msg: p.ClientReleasesKeys) -> None:
