@@ -189,7 +189,8 @@ def memory_needed(v: Any, ts: Any) -> str | None:
 
 
 @task_invariant("task.memory-not-waited-on",
-                "a task in memory is in no dependent's waiting_on", states=(MEMORY,), neighbours=True)
+                "a task in memory is in no dependent's waiting_on",
+                states=(MEMORY,), neighbours=True)
 def memory_not_waited_on(v: Any, ts: Any) -> str | None:
     for d in ts.dependents:
         if ts in d.waiting_on:
@@ -201,7 +202,8 @@ def memory_not_waited_on(v: Any, ts: Any) -> str | None:
 
 
 @task_invariant("task.waiting-on-subset",
-                "waiting_on is a subset of the task's dependencies", states=LIVE_STATES, neighbours=True)
+                "waiting_on is a subset of the task's dependencies",
+                states=LIVE_STATES, neighbours=True)
 def waiting_on_subset(v: Any, ts: Any) -> str | None:
     deps = ts.dependencies
     for d in ts.waiting_on:
@@ -262,7 +264,8 @@ def links_symmetric(v: Any, ts: Any) -> str | None:
 
 
 @task_invariant("task.dependency-not-forgotten",
-                "no dependency of a task is forgotten while the task exists", states=LIVE_STATES, neighbours=True)
+                "no dependency of a task is forgotten while the task exists",
+                states=LIVE_STATES, neighbours=True)
 def dependency_not_forgotten(v: Any, ts: Any) -> str | None:
     tasks = v.state.tasks
     for d in ts.dependencies:
@@ -286,7 +289,8 @@ def waiters_subset(v: Any, ts: Any) -> str | None:
 
 
 @task_invariant("task.waiters-in-play",
-                "every waiter of a task is waiting, processing or no-worker", states=LIVE_STATES, neighbours=True)
+                "every waiter of a task is waiting, processing or no-worker",
+                states=LIVE_STATES, neighbours=True)
 def waiters_in_play(v: Any, ts: Any) -> str | None:
     for d in ts.waiters:
         if d.state not in IN_PLAY:

@@ -6,6 +6,10 @@ one stimulus the state may legitimately be mid-update (a worker's data is stripp
 the transitions it causes run). ``after_stimulus(msg)`` then checks what was touched, and
 the first broken invariant raises InvariantViolation naming the move that touched it.
 
+A task touched only as a neighbour gets the invariants a neighbour's move can break
+(``Invariant.neighbours``); a move between states its neighbours do not tell apart
+(waiting -> processing, say) touches only the task itself.
+
 Aggregates (a worker's stored bytes, its processing set, its per-prefix counts, what it
 must fetch) are checked against the validator's own ledger: a per-task snapshot of what
 the task contributes, updated when the task is touched. So a check costs what the
@@ -26,10 +30,13 @@ from typing import Any
 
 from squall.core import protocol as p
 from squall.core.scheduler import (
+    CLOSING,
     DEAD,
     FORGOTTEN,
     NO_WORKER,
+    PAUSED,
     PROCESSING,
+    RUNNING,
     TASK_STATES,
     SchedulerState,
     TaskState,
@@ -67,7 +74,7 @@ from squall.invariants.worker_checks import (
 )
 
 RECENT = 32  # stimuli kept in the ring for violation reports
-WORKER_STATUSES = ("running", "paused", "closing", DEAD)
+WORKER_STATUSES = (RUNNING, PAUSED, CLOSING, DEAD)
 Move = tuple[str, str, str]  # (key, start, finish): the transition that touched an entity
 NAMED: Move = ("", "", "")  # touched because the stimulus names it, not by a transition
 
@@ -161,7 +168,7 @@ class WorkerLedger:
         self.fetch = 0  # sum of need_bytes
 
 
-_EMPTY_LEDGER = WorkerLedger()
+_EMPTY_LEDGER = WorkerLedger()  # read-only stand-in for a worker no snapshot names
 
 # What a neighbour's invariants read of a task is whether it is in memory, in play
 # (waiting, no-worker, processing), erred, released or forgotten, and its links. A move
@@ -171,7 +178,7 @@ _QUIET_FOR_NEIGHBOURS = frozenset({
     ("waiting", "processing"), ("waiting", "no-worker"), ("no-worker", "processing"),
     ("processing", "processing"),
 })
-_NEIGHBOURS_SEE = (W_MEMORY, RELEASED)  # read-only stand-in for a worker nothing names
+_NEIGHBOURS_SEE = (W_MEMORY, RELEASED)
 
 # A task's snapshot: (state, processing_on, prefix, holders, nbytes, inputs the worker lacks)
 Snapshot = tuple[str, WorkerInfo | None, str, tuple[WorkerInfo, ...], int, tuple[TaskState, ...]]

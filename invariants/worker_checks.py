@@ -136,7 +136,8 @@ def waiting_iff_inputs_missing(wv: Any, wt: Any) -> str | None:
 
 
 @wtask_invariant("wtask.links-symmetric",
-                 "a worker's dependency and dependent links are symmetric", states=REGISTERED, neighbours=True)
+                 "a worker's dependency and dependent links are symmetric",
+                 states=REGISTERED, neighbours=True)
 def links_symmetric(wv: Any, wt: Any) -> str | None:
     for d in wt.dependencies:
         if wt not in d.dependents:
@@ -190,19 +191,22 @@ def flight_from_holder(wv: Any, wt: Any) -> str | None:
 
 
 @wtask_invariant("wtask.fetch-has-holders",
-                 "a task to fetch has at least one peer to fetch it from", states=(FETCH,), neighbours=True)
+                 "a task to fetch has at least one peer to fetch it from",
+                 states=(FETCH,), neighbours=True)
 def fetch_has_holders(wv: Any, wt: Any) -> str | None:
     return None if wt.who_has else "to fetch, but no peer is known to hold it"
 
 
 @wtask_invariant("wtask.missing-has-no-holders",
-                 "a task is missing only when no peer is known to hold it", states=(MISSING,), neighbours=True)
+                 "a task is missing only when no peer is known to hold it",
+                 states=(MISSING,), neighbours=True)
 def missing_has_no_holders(wv: Any, wt: Any) -> str | None:
     return f"missing, yet peers {wt.who_has} are believed to hold it" if wt.who_has else None
 
 
 @wtask_invariant("wtask.discard-only-in-flight",
-                 "only a task in flight is marked to be dropped on arrival", states=REGISTERED, neighbours=True)
+                 "only a task in flight is marked to be dropped on arrival",
+                 states=REGISTERED, neighbours=True)
 def discard_only_in_flight(wv: Any, wt: Any) -> str | None:
     return f"in state {wt.state} but marked discard" if wt.discard and wt.state != FLIGHT \
         else None
