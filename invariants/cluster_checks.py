@@ -226,8 +226,8 @@ def _downstream(cv: Any, key: str) -> set[str]:
 
 
 @end_invariant("e2e.no-duplicate-run",
-               "no task body runs twice, unless a worker died (or was removed) since its "
-               "last run", scope=INCREMENTAL)
+               "no task body runs twice, unless a worker died (or was removed) between the "
+               "two runs being handed out", scope=INCREMENTAL)
 def no_duplicate_run(cv: Any) -> Found:
     runs = getattr(cv.cluster, "runs", None) or {}
     for key, n in runs.items():

@@ -54,8 +54,10 @@ class Validator:
         self.workers: dict[WorkerState, WorkerValidator] = {}
         self.kills = 0  # worker processes that died (the runtime's view)
         self.legit_reruns: dict[str, int] = {}  # key -> body reruns a death accounts for
-        # key -> (deaths so far, scheduler record, on a removed worker) at its last start
+        # key -> (deaths when its last run was handed out, scheduler record, ran on a
+        # removed worker), at its last start
         self._last_start: dict[str, tuple[int, TaskState | None, bool]] = {}
+        self._taken_on: dict[tuple[str, str], int] = {}  # (worker, key) -> deaths then
         self._gone_checks = 0
         self._gone_transitions = 0
         self._own_checks = 0
@@ -92,7 +94,7 @@ class Validator:
         holder = self.cluster.workers.get(ws.name)
         data = getattr(holder, "data", None) if getattr(holder, "state", None) is ws else None
         self.workers[ws] = WorkerValidator(ws, data=data, reporter=self.reporter,
-                                           on_start=self._body_started)
+                                           on_run=self._run_seen)
 
     def worker_gone(self, ws: WorkerState) -> None:
         wv = self.workers.pop(ws, None)
@@ -114,15 +116,13 @@ class Validator:
         """Nothing is in flight. With wanted keys unfinished and nothing periodic that could
         still change the state (no heartbeat timeout, no stealing), the cluster is stuck:
         say which keys, now, rather than after a stall timeout."""
-        results = getattr(cluster, "results", None)
-        if results is None or len(results) >= len(self.wanted()):
-            return
         if getattr(cluster.scheduler, "heartbeat_timeout", None) is not None:
             return
         if getattr(cluster, "stealing", None) is not None:
             return
-        if self._quiet_at == self._counts():
-            return  # nothing changed since the last look
+        results = getattr(cluster, "results", None)
+        if results is None or len(results) >= len(self.wanted()):
+            return
         # Through the attribute, so that a wrapper a runner put there sees the call.
         self.check_stuck(cluster, "quiescent: nothing in flight, wanted keys unfinished")
 
@@ -194,11 +194,12 @@ class Validator:
         return self._dependents[1]
 
     def wanted(self) -> set[str]:
+        """The keys the client wants (every key of the graph, if the runtime does not say)."""
         wanted = getattr(self.cluster, "_wanted", None)
-        if wanted is None:
-            graph = getattr(self.cluster, "graph", None)
-            wanted = set(graph.tasks) if graph is not None else set()
-        return set(wanted)
+        if wanted is not None:
+            return wanted  # type: ignore[no-any-return]
+        graph = getattr(self.cluster, "graph", None)
+        return set(graph.tasks) if graph is not None else set()
 
     # ------------------------------------------------------------------ internals
 
@@ -214,15 +215,22 @@ class Validator:
         return (self.state.transition_counter,
                 self._gone_transitions + sum(wv.transitions for wv in self.workers.values()))
 
-    def _body_started(self, wv: WorkerValidator, wt: WTask, move: Move, sid: str) -> None:
-        """A task body starts. A second start needs a worker death (or removal) since the
-        previous one, or one of the two on a worker the scheduler has already removed (a
-        partitioned worker runs on, unaware), or a new submission of the key."""
+    def _run_seen(self, wv: WorkerValidator, wt: WTask, move: Move, sid: str) -> None:
+        """A worker takes a task on, or starts its body. A second start is legitimate when
+        a worker died (or was removed) between the two runs being handed out (the first
+        may start after the death that dooms it: its cancellation is on its way), when
+        either ran on a worker the scheduler had removed (a partitioned worker runs on,
+        unaware), or when the key was submitted anew."""
+        ws = wv.ws
+        epoch = self.scheduler.removed + self.kills
+        if move[2] != "executing":  # taken on: remember when
+            self._taken_on[(ws.name, wt.key)] = epoch
+            return
         self._own_checks += 1
         key = wt.key
-        epoch = self.scheduler.removed + self.kills
+        epoch = self._taken_on.pop((ws.name, key), epoch)
         ts = self.state.tasks.get(key)
-        record = self.state.workers.get(wv.ws.name)
+        record = self.state.workers.get(ws.name)
         removed = record is None or record.status == "dead"
         prev = self._last_start.get(key)
         self._last_start[key] = (epoch, ts, removed)
@@ -232,6 +240,7 @@ class Validator:
             self.legit_reruns[key] = self.legit_reruns.get(key, 0) + 1
             return
         self.reporter.report(
-            _DUPLICATE_RUN, f"worker {wv.ws.name!r}, task {key!r}",
-            f"its body starts again on {wv.ws.name!r} though no worker died since it last "
-            "started", move, sid, wv.ws.time, [t for t in wv.ws.transition_log if t[0] == key])
+            _DUPLICATE_RUN, f"worker {ws.name!r}, task {key!r}",
+            f"its body starts again on {ws.name!r} though no worker died since the run "
+            "before was handed out", move, sid, ws.time,
+            [t for t in ws.transition_log if t[0] == key])

@@ -44,8 +44,11 @@ from squall.core.scheduler import (
 )
 from squall.core.worker import (
     EXECUTING,
+    FETCH,
+    MISSING,
     READY,
     RELEASED,
+    WAITING,
     WORKER_TASK_STATES,
     WorkerState,
     WTask,
@@ -179,6 +182,8 @@ _QUIET_FOR_NEIGHBOURS = frozenset({
     ("processing", "processing"),
 })
 _NEIGHBOURS_SEE = (W_MEMORY, RELEASED)
+_TAKEN_ON = (WAITING, READY)  # a task the worker was asked to compute, from ...
+_NOT_ASKED = (RELEASED, FETCH, MISSING)  # ... a state in which it was not
 
 # A task's snapshot: (state, processing_on, prefix, holders, nbytes, inputs the worker lacks)
 Snapshot = tuple[str, WorkerInfo | None, str, tuple[WorkerInfo, ...], int, tuple[TaskState, ...]]
@@ -459,16 +464,17 @@ class SchedulerValidator:
 
 class WorkerValidator:
     """Strict mode for a WorkerState. ``data``: the runtime's store of values (key ->
-    value), when there is one to compare with. ``on_start(wv, wt, move, sid)`` is called
-    when a task body starts (ready -> executing)."""
+    value), when there is one to compare with. ``on_run(wv, wt, move, sid)`` is called
+    when the worker takes a task on to compute (-> waiting or ready, from released, fetch
+    or missing) and when its body starts (ready -> executing)."""
 
     def __init__(self, ws: WorkerState, *, data: Any = None, reporter: Reporter | None = None,
-                 on_start: Callable[[WorkerValidator, WTask, Move, str], None] | None = None,
+                 on_run: Callable[[WorkerValidator, WTask, Move, str], None] | None = None,
                  ) -> None:
         self.ws = ws
         self.data = data
         self.reporter = reporter if reporter is not None else Reporter()
-        self.on_start = on_start
+        self.on_run = on_run
         self.checks = 0
         self.transitions = 0  # seen by the observer
         self.mem_bytes = 0  # bytes of registered tasks in memory, per the snapshots
@@ -502,8 +508,9 @@ class WorkerValidator:
             detail = fn(self, wt, start, finish, sid)
             if detail is not None:
                 self._report(INVARIANT_OF[fn], wt.key, detail, move, sid)
-        if start == READY and finish == EXECUTING and self.on_start is not None:
-            self.on_start(self, wt, move, sid)
+        if self.on_run is not None and (finish == EXECUTING and start == READY
+                                        or finish in _TAKEN_ON and start in _NOT_ASKED):
+            self.on_run(self, wt, move, sid)
 
     def after_stimulus(self, msg: Any) -> None:
         """Check what the stimulus ``msg`` (just handled) touched."""
