@@ -45,6 +45,8 @@ class Invariant:
     # dependents, or fields their transitions write): then it is also checked on tasks
     # touched only as a neighbour.
     neighbours: bool = False
+    # Whether it only says that the state is one of the known states.
+    known_state: bool = False
 
     def applies(self, state: str) -> bool:
         return self.states is None or state in self.states
@@ -57,7 +59,8 @@ def registrar(into: list[Invariant], entity: str, default_states: Iterable[str] 
 
     def invariant(id: str, text: str, *, scope: str = INCREMENTAL,
                   states: Iterable[str] | None = default_states, neighbours: bool = False,
-                  entity: str = entity) -> Callable[[Check], Check]:
+                  known_state: bool = False, entity: str = entity
+                  ) -> Callable[[Check], Check]:
         if scope not in SCOPES:
             raise ValueError(f"invariant {id!r}: unknown scope {scope!r}")
         if entity not in ENTITIES:
@@ -65,7 +68,8 @@ def registrar(into: list[Invariant], entity: str, default_states: Iterable[str] 
 
         def register(fn: Check) -> Check:
             into.append(Invariant(id, entity, text, fn, scope,
-                                  None if states is None else frozenset(states), neighbours))
+                                  None if states is None else frozenset(states), neighbours,
+                                  known_state))
             return fn
 
         return register
@@ -76,7 +80,10 @@ def registrar(into: list[Invariant], entity: str, default_states: Iterable[str] 
 def by_state(invariants: Iterable[Invariant], states: Iterable[str], scopes: tuple[str, ...],
              neighbours_only: bool = False) -> dict[str, tuple[Invariant, ...]]:
     """For each state, the invariants (of the given scopes; only those a neighbour's move
-    can break, if asked) that apply to it, in order."""
+    can break, if asked) that apply to it, in order. An invariant that only says the
+    state is a known one (``known_state``) is left out: being looked up by its state
+    proves it; the validator runs it on a state it finds no entry for."""
     chosen = [inv for inv in invariants
-              if inv.scope in scopes and (inv.neighbours or not neighbours_only)]
+              if inv.scope in scopes and (inv.neighbours or not neighbours_only)
+              and not inv.known_state]
     return {s: tuple(inv for inv in chosen if inv.applies(s)) for s in states}

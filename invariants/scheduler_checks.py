@@ -79,7 +79,7 @@ def transition_has_stimulus_id(v: Any, ts: Any, start: str, finish: str,
 
 @task_invariant("task.known-state",
                 "a task's state is released, waiting, no-worker, processing, memory, erred "
-                "or forgotten")
+                "or forgotten", known_state=True)
 def known_state(v: Any, ts: Any) -> str | None:
     return None if ts.state in TASK_STATES else f"state is {ts.state!r}"
 

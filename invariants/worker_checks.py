@@ -66,7 +66,7 @@ def transition_has_stimulus_id(wv: Any, wt: Any, start: str, finish: str,
 
 @wtask_invariant("wtask.known-state",
                  "a worker's task is waiting, ready, executing, cancelled, memory, error, "
-                 "fetch, flight, missing or released")
+                 "fetch, flight, missing or released", known_state=True)
 def known_state(wv: Any, wt: Any) -> str | None:
     return None if wt.state in WORKER_TASK_STATES else f"state is {wt.state!r}"
 

@@ -812,10 +812,16 @@ def _() -> InvariantViolation:
     return raised(lambda: _validator(c).check_end(c))
 
 
+def _deaf_worker_cluster(**kwargs: Any) -> SimCluster:
+    """One worker whose state machine (broken) ignores every request to compute."""
+    c = SimCluster(workers=1, seed=0, validate=True, **kwargs)
+    c.workers["w0"].state._handlers[p.ComputeTask] = lambda msg: None
+    return c
+
+
 @case("liveness.processing-task-runs")
 def _() -> InvariantViolation:
-    c = SimCluster(workers=1, seed=0, validate=True)
-    c.set_link("scheduler", "w0", down=True)  # the task is sent, and never arrives
+    c = _deaf_worker_cluster()
     return raised(lambda: c.run(make_workload("independent", 1)))
 
 
@@ -984,8 +990,7 @@ def test_a_violation_names_the_transition_stimulus_and_recent_stimuli() -> None:
 
 
 def test_a_stuck_cluster_is_named_by_its_key_at_once_not_after_a_timeout() -> None:
-    c = SimCluster(workers=1, seed=0, validate=True, stall_timeout=1e6)
-    c.set_link("scheduler", "w0", down=True)
+    c = _deaf_worker_cluster(stall_timeout=1e6)
     with pytest.raises(InvariantViolation) as info:
         c.run(make_workload("independent", 1))
     assert info.value.entity == "task 'task-0'"
