@@ -338,12 +338,6 @@ def _worker_case(invariant_id: str, name: str) -> Callable[[Callable[[Sched], No
     return register
 
 
-def _busy(h: Sched) -> WorkerInfo:
-    ws = h.t("b-0").processing_on
-    assert ws is not None
-    return ws
-
-
 def _holder(h: Sched) -> WorkerInfo:
     return next(iter(h.t("a-0").who_has))
 
