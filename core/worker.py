@@ -413,15 +413,18 @@ class WorkerState:
             self._out.append(p.Execute(stimulus_id=self._sid, worker=self.name, key=ts.key))
 
     def _ensure_communicating(self) -> None:
-        while self.to_fetch and len(self.in_flight) < self.fetch_limit:
-            _, ts = heapq.heappop(self.to_fetch)
+        busy: list[tuple[tuple[int, int], WTask]] = []  # waiting on peers already sending
+        while self.to_fetch and len(self.in_flight) < self.fetch_limit and len(busy) < 64:
+            entry = heapq.heappop(self.to_fetch)
+            ts = entry[1]
             if ts.state != FETCH or self.tasks.get(ts.key) is not ts:
                 continue
             holder = next((h for h in ts.who_has if h not in self.in_flight), None)
             if holder is None:
-                # every holder is busy sending to us: try again when a transfer ends
-                heapq.heappush(self.to_fetch, (ts.priority, ts))
-                return
+                # every holder is busy sending to us: look at the next key, retry this one
+                # when a transfer ends
+                busy.append(entry)
+                continue
             batch = [ts]
             total = ts.nbytes
             # other keys waiting on the same peer travel in the same transfer
@@ -439,3 +442,5 @@ class WorkerState:
             self._out.append(p.GatherDep(
                 stimulus_id=self._sid, worker=self.name, holder=holder,
                 keys=tuple(t.key for t in batch), nbytes=total))
+        for entry in busy:
+            heapq.heappush(self.to_fetch, entry)
