@@ -17,6 +17,12 @@ worker incarnation and the receiver's transition count before the stimulus.
 
 Addresses default to 127.0.0.1. Anything else requires CURVE keys (``keys=DIR``, made
 with ``squall keys DIR``), and every socket of the cluster then authenticates its peers.
+
+Network chaos: ``proxy=True`` (or a Toxiproxy URL; TOXIPROXY_URL is honoured) routes every
+connection a worker opens -- to the scheduler, and to each peer it fetches from --
+through a proxy of its own (``squall.chaos.network``), so ``set_link(src, dst, latency=,
+jitter=, bandwidth=, down=)`` can slow or cut any link alone. Without a URL, squall's
+built-in Toxiproxy-compatible server runs in a process of its own for the cluster's life.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class LocalCluster:
         start_method: str | None = None,
         timeout: float = 10.0,
         gather_timeout: float = 10.0,
+        proxy: bool | str = False,
     ) -> None:
         if workers < 0 or threads < 1:
             raise ValueError(f"need workers >= 0 and threads >= 1, got {workers}, {threads}")
@@ -95,12 +102,22 @@ class LocalCluster:
         self._eofs: set[str] = set()
         self._tmp = tempfile.mkdtemp(prefix="squall-") if self.record else None
         record_to = f"ipc://{self._tmp}/records" if self._tmp is not None else None
+        self.host = host
+        self.network: Any = None  # squall.chaos.network.ProxyNetwork, with proxy=...
+        self._proxy_server: Any = None
+        self._ports: dict[str, int] = {}  # worker name -> fixed data port (proxy mode)
+        self._names = workers  # the next "w<N>" a joining worker may take (proxy mode)
+        port = 0
+        if proxy:
+            port = self._start_network(proxy, workers)
         self.config = ClusterConfig(
             workers=workers, threads=threads, host=host, keys_dir=keys,
             heartbeat_interval=heartbeat_interval, heartbeat_timeout=heartbeat_timeout,
             allowed_failures=allowed_failures, validate=validate, stealing=stealing,
             restart=restart, record_to=record_to, register_timeout=timeout,
-            gather_timeout=gather_timeout)
+            gather_timeout=gather_timeout, port=port, data_ports=tuple(self._ports.items()),
+            proxy_api=self.network.api_url if self.network is not None else None,
+            proxy_prefix=self.network.prefix if self.network is not None else "")
         self.start_method = start_method or default_start_method()
         self._logs = LogForwarding(self.start_method) if forward_logs else None
         # Fork the launcher first: nothing of ZeroMQ exists in this process for it yet.
@@ -170,7 +187,17 @@ class LocalCluster:
     def add_worker(self, name: str | None = None) -> str:
         """Start one more worker (under ``name``, if given); wait until it registered."""
         before = set(self._workers)
-        self._conn.send(("add", name))
+        if self.network is not None:
+            # The proxies leading to and from a new name exist before its process does.
+            if name is None:
+                while f"w{self._names}" in self._ports:
+                    self._names += 1
+                name = f"w{self._names}"
+            if name not in self._ports:
+                self._add_endpoint(name)
+            self._conn.send(("add", name, self._ports[name]))
+        else:
+            self._conn.send(("add", name))
         deadline = time.monotonic() + self.timeout
         while True:
             new = [n for n in self._workers if n not in before or n == name]
@@ -191,6 +218,60 @@ class LocalCluster:
 
     def skew_estimates(self, factor: float, prefix: str | None = None) -> None:
         self._control().skew_estimates(factor, prefix)
+
+    def set_link(self, src: str, dst: str, *, latency: float | None = None,
+                 jitter: float | None = None, bandwidth: float | None = None,
+                 down: bool | None = None) -> None:
+        """Slow or cut the link(s) from ``src`` to ``dst`` (a worker, "scheduler" or "*"):
+        latency and jitter in seconds, bandwidth in bytes/s, ``down`` cuts the connection
+        (both ways). Needs ``LocalCluster(proxy=True)``."""
+        if self.network is None:
+            raise ClusterError("set_link needs the network proxy: LocalCluster(proxy=True)")
+        try:
+            self.network.set_link(src, dst, latency=latency, jitter=jitter,
+                                  bandwidth=bandwidth, down=down)
+        except OSError as e:
+            raise ClusterError(f"set_link {src}->{dst}: the proxy API failed: {e}") from None
+
+    def _start_network(self, proxy: bool | str, workers: int) -> int:
+        """Proxy mode: the proxy server, the scheduler's port and a proxy for every link of
+        the first workers. Returns the scheduler's port."""
+        from squall.chaos import network as chaos_net
+        from squall.chaos.toxiproxy import TOXIPROXY_URL_ENV
+
+        url = proxy if isinstance(proxy, str) else os.environ.get(TOXIPROXY_URL_ENV)
+        try:
+            if not url:
+                self._proxy_server = chaos_net.BuiltinServer(self.host)
+                url = self._proxy_server.url
+            self.network = chaos_net.ProxyNetwork(
+                url, host=self.host, prefix=f"sq{os.getpid()}x{id(self) % 100000}-")
+            port = chaos_net.free_port(self.host)
+            self._taken = {port}
+            self.network.add_endpoint("scheduler", f"{self.host}:{port}")
+            for i in range(workers):
+                self._add_endpoint(f"w{i}")
+        except (OSError, RuntimeError, ValueError) as e:
+            self._stop_network()
+            raise ClusterError(f"network proxy: {str(e).splitlines()[0]}") from None
+        return port
+
+    def _add_endpoint(self, name: str) -> None:
+        from squall.chaos.network import free_port
+
+        port = free_port(self.host)
+        while port in self._taken:
+            port = free_port(self.host)
+        self._taken.add(port)
+        self._ports[name] = port
+        self.network.add_endpoint(name, f"{self.host}:{port}")
+
+    def _stop_network(self) -> None:
+        if self.network is not None and self._proxy_server is None:
+            self.network.close()  # a shared server keeps running: remove our proxies
+        if self._proxy_server is not None:
+            self._proxy_server.stop()
+            self._proxy_server = None
 
     # ------------------------------------------------------------------ records
 
@@ -251,6 +332,7 @@ class LocalCluster:
             self._logs.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+        self._stop_network()
 
     def __enter__(self) -> LocalCluster:
         return self

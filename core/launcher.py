@@ -35,6 +35,9 @@ log = logging.getLogger("squall.launcher")
 
 RESTART_AFTER = 1.0  # a worker that lived less than this is restarted with a back-off
 STOP_GRACE = 3.0  # seconds children get to exit after "stop" before SIGKILL
+# Exit status of a worker the scheduler told to rejoin (it reconnected after a cut, or was
+# declared dead): the launcher starts a new incarnation under its name, restart or not.
+REJOIN_EXIT = 75
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class ClusterConfig:
     record_to: str | None = None
     register_timeout: float = 10.0
     gather_timeout: float = 10.0
+    # Chaos (LocalCluster(proxy=True)): each worker name's data port, fixed so that the
+    # proxies leading to it exist before its process does, and the proxies' API.
+    data_ports: tuple[tuple[str, int], ...] = ()
+    proxy_api: str | None = None
+    proxy_prefix: str = ""
 
 
 def default_start_method() -> str:
@@ -147,23 +155,25 @@ def scheduler_main(config: ClusterConfig, control: Any, report: Any, inherited: 
 
 
 def worker_main(config: ClusterConfig, address: str, name: str, incarnation: int,
-                control: Any, inherited: list[Any], log_queue: Any) -> None:
+                control: Any, inherited: list[Any], log_queue: Any, port: int = 0) -> None:
     _close_all(inherited)
     child_logging(log_queue)
     from squall.core.worker_server import RegistrationError, WorkerServer
 
     server = WorkerServer(
-        address, name=name, nthreads=config.threads, listen=f"tcp://{config.host}:0",
+        address, name=name, nthreads=config.threads, listen=f"tcp://{config.host}:{port}",
         keys=_keys(config), heartbeat_interval=config.heartbeat_interval,
         register_timeout=config.register_timeout, gather_timeout=config.gather_timeout,
         validate=config.validate, control=control, record_to=config.record_to,
-        incarnation=incarnation)
+        incarnation=incarnation, proxy_api=config.proxy_api, proxy_prefix=config.proxy_prefix)
     try:
         server.start()
     except RegistrationError as e:
         log.error("%s", e)
         raise SystemExit(3) from None
     server.serve()
+    if server.rejoin:
+        raise SystemExit(REJOIN_EXIT)  # the launcher starts it again, clean
 
 
 # ------------------------------------------------------------------ the launcher
@@ -199,6 +209,7 @@ class Launcher:
         self._restarts: dict[str, tuple[float, int]] = {}  # name -> (when, quick deaths)
         self._resume: list[tuple[float, int]] = []  # (when, pid) to SIGCONT
         self._names = 0
+        self.ports = dict(config.data_ports)  # worker name -> its fixed data port
 
     def _inherited(self, own: Any) -> list[Any]:
         """What a forked child must close: the parent's pipe and others' control pipes."""
@@ -284,7 +295,8 @@ class Launcher:
         control_r, control_w = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(target=worker_main, name=f"squall-worker-{name}", daemon=True,
                                 args=(self.config, self.address, name, self.incarnations,
-                                      control_r, self._inherited(control_w), self.log_queue))
+                                      control_r, self._inherited(control_w), self.log_queue,
+                                      self.ports.get(name, 0)))
         proc.start()
         control_r.close()
         child = _Child("worker", name, proc, control_w, self.incarnations)
@@ -301,6 +313,8 @@ class Launcher:
             if name is not None and name in self.workers:
                 self._send(("refused", f"worker {name!r} is alive"))
             else:
+                if len(cmd) > 2 and cmd[2]:
+                    self.ports[name] = int(cmd[2])
                 self._start_worker(name)
         elif kind == "pause":
             child = self.workers.get(cmd[1])
@@ -328,7 +342,7 @@ class Launcher:
                 self.scheduler.control.send_bytes(f"died {child.name} {child.proc.pid}".encode())
             except OSError:
                 pass
-        if self.config.restart:
+        if self.config.restart or code == REJOIN_EXIT:
             quick = child.quick_deaths + 1 if time.monotonic() - child.started < RESTART_AFTER \
                 else 0
             delay = 0.0 if quick <= 1 else min(5.0, 0.1 * 2 ** quick)

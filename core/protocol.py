@@ -311,10 +311,12 @@ class DataReply(Message, tag="data"):
 
 
 class CloseWorker(Message, tag="close-worker"):
-    """Scheduler -> worker: exit (e.g. it was declared dead and came back)."""
+    """Scheduler -> worker: exit (e.g. it was declared dead and came back). ``rejoin``: the
+    scheduler no longer knows this connection; start again clean, as a new incarnation."""
 
     worker: str
     reason: str = ""
+    rejoin: bool = False
 
 
 class Halted(Message, tag="halted"):

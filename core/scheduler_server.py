@@ -147,6 +147,7 @@ class SchedulerServer:
         }
         self._pending_specs: dict[str, tuple[str, bytes]] = {}
         self._pending_funcs: dict[str, bytes] = {}
+        self._told: dict[bytes, None] = {}  # unknown connections told to rejoin
 
     # ------------------------------------------------------------------ life cycle
 
@@ -302,6 +303,7 @@ class SchedulerServer:
         first = msgs[0]
         if len(msgs) != 1 or type(first) not in (p.RegisterWorker, p.RegisterClient):
             self.drops(label, f"{type(first).__name__} before registering")
+            self._tell_unknown_worker(ident, msgs)
             return
         if type(first) is p.RegisterClient:
             if not first.client or first.client in self.clients:
@@ -336,6 +338,22 @@ class SchedulerServer:
         self._membership_changed = True
         log.info("worker %s registered (pid %d, %d threads, data at %s)", peer.name, peer.pid,
                  first.nthreads, peer.address)
+
+    def _tell_unknown_worker(self, ident: bytes, msgs: list[Any]) -> None:
+        """A worker this scheduler does not know on this connection (it reconnected after a
+        cut, or was declared dead) is told, once, to start again as a new incarnation: what
+        it reports is never applied, and it comes back clean."""
+        worker = next((m.worker for m in msgs if type(m) in _WORKER_REPORTS), None)
+        if worker is None or ident in self._told:
+            return
+        if len(self._told) >= 1024:
+            self._told.clear()  # bounded: a worker told twice closes once
+        self._told[ident] = None
+        if self._router is None:
+            return  # driven in-process (the decoder fuzz test): no socket to answer on
+        self._router.send_multipart([ident, *net.pack([p.CloseWorker(
+            stimulus_id="", worker=worker, reason="unknown connection: register again",
+            rejoin=True)])])
 
     def _forget_peer(self, peer: Peer) -> None:
         self.peers.pop(peer.ident, None)
@@ -393,7 +411,8 @@ class SchedulerServer:
             if peer.ws is not None and self.state.workers.get(peer.name) is not peer.ws:
                 log.warning("worker %s missed its heartbeats: declared dead", peer.name)
                 self._send(peer, p.CloseWorker(stimulus_id="", worker=peer.name,
-                                               reason="declared dead (heartbeat timeout)"))
+                                               reason="declared dead (heartbeat timeout)",
+                                               rejoin=True))
                 self._forget_peer(peer)
 
     def _from_worker(self, peer: Peer, msg: Any, frames: list[bytes]) -> None:
@@ -611,6 +630,11 @@ class SchedulerServer:
 
     def _record(self, target: str, msg: Any) -> None:
         self._records.append(net.encode_record(target, 0, self.state.transition_counter, msg))
+
+
+# What only a registered worker sends: from an unknown connection, a worker that lost its
+# registration (cut off, or declared dead).
+_WORKER_REPORTS = (p.TaskFinished, p.TaskErred, p.MissingData, p.Heartbeat, p.StealResponse)
 
 
 def _find_cycle(new: dict[str, p.TaskSpecMsg]) -> str:

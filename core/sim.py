@@ -10,6 +10,16 @@ for byte: ``Outcome.digest`` hashes the stream.
 It also provides the fault surface chaos acts through: ``kill_worker``,
 ``pause_worker``, ``set_link``, ``skew_estimates`` and ``add_worker``, callable at any
 virtual time with ``at(time, method, *args)``.
+
+Connections, as in the real runtime: a link set ``down`` cuts the connection between its
+ends (both ways, like a TCP connection) and what was on it is lost. A worker whose
+connection to the scheduler was cut, or whom the scheduler declared dead (heartbeat
+timeout), is not heard any more: whatever it sends is refused, and the scheduler answers
+its first message it can reach with "close". The worker then restarts clean, as a new
+incarnation under its name, and registers again -- so no stale result is ever applied.
+A transfer from a peer across a cut link waits for the link (retrying every
+``GATHER_RETRY`` s) while the peer is alive and still a member; only a dead or removed
+peer makes it fail, so a cut link alone never makes data count as lost.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ SCHEDULER = "scheduler"
 CLIENT = "client"
 DEFAULT_OUTPUT_BYTES = 100
 _MASK = (1 << 61) - 1
+GATHER_RETRY = 1.0  # virtual seconds between attempts to fetch across a cut link
 _digest_encoder = msgspec.msgpack.Encoder()
 
 
@@ -77,7 +88,8 @@ class Link:
 
 
 class SimWorker:
-    __slots__ = ("name", "state", "data", "alive", "paused_until", "busy", "incarnation")
+    __slots__ = ("name", "state", "data", "alive", "paused_until", "busy", "incarnation",
+                 "ws", "broken", "forgotten", "told")
 
     def __init__(self, name: str, nthreads: int, incarnation: int) -> None:
         self.name = name
@@ -87,6 +99,10 @@ class SimWorker:
         self.paused_until = 0.0
         self.busy = 0.0
         self.incarnation = incarnation
+        self.ws: Any = None  # the scheduler's WorkerInfo of this incarnation, once registered
+        self.broken = False  # its connection to the scheduler was cut
+        self.forgotten = False  # the scheduler declared it dead
+        self.told = False  # a "close" is on its way to it
 
 
 class SimCluster:
@@ -143,6 +159,8 @@ class SimCluster:
         self._n_stimuli = 0
         self.recorders: list[Callable[[str, Any], None]] = []  # (target, stimulus)
         self.faults: dict[str, int] = {}
+        self.refused = 0  # messages from cut-off or declared-dead incarnations, dropped
+        self.rejoins = 0  # workers that restarted clean after being cut off or declared dead
         self.runs: dict[str, int] = {}  # key -> body starts
         self.graph: TaskGraph | None = None
         self._specs: dict[str, TaskSpec] = {}
@@ -169,13 +187,20 @@ class SimCluster:
         sw = self.workers.pop(name, None)
         if sw is None:
             return
+        self._count_fault("kill")
+        self._process_ends(sw)
+
+    def _process_ends(self, sw: SimWorker) -> None:
+        """The worker's process is gone: data and running tasks with it."""
+        name = sw.name
         sw.alive = False
         sw.data.clear()
-        self._count_fault("kill")
-        # The scheduler sees the connection drop after the link's latency.
-        self._send_to_scheduler(name, [p.RemoveWorker(
-            stimulus_id=self._new_sid("worker-died"), time=self.now, worker=name,
-            reason="died")])
+        # The scheduler sees the connection drop after the link's latency; across a cut
+        # link, the launcher's notice (same machine, no network) tells it at once.
+        msg = p.RemoveWorker(stimulus_id=self._new_sid("worker-died"), time=self.now,
+                             worker=name, reason="died")
+        if not self._send_to_scheduler(name, [msg]):
+            self._send_to_scheduler(None, [msg])
         if self.validator is not None:
             self.validator.worker_gone(sw.state)
 
@@ -199,6 +224,12 @@ class SimCluster:
         )
         self._link_cache.clear()
         self._count_fault("link-down" if down else "link")
+        if down:
+            # Cut connections to the scheduler are gone for good: what was on them is lost,
+            # and the worker will have to register again once it can reach the scheduler.
+            for sw in self.workers.values():
+                if not sw.broken and self._cut(sw.name, SCHEDULER):
+                    sw.broken = True
 
     def skew_estimates(self, factor: float, prefix: str | None = None) -> None:
         self._count_fault("skew")
@@ -343,10 +374,12 @@ class SimCluster:
         that raises -- which one, when several do, depends on timing -- or when the
         scheduler gave up on a task whose workers kept dying (KilledWorker)."""
         blame = reported.removeprefix("error:")
+        blamed = self.scheduler.tasks.get(blame)
+        killed = blamed is not None and (blamed.exception or "").startswith("KilledWorker")
         if not isinstance(want, str):
-            ts = self.scheduler.tasks.get(blame)
-            return ts is not None and (ts.exception or "").startswith("KilledWorker")
-        if blame not in self._specs or not self._specs[blame].fails:
+            return killed
+        # A task upstream given up (KilledWorker) explains it as well as one that raises.
+        if blame not in self._specs or not (self._specs[blame].fails or killed):
             return False
         seen, todo = {key}, [key]
         while todo:
@@ -387,10 +420,14 @@ class SimCluster:
             self._link_cache[(src, dst)] = link
         return link
 
+    def _cut(self, a: str, b: str) -> bool:
+        """Whether the connection between a and b is cut (a cut link cuts both ways)."""
+        return self._link(a, b).down or self._link(b, a).down
+
     def _arrival(self, src: str, dst: str, extra: float = 0.0) -> float | None:
         """When a message sent now from src reaches dst (FIFO per link), or None if cut."""
         link = self._link(src, dst)
-        if link.down:
+        if link.down or self._link(dst, src).down:
             return None
         delay = link.latency + extra
         if link.jitter:
@@ -420,24 +457,69 @@ class SimCluster:
 
     # ------------------------------------------------------------------ scheduler side
 
-    def _send_to_scheduler(self, src: str | None, msgs: list[Any], periodic: bool = False) -> None:
-        """``periodic``: housekeeping (heartbeats) that must not count as progress pending."""
+    def _send_to_scheduler(self, src: str | None, msgs: list[Any], periodic: bool = False,
+                           sender: SimWorker | None = None) -> bool:
+        """``periodic``: housekeeping (heartbeats) that must not count as progress pending.
+        ``sender``: the worker incarnation whose connection carries it. False: cut, lost."""
         if src is None:  # client or cluster manager: same machine, no link
-            self._push(self.now, self._deliver_to_scheduler, (msgs,), periodic)
-            return
+            self._push(self.now, self._deliver_to_scheduler, (msgs, sender), periodic)
+            return True
         t = self._arrival(src, SCHEDULER)
-        if t is not None:
-            self._push(t, self._deliver_to_scheduler, (msgs,), periodic)
+        if t is None:
+            return False
+        self._push(t, self._deliver_to_scheduler, (msgs, sender), periodic)
+        return True
 
-    def _deliver_to_scheduler(self, msgs: list[Any]) -> None:
+    def _deliver_to_scheduler(self, msgs: list[Any], sender: SimWorker | None = None) -> None:
+        if sender is not None and (sender.broken or sender.forgotten):
+            self._refuse(sender, len(msgs))
+            return
         sched = self.scheduler
         for msg in msgs:
             self._record(SCHEDULER, msg)
             out = sched.handle(msg)
             if self.validator is not None:
                 self.validator.after_scheduler_stimulus(msg)
+            if sender is not None and type(msg) is p.AddWorker:
+                sender.ws = sched.workers.get(sender.name)
             if out:
                 self._route_scheduler(out)
+
+    def _refuse(self, sw: SimWorker, n: int) -> None:
+        """Messages from a connection the scheduler does not know (any more): dropped, and
+        the worker is told to close (as the real scheduler answers an unknown peer)."""
+        self.refused += n
+        self._tell_to_close(sw)
+
+    def _tell_to_close(self, sw: SimWorker) -> None:
+        if sw.told or not sw.alive:
+            return
+        t = self._arrival(SCHEDULER, sw.name)
+        if t is not None:  # else lost: it is told when a later message gets through
+            sw.told = True
+            self._push(t, self._close_worker, (sw,))
+
+    def _close_worker(self, sw: SimWorker) -> None:
+        """"close" reaches the worker: it restarts clean, a new incarnation under its name."""
+        if not sw.alive or self.workers.get(sw.name) is not sw:
+            return
+        if sw.paused_until > self.now:
+            self._push(sw.paused_until, self._close_worker, (sw,))
+            return
+        del self.workers[sw.name]
+        self.rejoins += 1
+        self._process_ends(sw)
+        self._start_worker(sw.name, sw.state.nthreads)
+
+    def _forget_declared_dead(self) -> None:
+        """Workers the scheduler declared dead (heartbeat timeout) are told to close, as the
+        real scheduler does; their connection is no longer heard."""
+        known = self.scheduler.workers
+        for sw in self.workers.values():
+            if sw.ws is not None and not sw.forgotten and known.get(sw.name) is not sw.ws:
+                sw.forgotten = True
+                if not sw.broken:
+                    self._tell_to_close(sw)
 
     def _route_scheduler(self, out: list[Any]) -> None:
         per_worker: dict[str, list[Any]] = {}
@@ -453,7 +535,7 @@ class SimCluster:
                 per_worker.setdefault(ins.worker, []).append(ins)
         for name, msgs in per_worker.items():
             sw = self.workers.get(name)
-            if sw is None:
+            if sw is None or sw.broken:  # a cut connection: lost
                 continue
             t = self._arrival(SCHEDULER, name)
             if t is not None:
@@ -474,9 +556,10 @@ class SimCluster:
         if self.validator is not None:
             self.validator.watch_worker(sw.state)
         # Workers of the initial cluster are registered before anything is submitted.
-        self._send_to_scheduler(name if self._started else None, [p.AddWorker(
-            stimulus_id=self._new_sid("add-worker"), time=self.now, worker=name,
-            nthreads=threads)])
+        if not self._send_to_scheduler(name if self._started else None, [p.AddWorker(
+                stimulus_id=self._new_sid("add-worker"), time=self.now, worker=name,
+                nthreads=threads)], sender=sw):
+            sw.broken = True  # cut off from the start: it registers once it is told to
         if self.heartbeat_interval and self._started:
             self._push(self.now + self.heartbeat_interval, self._heartbeat, (sw,), True)
         return sw
@@ -510,7 +593,7 @@ class SimCluster:
             else:
                 to_sched.append(ins)
         if to_sched:
-            self._send_to_scheduler(sw.name, to_sched)
+            self._send_to_scheduler(sw.name, to_sched, sender=sw)
 
     def _start_execute(self, sw: SimWorker, key: str) -> None:
         self.runs[key] = self.runs.get(key, 0) + 1
@@ -544,8 +627,14 @@ class SimCluster:
     def _start_gather(self, sw: SimWorker, ins: p.GatherDep) -> None:
         holder = self.workers.get(ins.holder)
         link = self._link(ins.holder, sw.name)
-        if holder is None or link.down:
-            # connection refused (dead peer) or timed out (cut link)
+        cut = link.down or self._link(sw.name, ins.holder).down
+        if cut and holder is not None and holder.ws is not None and \
+                self.scheduler.workers.get(holder.name) is holder.ws:
+            # The peer is alive and a member: the fetch waits for the link to come back.
+            self._push(self.now + GATHER_RETRY, self._retry_gather, (sw, ins))
+            return
+        if holder is None or cut:
+            # connection refused (dead peer) or timed out (cut link to a removed peer)
             delay = 2 * link.latency if holder is None else 1.0
             self._push(self.now + delay, self._gather_done, (sw, ins.holder, {}, ins.keys))
             return
@@ -555,6 +644,14 @@ class SimCluster:
         nbytes = sum(self._size(k) for k in values)
         t = start + link.latency + nbytes / link.bandwidth
         self._push(t, self._gather_done, (sw, ins.holder, values, missing))
+
+    def _retry_gather(self, sw: SimWorker, ins: p.GatherDep) -> None:
+        if not sw.alive:
+            return
+        if sw.paused_until > self.now:
+            self._push(sw.paused_until, self._retry_gather, (sw, ins))
+            return
+        self._start_gather(sw, ins)
 
     def _size(self, key: str) -> int:
         n = self._specs[key].nbytes
@@ -589,6 +686,7 @@ class SimCluster:
 
     def _tick(self) -> None:
         self._deliver_to_scheduler([p.Tick(stimulus_id=self._new_sid("tick"), time=self.now)])
+        self._forget_declared_dead()
         self._push(self.now + self.tick_interval, self._tick, (), True)
 
     def _heartbeat(self, sw: SimWorker) -> None:
@@ -596,7 +694,7 @@ class SimCluster:
             return
         if sw.paused_until <= self.now:
             hb = sw.state.heartbeat(self.now, self._new_sid("heartbeat"))
-            self._send_to_scheduler(sw.name, [hb], periodic=True)
+            self._send_to_scheduler(sw.name, [hb], periodic=True, sender=sw)
         assert self.heartbeat_interval is not None
         self._push(self.now + self.heartbeat_interval, self._heartbeat, (sw,), True)
 

@@ -62,6 +62,8 @@ class WorkerServer:
         control: Any = None,
         record_to: str | None = None,
         incarnation: int = 0,
+        proxy_api: str | None = None,
+        proxy_prefix: str = "",
     ) -> None:
         host, _ = net.parse_address(scheduler)
         if listen is None:
@@ -77,6 +79,12 @@ class WorkerServer:
         self.control = control  # a multiprocessing Connection from the launcher, or None
         self.record_to = record_to
         self.incarnation = incarnation
+        # Chaos in real mode: every connection this worker opens goes through the proxy
+        # named for it on this Toxiproxy API (see squall.chaos.network).
+        self.proxy_api = proxy_api
+        self.proxy_prefix = proxy_prefix
+        self._routes: dict[str, str] = {}  # peer -> the proxy address to reach it through
+        self.rejoin = False  # told by the scheduler to start again as a new incarnation
         self.state = WorkerState(self.name, nthreads)
         self.state.observers.append(self._on_transition)
         self.recorders: list[Callable[[str, Any], None]] = []
@@ -106,6 +114,7 @@ class WorkerServer:
         self._records: list[bytes] = []
         self._stimuli: deque[Any] = deque()
         self._gathers: dict[str, tuple[tuple[str, ...], float]] = {}  # holder -> keys, deadline
+        self._gather_tries: dict[str, int] = {}  # holder -> times the request was resent
         self._peer_socks: dict[str, zmq.Socket[Any]] = {}
         self._sock_peer: dict[zmq.Socket[Any], str] = {}
         self._sid = 0
@@ -141,7 +150,7 @@ class WorkerServer:
             self._push.connect(self.record_to)
             self.recorders.append(self._record)
         self._sched = net.make_socket(ctx, zmq.DEALER, keys=self.keys)
-        self._sched.connect(self.scheduler_address)
+        self._sched.connect(self._route("scheduler", self.scheduler_address))
         try:
             self._register()
         except RegistrationError:
@@ -370,6 +379,7 @@ class WorkerServer:
             elif t is p.CloseWorker:
                 log.warning("worker %s: told to close: %s", self.name, msg.reason)
                 self._stopping = True
+                self.rejoin = self.rejoin or msg.rejoin
             else:
                 self.drops("scheduler", f"{t.__name__} is not for a worker")
 
@@ -492,6 +502,25 @@ class WorkerServer:
 
     # ------------------------------------------------------------------ transfers
 
+    def _route(self, peer: str, address: str) -> str:
+        """Where to connect to reach ``peer`` at ``address``: its proxy, in chaos mode."""
+        if self.proxy_api is None:
+            return address
+        route = self._routes.get(peer)
+        if route is None:
+            from squall.chaos.network import SEP, lookup_route
+
+            try:
+                found = lookup_route(self.proxy_api, f"{self.proxy_prefix}{self.name}{SEP}{peer}")
+            except OSError as e:
+                log.warning("worker %s: no proxy route to %s (%s): connecting directly",
+                            self.name, peer, e)
+                found = None
+            if found is None:
+                return address
+            route = self._routes[peer] = f"tcp://{found}"
+        return route
+
     def _peer(self, holder: str) -> zmq.Socket[Any] | None:
         sock = self._peer_socks.get(holder)
         if sock is None:
@@ -500,7 +529,7 @@ class WorkerServer:
                 return None
             assert self._ctx is not None
             sock = net.make_socket(self._ctx, zmq.DEALER, keys=self.keys)
-            sock.connect(address)
+            sock.connect(self._route(holder, address))
             self._peer_socks[holder] = sock
             self._sock_peer[sock] = holder
             self._poller.register(sock, zmq.POLLIN)
@@ -513,6 +542,7 @@ class WorkerServer:
             self._poller.unregister(sock)
             sock.close(0)
         pending = self._gathers.pop(holder, None)
+        self._gather_tries.pop(holder, None)
         if pending is not None:
             log.info("worker %s: transfer from %s failed: %s", self.name, holder, why)
             self._handle(p.GatherDepFailure(stimulus_id=self._new_sid("gather"),
@@ -530,9 +560,30 @@ class WorkerServer:
 
     def _expire_gathers(self) -> None:
         now = self.now()
-        for holder, (_, deadline) in list(self._gathers.items()):
-            if now >= deadline:
+        for holder, (keys, deadline) in list(self._gathers.items()):
+            if now < deadline:
+                continue
+            if holder not in self.addresses:
                 self._drop_peer(holder, f"no answer within {self.gather_timeout:g} s")
+                continue
+            # The peer is still a member: the link is slow or cut, which alone never makes
+            # data count as lost. Ask again on a fresh connection, waiting longer each time;
+            # only its removal from the cluster (a membership change) fails the transfer.
+            tries = self._gather_tries.get(holder, 0) + 1
+            sock = self._peer_socks.pop(holder, None)
+            if sock is not None:
+                del self._sock_peer[sock]
+                self._poller.unregister(sock)
+                sock.close(0)
+            sock = self._peer(holder)
+            if sock is None:
+                self._drop_peer(holder, "no address")
+                continue
+            log.info("worker %s: no answer from %s; asking again (%d)", self.name, holder, tries)
+            self._gather_tries[holder] = tries
+            self._gathers[holder] = (keys, now + self.gather_timeout * 2 ** min(tries, 4))
+            sock.send_multipart(net.pack([p.GetData(stimulus_id="", requester=self.name,
+                                                    keys=keys)]))
 
     def _drain_peer(self, sock: zmq.Socket[Any]) -> None:
         holder = self._sock_peer[sock]
@@ -550,6 +601,7 @@ class WorkerServer:
                 continue
             reply = msgs[0]
             pending = self._gathers.pop(holder, None)
+            self._gather_tries.pop(holder, None)
             if pending is None:
                 self.drops(f"peer {holder}", "a data reply nobody waits for")
                 continue

@@ -7,8 +7,11 @@ unreadable trace; ``explore`` 0 nothing found, 1 a failure found (and its trace 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +82,20 @@ def scenarios_cmd(as_json: bool) -> None:
               help="override the scenario's runtime")
 @click.option("--seed", type=int, default=None, help="override the scenario's seed")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
-              help="write the run's trace (JSON Lines) here")
+              help="write the run's trace (JSON Lines) here [default: "
+                   "squall-traces/NAME-RUNTIME.trace.jsonl]")
+@click.option("--no-trace", is_flag=True, help="write no trace (real mode then counts no "
+                                               "transitions or checks)")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="strict mode: check invariants after every transition")
 def run_cmd(scenario: str, runtime: str | None, seed: int | None, trace_path: str | None,
-            validate: bool) -> None:
-    """Run a standard scenario (by NAME) or a scenario file (FILE.json)."""
-    from squall.scenarios.runner import run_scenario
+            no_trace: bool, validate: bool) -> None:
+    """Run a standard scenario (by NAME) or a scenario file (FILE.json).
+
+    Shows a progress bar while it runs and a summary at the end; writes a trace that
+    `squall replay` and `squall report` read. Real mode logs to the trace's .log file.
+    """
+    from squall.scenarios.runner import check_runnable, run_scenario
 
     try:
         sc = resolve_scenario(scenario)
@@ -96,33 +106,104 @@ def run_cmd(scenario: str, runtime: str | None, seed: int | None, trace_path: st
             changes["seed"] = seed
         if changes:
             sc = msgspec.structs.replace(sc, **changes)
-        outcome = run_scenario(sc, trace=trace_path, validate=validate)
+        check_runnable(sc)
+        if trace_path is None and not no_trace:
+            stem = sc.name or Path(scenario).stem or "scenario"
+            trace_path = str(Path("squall-traces") / f"{stem}-{sc.runtime}.trace.jsonl")
+        log_path = str(Path(trace_path).with_suffix(".log")) if trace_path else None
+        with _logs_to(log_path if sc.runtime == "real" else None), \
+                _progress_bar(sc) as progress:
+            outcome = run_scenario(sc, trace=trace_path, validate=validate,
+                                   progress=progress)
     except ScenarioError as e:
         raise _error(str(e)) from None
-    _print_outcome(sc, outcome)
+    _print_outcome(sc, outcome, log_path if sc.runtime == "real" else None)
     sys.exit(0 if outcome.ok else 1)
 
 
-def _print_outcome(sc: Scenario, outcome: Outcome) -> None:
+@contextlib.contextmanager
+def _logs_to(path: str | None) -> Iterator[None]:
+    """Log records (of every process of a real cluster) go to ``path``, not the terminal."""
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(name)s "
+                                           "%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
+@contextlib.contextmanager
+def _progress_bar(sc: Scenario) -> Iterator[Any]:
+    """A progress bar of keys done, on stderr (redrawn by the callback: no thread runs
+    beside the processes a real cluster forks)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn(f"[bold]{sc.name or 'scenario'}[/] ({sc.runtime})"), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("keys"), TimeElapsedColumn(),
+                  console=console, transient=True, auto_refresh=False) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+            bar.refresh()
+
+        yield progress
+
+
+def _print_outcome(sc: Scenario, outcome: Outcome, log_path: str | None = None) -> None:
     console = Console()
-    table = Table(title=f"squall run {sc.name or 'scenario'}: {sc.describe()}")
+    table = Table(title=f"squall run {sc.name or 'scenario'} ({sc.runtime}): {sc.describe()}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     ok = "all correct" if outcome.results_ok else (
         f"WRONG: {outcome.wrong}" if outcome.wrong else "not all computed")
     table.add_row("results", ok)
+    n = outcome.n_tasks
+    if outcome.results_ok:
+        erred = f" ({outcome.n_erred} with the error their task raised)" \
+            if outcome.n_erred else ""
+        done = f"{n} of {n}{erred}"
+    elif outcome.wrong:
+        more = "+" if len(outcome.wrong) >= 20 else ""
+        done = f"{len(outcome.wrong)}{more} of {n} wrong or missing"
+    else:
+        done = f"unchecked: a violation stopped the run ({n} tasks)"
+    table.add_row("tasks done and checked", done)
+    table.add_row("faults injected",
+                  ", ".join(f"{k} {n}" for k, n in outcome.faults.items()) or "none")
+    table.add_row("transitions", str(outcome.transitions))
+    table.add_row("invariant checks", str(outcome.invariant_checks))
     table.add_row("violations", str(len(outcome.violations)))
-    table.add_row("tasks", str(outcome.n_tasks))
     clock = "virtual s" if sc.runtime == "sim" else "s"
     table.add_row(f"makespan ({clock})", f"{outcome.makespan:.3f}")
     table.add_row("stimuli", str(outcome.n_stimuli))
-    table.add_row("transitions", str(outcome.transitions))
-    table.add_row("invariant checks", str(outcome.invariant_checks))
-    table.add_row("faults", ", ".join(f"{k} {n}" for k, n in outcome.faults.items()) or "none")
     table.add_row("steals", str(outcome.steals))
     table.add_row("wall time (s)", f"{outcome.wall_time:.2f}")
     if outcome.trace_path:
         table.add_row("trace", outcome.trace_path)
+    if log_path:
+        table.add_row("logs", log_path)
     console.print(table)
     for v in outcome.violations:
         click.echo(format_violation(v))

@@ -7,13 +7,12 @@ seconds in the simulator with strict mode on.
 from __future__ import annotations
 
 from squall.scenarios.faults import (
-    Heal,
     JoinWorker,
     KillWorker,
     Partition,
     PauseWorker,
-    Skew,
-    SlowLink,
+    SkewEstimates,
+    SlowNetwork,
 )
 from squall.scenarios.model import ClusterShape, Generated, Scenario, ScenarioError
 
@@ -52,23 +51,28 @@ def _library() -> dict[str, Scenario]:
                  chaos=(KillWorker(at=0.5, worker="w1"), JoinWorker(at=1.5, worker="w1")),
                  description="a worker dies mid-reduction (its data is recomputed) and "
                              "comes back"),
-        Scenario(name="storm", workload=Generated(name="mixed", tasks=400),
-                 cluster=ClusterShape(workers=5, threads=2, stealing=True,
-                                      heartbeat_timeout=3.0, jitter=0.0005),
+        Scenario(name="storm", runtime="real",
+                 workload=Generated(name="mixed", tasks=2000, params={
+                     "long_tasks": 8, "long_max": 3.0, "big_tasks": 20, "big_mib": 2.0}),
+                 cluster=ClusterShape(workers=4, threads=2, stealing=True,
+                                      heartbeat_timeout=3.0, max_time=600.0),
                  chaos=(
-                     Skew(at=0.2, factor=8.0),
-                     PauseWorker(at=0.3, worker="w0", seconds=1.5),
-                     SlowLink(at=0.4, worker="w1", latency=0.05, bandwidth=5e6),
-                     KillWorker(at=0.6, worker="w2"),
-                     Partition(at=0.8, worker="w3"),
-                     JoinWorker(at=1.0),
-                     Skew(at=1.2, factor=0.2, prefix="tiny"),
-                     KillWorker(at=1.5, worker="w4"),
-                     JoinWorker(at=2.0, worker="w2"),
-                     Heal(at=6.0),
+                     SkewEstimates(at=0.5, factor=10.0, prefix="part"),
+                     SkewEstimates(at=0.5, factor=0.1, prefix="tiny"),
+                     SlowNetwork(at=1.0, worker="w1", peer="scheduler", latency=0.05,
+                                 jitter=0.02),
+                     SlowNetwork(at=1.0, worker="w2", peer="w3", latency=0.05, jitter=0.02),
+                     KillWorker(at=1.5, worker="w2"),
+                     JoinWorker(at=2.5, worker="w2"),
+                     PauseWorker(at=3.0, worker="w0", seconds=1.5),
+                     Partition(at=3.5, worker="w3", peer="scheduler", seconds=4.0),
+                     KillWorker(at=5.0, worker="w1"),
+                     JoinWorker(at=6.0, worker="w1"),
                  ),
-                 description="kills, a pause, a slow link, a partition, skewed estimates and "
-                             "joins, all at once"),
+                 description="2,000 mixed tasks on 4 real workers in strict mode while two "
+                             "die and are replaced, one pauses, links slow down (50 +- 20 "
+                             "ms), one is cut past the heartbeat timeout and healed, and "
+                             "estimates are skewed x10 and x0.1"),
     ]
     return {s.name: s for s in scenarios}
 

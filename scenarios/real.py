@@ -2,23 +2,28 @@
 
 Each task of the scenario's graph gets a real body (``simulated_body``) that sleeps its
 simulated duration and returns the same value the simulator computes (or raises), so
-the results are checked exactly as in the simulator. Faults strike at their ``at``
-(wall-clock seconds after the graph is submitted) through the cluster's fault surface:
-kill, pause, skew estimates and join. Network faults (slow link, partition, heal) need
-the chaos network proxy and are refused in one line for now.
+the results are checked exactly as in the simulator; a task with a large output returns
+that many real bytes beside its value, so large outputs really travel. Faults strike at
+their ``at`` (wall-clock seconds after the graph is submitted) through the cluster's
+fault surface: kill (SIGKILL), pause (SIGSTOP, SIGCONT), skew estimates, join, and --
+when the scenario has network faults or per-worker links -- slow, cut and healed links,
+through a proxy on every connection a worker opens (``LocalCluster(proxy=True)``).
 
 With a trace, every stimulus the scheduler and the workers received is streamed here
 and written as in the simulator (receiver, incarnation, transition count before it), so
 ``squall replay`` treats a real trace like a simulated one. A real trace has no state
 digests: the state lives in other processes; the per-stimulus transition counts are
-what replay compares.
+what replay compares. After the run the trace is replayed with strict mode on, without
+processes: that counts the transitions and invariant checks, and adds the cluster-wide
+checks (no task body run twice unless its worker died) that no single process can make.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -26,24 +31,48 @@ from squall.core import protocol as p
 from squall.core.graph import TaskGraph, TaskSpec
 from squall.core.outcome import Outcome, Violation
 from squall.core.sim import expected_results, task_value
-from squall.scenarios.faults import ChaosDriver, Heal, JoinWorker, Partition, SlowLink
+from squall.scenarios.faults import (
+    ChaosDriver,
+    Heal,
+    JoinWorker,
+    Partition,
+    SlowLink,
+    links_between,
+    timeline,
+)
 from squall.scenarios.model import Scenario
 from squall.scenarios.trace import CHAOS, End, Stim, TraceWriter, WorkerStart
 
 POLL = 0.01  # seconds between looks at the futures and the fault schedule
+PROGRESS_EVERY = 0.2  # seconds between progress reports
+LARGE = 64 * 1024  # outputs at least this large carry real bytes
 
 
 class SimulatedTaskError(RuntimeError):
     """What a task marked ``fails`` raises in real mode."""
 
 
-def simulated_body(key: str, seconds: float, fails: bool, *inputs: int) -> int:
-    """A task body for real mode: takes ``seconds``, then the simulator's value or error."""
+class Sized(NamedTuple):
+    """A task's value with ``nbytes`` of padding: a large output that really travels."""
+
+    value: int
+    padding: bytes
+
+
+def simulated_body(key: str, seconds: float, fails: bool, nbytes: int, *inputs: Any) -> Any:
+    """A task body for real mode: takes ``seconds``, then the simulator's value or error
+    (with ``nbytes`` of padding when that is large)."""
     if seconds > 0:
         time.sleep(seconds)
     if fails:
         raise SimulatedTaskError(f"task {key!r} failed (error:{key})")
-    return task_value(key, list(inputs))
+    value = task_value(key, [x.value if type(x) is Sized else x for x in inputs])
+    return Sized(value, bytes(nbytes)) if nbytes >= LARGE else value
+
+
+def plain_value(result: Any) -> Any:
+    """The value a real-mode result stands for (its padding dropped)."""
+    return result.value if type(result) is Sized else result
 
 
 def real_graph(graph: TaskGraph) -> TaskGraph:
@@ -51,21 +80,23 @@ def real_graph(graph: TaskGraph) -> TaskGraph:
     return TaskGraph(TaskSpec(spec.key, deps=spec.deps, duration=spec.duration,
                               nbytes=spec.nbytes, prefix=spec.prefix, priority=spec.priority,
                               restrictions=spec.restrictions, func=simulated_body,
-                              args=(spec.key, spec.actual_duration, spec.fails))
+                              args=(spec.key, spec.actual_duration, spec.fails,
+                                    spec.nbytes or 0))
                      for spec in graph)
 
 
 def unsupported_in_real_mode(scenario: Scenario) -> str | None:
-    """Why this scenario cannot run on real processes yet, or None."""
+    """Why this scenario cannot run on real processes, or None."""
     for i, f in enumerate(scenario.chaos):
-        if isinstance(f, SlowLink | Partition | Heal):
-            return (f"chaos[{i}] ({f.kind_name()}): network faults in real mode need the "
-                    "chaos network proxy, which run_scenario does not drive yet")
         if isinstance(f, JoinWorker) and f.threads not in (None, scenario.cluster.threads):
             return f"chaos[{i}] (join): a joining worker has the cluster's threads in real mode"
-    if scenario.cluster.links:
-        return "cluster.links: per-worker links in real mode need the chaos network proxy"
     return None
+
+
+def needs_network(scenario: Scenario) -> bool:
+    """Whether the scenario slows or cuts links: then every connection goes through a proxy."""
+    return bool(scenario.cluster.links) or any(
+        isinstance(f, SlowLink | Partition | Heal) for f in scenario.chaos)
 
 
 class _RealSurface:
@@ -96,8 +127,15 @@ class _RealSurface:
             self._record("pause_worker", name, {"seconds": seconds}, "pause")
             self.cluster.pause_worker(name, seconds)
 
-    def set_link(self, src: str, dst: str, **kwargs: Any) -> None:  # refused up front
-        raise NotImplementedError("network faults in real mode")
+    def set_link(self, src: str, dst: str, *, latency: float | None = None,
+                 jitter: float | None = None, bandwidth: float | None = None,
+                 down: bool | None = None) -> None:
+        params = {k: v for k, v in (("latency", latency), ("jitter", jitter),
+                                    ("bandwidth", bandwidth), ("down", down)) if v is not None}
+        self._record("set_link", f"{src}->{dst}", params,
+                     "link-down" if down else "link")
+        self.cluster.set_link(src, dst, latency=latency, jitter=jitter, bandwidth=bandwidth,
+                              down=down)
 
     def skew_estimates(self, factor: float, prefix: str | None = None) -> None:
         self._record("skew_estimates", "", {"factor": factor, **(
@@ -128,8 +166,10 @@ class _RealRecorder:
 
 
 def run_real(scenario: Scenario, *, trace: str | Path | None = None,
-             validate: bool = True, timeout: float | None = None) -> Outcome:
-    """Run ``scenario`` on a LocalCluster; see the module docstring."""
+             validate: bool = True, timeout: float | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Outcome:
+    """Run ``scenario`` on a LocalCluster; see the module docstring. ``progress(done,
+    total)`` is called as keys finish."""
     from squall.core.client import Client
     from squall.core.cluster import LocalCluster
     from squall.scenarios.runner import violation_from
@@ -142,60 +182,69 @@ def run_real(scenario: Scenario, *, trace: str | Path | None = None,
     started_wall = time.perf_counter()
     results: dict[str, tuple[str, Any]] = {}
     violation: Violation | None = None
-    surface: _RealSurface | None = None
-    n_stimuli = 0
+    driver: ChaosDriver | None = None
     makespan = 0.0
     counter = [0]
     kwargs: dict[str, Any] = {}
     if c.heartbeat_interval is not None:
         kwargs["heartbeat_interval"] = c.heartbeat_interval
-    if True:  # the cluster's and the client's lifetimes
-        with LocalCluster(workers=c.workers, threads=c.threads, validate=validate,
-                          heartbeat_timeout=c.heartbeat_timeout, stealing=c.stealing,
-                          allowed_failures=c.allowed_failures, restart=False,
-                          record=writer is not None, **kwargs) as cluster:
-            cluster.raw_recorders.append(lambda *a: counter.__setitem__(0, counter[0] + 1))
-            if writer is not None:
-                cluster.raw_recorders.append(_RealRecorder(writer, c.threads))
-            with Client(cluster) as client:
-                futures = client.compute(real_graph(graph))
-                t0 = time.monotonic()
-                surface = _RealSurface(cluster, writer, t0)
-                driver = ChaosDriver(surface)
-                schedule = sorted(scenario.chaos, key=lambda f: f.at)
-                try:
-                    while True:
-                        now = time.monotonic() - t0
-                        while schedule and schedule[0].at <= now:
-                            driver.apply(schedule.pop(0))
-                        if all(f.done() for f in futures.values()):
-                            makespan = now
-                            break
-                        if now > limit:
-                            violation = Violation(
-                                invariant="liveness.progress",
-                                text="every wanted key is eventually computed or erred",
-                                entity="cluster", time=now, detail=(
-                                    f"{sum(not f.done() for f in futures.values())} keys "
-                                    f"unfinished after {limit:g} s"))
-                            break
-                        cluster.sync_records(0)
-                        time.sleep(POLL)
-                    if violation is None:
-                        for key, fut in futures.items():
-                            try:
-                                results[key] = ("memory", fut.result(limit))
-                            except Exception as e:  # the task's error, or a violation
-                                v = violation_from(e, time.monotonic() - t0)
-                                if v is not None:
-                                    violation = v
-                                    break
-                                results[key] = ("erred", str(e))
-                except Exception as e:
-                    v = violation_from(e, time.monotonic() - t0)
-                    if v is None:
-                        raise
-                    violation = v
+    with LocalCluster(workers=c.workers, threads=c.threads, validate=validate,
+                      heartbeat_timeout=c.heartbeat_timeout, stealing=c.stealing,
+                      allowed_failures=c.allowed_failures, restart=False,
+                      record=writer is not None, proxy=needs_network(scenario),
+                      **kwargs) as cluster:
+        cluster.raw_recorders.append(lambda *a: counter.__setitem__(0, counter[0] + 1))
+        if writer is not None:
+            cluster.raw_recorders.append(_RealRecorder(writer, c.threads))
+        for link in c.links:  # the cluster's shape, not faults: not recorded
+            for src, dst in links_between(link.worker):
+                cluster.set_link(src, dst, latency=link.latency, jitter=link.jitter,
+                                 bandwidth=link.bandwidth)
+        with Client(cluster) as client:
+            futures = client.compute(real_graph(graph))
+            t0 = time.monotonic()
+            surface = _RealSurface(cluster, writer, t0)
+            driver = ChaosDriver(surface)
+            schedule = timeline(scenario.chaos)
+            next_report = 0.0
+            try:
+                while True:
+                    now = time.monotonic() - t0
+                    while schedule and schedule[0].at <= now:
+                        driver.apply(schedule.pop(0))
+                    if progress is not None and now >= next_report:
+                        next_report = now + PROGRESS_EVERY
+                        progress(sum(f.done() for f in futures.values()), len(futures))
+                    if all(f.done() for f in futures.values()):
+                        makespan = now
+                        break
+                    if now > limit:
+                        violation = Violation(
+                            invariant="liveness.progress",
+                            text="every wanted key is eventually computed or erred",
+                            entity="cluster", time=now, detail=(
+                                f"{sum(not f.done() for f in futures.values())} keys "
+                                f"unfinished after {limit:g} s"))
+                        break
+                    cluster.sync_records(0)
+                    time.sleep(POLL)
+                if violation is None:
+                    for key, fut in futures.items():
+                        try:
+                            results[key] = ("memory", plain_value(fut.result(limit)))
+                        except Exception as e:  # the task's error, or a violation
+                            v = violation_from(e, time.monotonic() - t0)
+                            if v is not None:
+                                violation = v
+                                break
+                            results[key] = ("erred", str(e))
+            except Exception as e:
+                v = violation_from(e, time.monotonic() - t0)
+                if v is None:
+                    raise
+                violation = v
+    if progress is not None:
+        progress(len(results), len(expected))
     n_stimuli = counter[0]  # after close(): the last records have arrived
     wrong = []
     n_erred = 0
@@ -205,21 +254,84 @@ def run_real(scenario: Scenario, *, trace: str | Path | None = None,
             wrong.append(key)
         elif got[0] == "erred":
             n_erred += 1
-            if not isinstance(want, str) or f"({want})" not in str(got[1]):
+            if not _error_explained(graph, key, str(got[1]), want):
                 wrong.append(key)
         elif got[1] != want:
             wrong.append(key)
     outcome = Outcome(
         results_ok=violation is None and not wrong, makespan=makespan, n_tasks=len(graph),
         transitions=0, digest="", n_stimuli=n_stimuli, n_erred=n_erred,
-        wrong=sorted(wrong)[:20], faults=dict(surface.faults) if surface else {},
+        wrong=sorted(wrong)[:20], faults=dict(driver.counts) if driver else {},
         violations=[violation] if violation is not None else [],
         wall_time=time.perf_counter() - started_wall)
     if writer is not None:
-        phase = "done" if violation is None else (
-            "stimulus" if violation.stimulus_id else "stuck")
-        recorded = msgspec.structs.replace(outcome, wall_time=0.0)  # no clock in a trace
-        writer.write(End(outcome=recorded, phase=phase, n=writer.n))
-        writer.close()
+        _finish_trace(writer, outcome, validate)
         outcome.trace_path = str(trace)
+    outcome.wall_time = time.perf_counter() - started_wall
     return outcome
+
+
+def _error_explained(graph: TaskGraph, key: str, error: str, want: Any) -> bool:
+    """As in the simulator: an error is right when it is blamed ("(error:KEY)") on a task
+    upstream of ``key`` that raises (timing decides which, when several do), or when the
+    scheduler gave up on a task whose workers kept dying (KilledWorker)."""
+    if "KilledWorker" in error:
+        return True
+    if not isinstance(want, str):
+        return False
+    start = error.rfind("(error:")
+    blame = error[start + 7:error.find(")", start)] if start >= 0 else ""
+    if blame not in graph.tasks or not graph[blame].fails:
+        return False
+    seen, todo = {key}, [key]
+    while todo:
+        k = todo.pop()
+        if k == blame:
+            return True
+        for d in graph[k].deps:
+            if d not in seen:
+                seen.add(d)
+                todo.append(d)
+    return False
+
+
+def _finish_trace(writer: TraceWriter, outcome: Outcome, validate: bool) -> None:
+    """Write the outcome line, then replay the trace without processes (strict mode as in
+    the run): it counts the transitions and checks, and runs the cluster-wide invariants;
+    what it finds goes into the outcome, and the outcome line is written again."""
+    from squall.scenarios.replay import DIVERGED, replay_trace
+
+    def end_line(out: Outcome) -> End:
+        v = out.violations[0] if out.violations else None
+        phase = "done" if v is None else ("stimulus" if v.stimulus_id else "stuck")
+        recorded = msgspec.structs.replace(out, wall_time=0.0, trace_path="")
+        return End(outcome=recorded, phase=phase, n=writer.n)
+
+    writer.write(end_line(outcome))
+    writer.close()
+    seen: list[Any] = []
+    result = replay_trace(writer.path, validate=validate,
+                          after=lambda n, line, cl: seen.append(cl) if not seen else None)
+    if seen:
+        cl = seen[0]
+        outcome.transitions = cl.scheduler.transition_counter + sum(
+            w.state.transition_counter for w in cl.all_workers)
+        if cl.validator is not None:
+            outcome.invariant_checks = cl.validator.checks
+        if cl.stealing is not None:
+            outcome.steals = cl.stealing.count
+    found = result.violation
+    if found is not None and not outcome.violations:
+        outcome.violations = [found]
+        outcome.results_ok = False
+    elif result.verdict == DIVERGED and found is None and not outcome.violations:
+        outcome.violations = [Violation(
+            invariant="replay.matches", text="a real run's trace replays to the same "
+            "transitions", entity="trace", detail=result.message)]
+        outcome.results_ok = False
+    with open(writer.path, "rb+") as f:  # rewrite the outcome line, the last one
+        data = f.read()
+        cut = data.rstrip(b"\n").rfind(b"\n") + 1
+        f.seek(cut)
+        f.truncate()
+        f.write(msgspec.json.encode(end_line(outcome)) + b"\n")

@@ -190,6 +190,13 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
                                         f"(line {lineno}) differs; last stimulus "
                                         f"{prev_sid!r} (line {prev_line})")
         elif type(line) is WorkerStart:
+            old = cluster.workers.pop(line.name, None)
+            if old is not None:
+                # A new incarnation under a live name: the old one restarted (it was cut
+                # off or declared dead), so its process is gone, as in the recording.
+                old.alive = False
+                if validator is not None:
+                    validator.worker_gone(old.state)
             ws = WorkerState(line.name, line.threads)
             rw = ReplayWorker(line.name, ws, line.i)
             cluster.workers[line.name] = rw

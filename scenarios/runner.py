@@ -9,6 +9,7 @@ with the outcome line either way.
 from __future__ import annotations
 
 import time as wallclock
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,24 @@ class _Counter:
         self.n += 1
 
 
+class _Progress:
+    """Reports how many wanted keys have a result, every few thousand stimuli."""
+
+    __slots__ = ("cluster", "total", "report", "n")
+
+    def __init__(self, cluster: SimCluster, total: int,
+                 report: Callable[[int, int], None]) -> None:
+        self.cluster = cluster
+        self.total = total
+        self.report = report
+        self.n = 0
+
+    def __call__(self, target: str, msg: Any) -> None:
+        self.n += 1
+        if self.n % 2000 == 0:
+            self.report(len(self.cluster.results), self.total)
+
+
 class _Phase:
     """Where the run was when it stopped: set by wrappers around the validator's end checks."""
 
@@ -121,14 +140,17 @@ class _Phase:
 
 
 def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
-                 validate: bool = True) -> Outcome:
+                 validate: bool = True,
+                 progress: Callable[[int, int], None] | None = None) -> Outcome:
     """Run ``scenario``; return its Outcome (violations included, never raised).
 
-    ``trace``: write the run's trace there. ``validate``: strict mode (simulator only).
+    ``trace``: write the run's trace there. ``validate``: strict mode. ``progress(done,
+    total)``: called as wanted keys finish. ``Outcome.faults`` counts the faults applied,
+    by kind.
     """
     scenario.check()
     if scenario.runtime == "real":
-        return _run_real(scenario, trace=trace, validate=validate)
+        return _run_real(scenario, trace=trace, validate=validate, progress=progress)
     graph = scenario.graph()
     started = wallclock.perf_counter()
     cluster = build_sim(scenario, validate=validate)
@@ -140,10 +162,15 @@ def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
         _watch_end_checks(cluster.validator, phase)
     driver = ChaosDriver(cluster)
     driver.schedule(cluster.at, scenario.chaos)
+    if progress is not None:
+        cluster.recorders.append(_Progress(cluster, len(graph), progress))
     violation: Violation | None = None
     try:
         outcome = cluster.run(graph)
         phase.value = "done"
+        outcome.faults = dict(driver.counts)
+        if progress is not None:
+            progress(len(cluster.results), len(graph))
     except Exception as e:
         violation = violation_from(e, cluster.now)
         if violation is None:
@@ -153,6 +180,7 @@ def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
         if isinstance(e, SimulationError) and phase.value == "stimulus":
             phase.value = "stuck" if violation.invariant == "liveness.progress" else "stimulus"
         outcome = _interrupted_outcome(cluster, graph, violation, counter.n)
+        outcome.faults = dict(driver.counts)
     if recorder is not None:
         recorder.finish(outcome, phase.value)
         outcome.trace_path = str(trace)
@@ -191,19 +219,31 @@ def _watch_end_checks(validator: Any, phase: _Phase) -> None:
         setattr(validator, name, wrapped)
 
 
-def _run_real(scenario: Scenario, *, trace: str | Path | None, validate: bool) -> Outcome:
+def check_runnable(scenario: Scenario) -> None:
+    """ScenarioError (one line) if ``scenario`` cannot run as it is, before anything starts."""
+    scenario.check()
+    if scenario.runtime != "real":
+        return
     try:
-        from squall.core.cluster import ClusterError
+        from squall.core.cluster import ClusterError  # noqa: F401
     except ImportError:
         raise RuntimeUnavailable(
             "runtime 'real' is not available: squall.core.cluster (LocalCluster) is not "
             "installed in this build; use --runtime sim") from None
-    from squall.scenarios.real import run_real, unsupported_in_real_mode
+    from squall.scenarios.real import unsupported_in_real_mode
 
     why = unsupported_in_real_mode(scenario)
     if why is not None:
         raise RuntimeUnavailable(f"runtime 'real': {why}; use --runtime sim")
+
+
+def _run_real(scenario: Scenario, *, trace: str | Path | None, validate: bool,
+              progress: Callable[[int, int], None] | None = None) -> Outcome:
+    check_runnable(scenario)
+    from squall.core.cluster import ClusterError
+    from squall.scenarios.real import run_real
+
     try:
-        return run_real(scenario, trace=trace, validate=validate)
+        return run_real(scenario, trace=trace, validate=validate, progress=progress)
     except ClusterError as e:
         raise RuntimeUnavailable(f"runtime 'real': {str(e).splitlines()[0]}") from None

@@ -118,24 +118,28 @@ def large_outputs(n: int, seed: int = 0) -> TaskGraph:
     return g
 
 
-def mixed(n: int, seed: int = 0) -> TaskGraph:
-    """Tiny tasks, long tasks, large outputs, a deep chain and a wide fan-in, together."""
+def mixed(n: int, seed: int = 0, *, long_tasks: int | None = None, long_max: float = 5.0,
+          big_tasks: int | None = None, big_mib: float = 20.0) -> TaskGraph:
+    """Tiny tasks, long tasks, large outputs, a deep chain and a wide fan-in, together.
+
+    ``long_tasks`` of 1..``long_max`` s (default n/50); ``big_tasks`` producers of
+    ``big_mib`` MiB outputs, each read by one task (default n/20); the rest fan in."""
     rng = random.Random(f"mixed:{seed}")
     g = TaskGraph()
     n = max(n, 20)
     n_tiny = n * 5 // 10
-    n_long = max(2, n // 50)
-    n_big = max(2, n // 20)
+    n_long = max(2, n // 50) if long_tasks is None else long_tasks
+    n_big = max(2, n // 20) if big_tasks is None else big_tasks
     n_chain = max(2, n // 10)
     n_fan = n - n_tiny - n_long - 2 * n_big - n_chain - 1
     for i in range(n_tiny):
         g.add_spec(TaskSpec(f"tiny-{i}", duration=0.001, sim_duration=rng.uniform(0.0005, 0.002),
                             nbytes=10))
     for i in range(n_long):
-        g.add_spec(TaskSpec(f"long-{i}", duration=1.0, sim_duration=rng.uniform(1.0, 5.0),
+        g.add_spec(TaskSpec(f"long-{i}", duration=1.0, sim_duration=rng.uniform(1.0, long_max),
                             nbytes=1000))
     for i in range(n_big):
-        g.add_spec(TaskSpec(f"big-{i}", duration=0.05, nbytes=20 * MiB))
+        g.add_spec(TaskSpec(f"big-{i}", duration=0.05, nbytes=int(big_mib * MiB)))
         g.add_spec(TaskSpec(f"use-{i}", deps=(f"big-{i}",), duration=0.02, nbytes=100))
     prev: tuple[str, ...] = ()
     for i in range(n_chain):

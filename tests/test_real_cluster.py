@@ -24,6 +24,7 @@ from squall.core import protocol as p
 from squall.core.client import Client, KilledWorker, RemoteTraceback
 from squall.core.cluster import LocalCluster
 from squall.core.graph import GraphError, TaskGraph
+from squall.core.launcher import REJOIN_EXIT
 from squall.core.scheduler import MEMORY, SchedulerState
 from squall.core.scheduler_server import SchedulerServer
 from squall.core.worker import WorkerState
@@ -347,10 +348,10 @@ def test_a_frozen_worker_is_declared_dead_after_the_heartbeat_timeout() -> None:
                           "w0 dropped from the membership")
         # Its tasks go elsewhere meanwhile.
         assert client.gather(client.map(inc, range(20)), TIMEOUT) == list(range(1, 21))
-        # Resumed, it is told to close; the launcher starts a new incarnation.
+        # Resumed, it is told to rejoin; the launcher starts a new incarnation.
         client.wait_until(lambda: any(pid == old.pid for _, pid, _ in cluster.exits),
                           TIMEOUT, "the frozen w0 exited")
-        assert next(code for _, pid, code in cluster.exits if pid == old.pid) == 0
+        assert next(code for _, pid, code in cluster.exits if pid == old.pid) == REJOIN_EXIT
         client.wait_until(lambda: "w0" in client.workers, TIMEOUT, "w0 came back")
         assert cluster.workers["w0"].incarnation > old.incarnation
 
