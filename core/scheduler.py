@@ -691,6 +691,12 @@ class SchedulerState:
                 recs[ts] = ERRED
             else:
                 recs[ts] = RELEASED
+        # Tasks given up (KilledWorker) are erred first: releasing an input lost with the
+        # worker would otherwise recommend them "released" over it, and retry them.
+        killed = {ts: finish for ts, finish in recs.items() if finish == ERRED}
+        if killed:
+            self.transitions(killed)
+            recs = {ts: finish for ts, finish in recs.items() if finish != ERRED}
         for ts in list(ws.has_what):
             del ts.who_has[ws]
             del ws.has_what[ts]

@@ -346,6 +346,19 @@ def blame_iff_erred(v: Any, ts: Any) -> str | None:
     return f"in state {ts.state} with an error blamed on {ts.exception_blame!r}"
 
 
+@task_invariant("task.retries-within-limit",
+                "a task whose workers died under it more than allowed_failures times is not "
+                "run again: it is erred (KilledWorker)",
+                states=(WAITING, NO_WORKER, PROCESSING, MEMORY))
+def retries_within_limit(v: Any, ts: Any) -> str | None:
+    # (A client submitting an erred key anew would start it over; the simulator never does.)
+    limit = v.state.allowed_failures
+    if ts.suspicious <= limit:
+        return None
+    return (f"{ts.state} after {ts.suspicious} deaths of workers running it "
+            f"(allowed_failures={limit})")
+
+
 # ---------------------------------------------------------------- the scheduler's view of a worker
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from squall.core.scheduler import DEAD, FORGOTTEN, PROCESSING
+from squall.core.scheduler import DEAD, FORGOTTEN, PROCESSING, RUNNING
 from squall.core.worker import EXECUTING, RELEASED
 from squall.invariants.base import STEAL, Invariant, registrar
 
@@ -123,6 +123,117 @@ def in_flight_occupancy_zero(v: Any, ext: Any) -> str | None:
         if abs(occ) > OCCUPANCY_TOL:
             return f"no steal in flight, but {occ!r} s still booked on {ws!r}"
     return None
+
+
+@steal_invariant("steal.books-shared-estimate",
+                 "a new steal books its task at the estimate placement and occupancy use "
+                 "(one duration function), plus the transfer to each side")
+def books_shared_estimate(v: Any, ext: Any) -> str | None:
+    state = v.state
+    before = getattr(v, "_open", {})  # steals open after the previous stimulus
+    for key, ts, entry in open_steals(v, ext):
+        steal_id = field(entry, "steal_id")
+        if ts is None or key in before and before[key][0] == steal_id:
+            continue  # booked earlier: estimates may have moved on since
+        victim_cost, thief_cost = field(entry, "victim_cost"), field(entry, "thief_cost")
+        if victim_cost is None or thief_cost is None:
+            continue
+        d = state.estimator.duration(ts.prefix)
+        for role, ws, cost in (("victim", field(entry, "victim"), victim_cost),
+                               ("thief", field(entry, "thief"), thief_cost)):
+            want = d + state.transfer_cost(ts, ws)
+            if abs(cost - want) > 1e-9 * max(1.0, want):
+                return (f"steal {steal_id!r} of {key!r} books {cost!r} s on its {role} "
+                        f"{ws.name!r}; the estimate is {d!r} s, so {want!r} s with transfer")
+    return None
+
+
+# How long a worker may starve beside clearly spare work before balancing is at fault, and
+# for how much longer the same spare task must stay put once that is noticed: several
+# balancing rounds and a heartbeat (which tells which queued tasks have started).
+STARVE_LIMIT = 1.0
+SPARE_CONFIRM = 0.6
+SPARE_MIN_DURATION = 0.05  # a shorter task is not clearly worth a move
+LOOKED_AT = 32  # idle and saturated workers looked at per check; queue entries per victim: 64
+
+
+class _IdleWatch:
+    """What ``steal.idle-worker-fed`` remembers between stimuli (kept on the validator)."""
+
+    def __init__(self) -> None:
+        self.since: dict[Any, float] = {}  # worker -> since when it starved, continuously
+        self.pending: dict[Any, tuple[float, dict[str, Any]]] = {}  # worker -> spare seen then
+
+
+@steal_invariant("steal.idle-worker-fed",
+                 "no running worker stays idle (nothing processing, nothing on its way) for "
+                 "a second while another has queued independent tasks that would clearly "
+                 "finish sooner on it")
+def idle_worker_fed(v: Any, ext: Any) -> str | None:
+    watch = v.__dict__.get("_idle_watch")
+    if watch is None:
+        watch = v.__dict__["_idle_watch"] = _IdleWatch()
+    state = v.state
+    now = state.time
+    booked = getattr(ext, "in_flight_occupancy", None) or {}
+    since, pending = watch.since, watch.pending
+    starving: dict[Any, None] = {}
+    if state.saturated:
+        for i, ws in enumerate(state.idle):
+            if i >= LOOKED_AT:
+                break
+            if not ws.processing and ws.status == RUNNING and booked.get(ws, 0.0) <= 0.0:
+                starving[ws] = None
+    for ws in [w for w in since if w not in starving]:
+        del since[ws]
+        pending.pop(ws, None)
+    for ws in starving:
+        t0 = since.setdefault(ws, now)
+        if now - t0 < STARVE_LIMIT:
+            continue
+        spare = _spare_tasks(state, ext)
+        seen = pending.get(ws)
+        if seen is None:
+            pending[ws] = (now, spare)
+            continue
+        if now - seen[0] < SPARE_CONFIRM:
+            continue
+        still = [k for k, victim in seen[1].items() if spare.get(k) is victim]
+        if still:
+            victim = spare[still[0]]
+            return (f"{ws.name!r} has had nothing to do since t={t0:.3f} while {victim.name!r} "
+                    f"kept {len(still)} queued independent task(s) it could run sooner, e.g. "
+                    f"{still[0]!r}")
+        pending[ws] = (now, spare)
+    return None
+
+
+def _spare_tasks(state: Any, ext: Any) -> dict[str, Any]:
+    """Queued (not running), never moved, unrestricted tasks without inputs, each worth
+    moving by a wide margin: key -> the saturated worker it waits on."""
+    duration = state.estimator.duration
+    booked = getattr(ext, "in_flight_occupancy", None) or {}
+    in_flight = ext.in_flight
+    orphans = getattr(ext, "orphans", None) or {}
+    moved = getattr(ext, "_moved", None) or {}  # tasks moved before may be banned from a thief
+    spare: dict[str, Any] = {}
+    for i, victim in enumerate(state.saturated):
+        if i >= LOOKED_AT:
+            break
+        if victim.status != RUNNING:
+            continue
+        per_thread = (state.occupancy(victim) + booked.get(victim, 0.0)) / victim.nthreads
+        for j, ts in enumerate(reversed(victim.processing)):
+            if j >= 64:
+                break
+            key = ts.key
+            if (ts.dependencies or ts.restrictions or key in victim.executing
+                    or key in in_flight or key in orphans or key in moved):
+                continue
+            c = duration(ts.prefix)
+            if c >= SPARE_MIN_DURATION and 2 * c + SPARE_MIN_DURATION <= per_thread:
+                spare[key] = victim
+    return spare
 
 
 @response_invariant("steal.executing-never-stolen",

@@ -481,6 +481,9 @@ class WorkerValidator:
         self.n_ready = 0  # registered ready tasks, per the snapshots
         self.queued_ready: set[WTask] = set()  # filled by check_full
         self.queued_fetch: set[WTask] = set()
+        # key -> the inputs the scheduler named when it asked for it (its body needs them
+        # all here: the worker's own links to an input go when it drops the input)
+        self.inputs: dict[str, tuple[str, ...]] = {}
         self._snap: dict[WTask, tuple[str, int]] = {}
         self._touched: dict[WTask, Move] = {}
         self._sid = ""  # the stimulus being checked
@@ -518,6 +521,11 @@ class WorkerValidator:
         self.reporter.recent.append((ws.name, msg))
         self._sid = msg.stimulus_id
         touched = self._touched
+        cls = type(msg)
+        if cls is p.ComputeTask:
+            self.inputs[msg.key] = tuple(d.key for d in msg.deps)
+        elif cls is p.ExecuteSuccess or cls is p.ExecuteFailure:
+            self.inputs.pop(msg.key, None)
         try:
             tasks = ws.tasks
             for key in _named_keys(msg):

@@ -221,6 +221,16 @@ def memory_stored(wv: Any, wt: Any) -> str | None:
     return "in memory, but its value is not in the worker's store"
 
 
+@wtask_invariant("wtask.inputs-held-while-running",
+                 "a task runs only with every input the scheduler gave it in memory on its "
+                 "worker", states=(EXECUTING,), neighbours=True)
+def inputs_held_while_running(wv: Any, wt: Any) -> str | None:
+    tasks = wv.ws.tasks
+    lacking = [k for k in wv.inputs.get(wt.key, ())
+               if (d := tasks.get(k)) is None or d.state != MEMORY]
+    return f"executing without its input(s) {lacking}" if lacking else None
+
+
 @wtask_invariant("wtask.ready-queued",
                  "a ready task is in the ready queue", states=(READY,), scope=FULL)
 def ready_queued(wv: Any, wt: Any) -> str | None:

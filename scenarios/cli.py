@@ -116,6 +116,10 @@ from squall.invariants.cli import invariants_command  # noqa: E402
 
 cli.add_command(invariants_command)
 
+from squall.scenarios.mutants import mutants_command  # noqa: E402
+
+cli.add_command(mutants_command)
+
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: click, with usage errors and user mistakes folded to one line."""

@@ -9,6 +9,7 @@ in forked processes, which report their counts to the parent as they go.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import queue as queue_mod
@@ -41,6 +42,7 @@ class ExploreStats:
     stimuli: int = 0
     failures: int = 0  # counted, not shrunk (keep_going)
     shrinking: bool = False
+    failed_at: float = 0.0  # time.monotonic() when the first failing scenario ended (0: none)
 
     def add(self, other: ExploreStats) -> None:
         self.failures += other.failures
@@ -48,6 +50,8 @@ class ExploreStats:
         self.transitions += other.transitions
         self.checks += other.checks
         self.stimuli += other.stimuli
+        if other.failed_at and (not self.failed_at or other.failed_at < self.failed_at):
+            self.failed_at = other.failed_at
 
 
 @dataclass
@@ -90,13 +94,31 @@ def _batch_seed(seed: int, job: int, batch: int) -> int:
 
 def explore_job(job: int, seed: int, space: str, deadline: float,
                 progress: ProgressFn | None = None, max_scenarios: int | None = None,
-                keep_going: bool = False) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
+                keep_going: bool = False, mutant: str | None = None,
+                ) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
     """Explore until ``deadline`` (time.monotonic) or the first failure.
 
     Returns the counts and, on a failure, the shrunk scenario with the error text of a
     crash ("" for a violation or wrong results). ``keep_going``: count failures and go
-    on, shrinking nothing (to measure the exploration rate).
+    on, shrinking nothing (to measure the exploration rate). ``mutant``: the name of a
+    planted bug (``squall.scenarios.mutants``) switched on for the whole job.
     """
+    with _mutant_on(mutant):
+        return _explore_job(job, seed, space, deadline, progress, max_scenarios, keep_going)
+
+
+def _mutant_on(name: str | None) -> Any:
+    """The context in which mutant ``name`` is live (imported only when one is asked for)."""
+    if name is None:
+        return contextlib.nullcontext()
+    from squall.scenarios.mutants import switched_on
+
+    return switched_on(name)
+
+
+def _explore_job(job: int, seed: int, space: str, deadline: float,
+                 progress: ProgressFn | None, max_scenarios: int | None,
+                 keep_going: bool) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
     if space not in SCENARIO_SPACES:
         raise ValueError(f"unknown scenario space {space!r}; choose one of: "
                          f"{', '.join(SCENARIO_SPACES)}")
@@ -115,6 +137,7 @@ def explore_job(job: int, seed: int, space: str, deadline: float,
             outcome = run_scenario(scenario, validate=True)
         except Exception:
             stats.scenarios += 1
+            stats.failed_at = stats.failed_at or time.monotonic()
             last["failure"] = (scenario, traceback.format_exc())
             stats.shrinking = True
             report()
@@ -127,6 +150,7 @@ def explore_job(job: int, seed: int, space: str, deadline: float,
         if not outcome.ok and keep_going:
             stats.failures += 1
         elif not outcome.ok:
+            stats.failed_at = stats.failed_at or time.monotonic()
             last["failure"] = (scenario, "")
             stats.shrinking = True
             what = (outcome.violations[0].invariant if outcome.violations
@@ -161,21 +185,25 @@ def failure_trace_path(out_dir: str | Path, scenario: Scenario) -> Path:
     return Path(out_dir) / f"explore-{h}.jsonl"
 
 
-def record_failure(scenario: Scenario, error: str, out_dir: str | Path) -> Failure:
-    """Run the shrunk scenario once more, writing its trace."""
+def record_failure(scenario: Scenario, error: str, out_dir: str | Path,
+                   mutant: str | None = None) -> Failure:
+    """Run the shrunk scenario once more (with ``mutant`` on), writing its trace."""
     path = failure_trace_path(out_dir, scenario)
     if error:
         return Failure(scenario, None, error=error)
-    outcome = run_scenario(scenario, trace=path, validate=True)
+    with _mutant_on(mutant):
+        outcome = run_scenario(scenario, trace=path, validate=True)
     return Failure(scenario, outcome, trace_path=str(path))
 
 
 def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = "small",
             out_dir: str | Path = "squall-traces", progress: ProgressFn | None = None,
-            max_scenarios: int | None = None, keep_going: bool = False) -> ExploreResult:
+            max_scenarios: int | None = None, keep_going: bool = False,
+            mutant: str | None = None) -> ExploreResult:
     """Explore scenarios for ``budget`` seconds in ``jobs`` processes (see module doc).
 
     ``keep_going``: do not stop at a failure; count it (``stats.failures``) and go on.
+    ``mutant``: explore with that planted bug on (each job switches it on by name).
     """
     if space not in SCENARIO_SPACES:
         raise ValueError(f"unknown scenario space {space!r}; choose one of: "
@@ -184,21 +212,21 @@ def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = "small"
     deadline = started + budget
     if jobs <= 1:
         stats, found = explore_job(0, seed, space, deadline, progress, max_scenarios,
-                                   keep_going)
-        failure = record_failure(found[0], found[1], out_dir) if found else None
+                                   keep_going, mutant)
+        failure = record_failure(found[0], found[1], out_dir, mutant) if found else None
         return ExploreResult(stats, time.monotonic() - started, 1, failure, [stats])
     return _explore_parallel(jobs, seed, space, deadline, started, out_dir, progress,
-                             max_scenarios, keep_going)
+                             max_scenarios, keep_going, mutant)
 
 
 def _job_main(job: int, seed: int, space: str, deadline: float, q: Any,
-              max_scenarios: int | None, keep_going: bool) -> None:
+              max_scenarios: int | None, keep_going: bool, mutant: str | None) -> None:
     def progress(j: int, stats: ExploreStats) -> None:
         q.put(("progress", j, msgspec.to_builtins(stats.__dict__)))
 
     try:
         stats, found = explore_job(job, seed, space, deadline, progress, max_scenarios,
-                                   keep_going)
+                                   keep_going, mutant)
     except BaseException:
         q.put(("crash", job, traceback.format_exc()))
         return
@@ -211,7 +239,8 @@ def _job_main(job: int, seed: int, space: str, deadline: float, q: Any,
 
 def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started: float,
                       out_dir: str | Path, progress: ProgressFn | None,
-                      max_scenarios: int | None, keep_going: bool) -> ExploreResult:
+                      max_scenarios: int | None, keep_going: bool,
+                      mutant: str | None = None) -> ExploreResult:
     from squall.scenarios.model import scenario_from_json
 
     # fork: children inherit the parent's modules as they are (a test's monkeypatch too)
@@ -219,7 +248,7 @@ def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started
     q = ctx.Queue()
     per_job = [ExploreStats() for _ in range(jobs)]
     procs = [ctx.Process(target=_job_main, args=(j, seed, space, deadline, q, max_scenarios,
-                                                       keep_going),
+                                                       keep_going, mutant),
                          daemon=True) for j in range(jobs)]
     for proc in procs:
         proc.start()
@@ -270,5 +299,5 @@ def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started
     total = ExploreStats()
     for s in per_job:
         total.add(s)
-    failure = record_failure(found[0], found[1], out_dir) if found else None
+    failure = record_failure(found[0], found[1], out_dir, mutant) if found else None
     return ExploreResult(total, time.monotonic() - started, jobs, failure, per_job)

@@ -102,10 +102,13 @@ def generated_workloads(max_tasks: int = 200) -> st.SearchStrategy[Generated]:
 
 @st.composite
 def cluster_shapes(draw: st.DrawFn, *, max_workers: int = 4, max_threads: int = 2,
-                   stealing: bool | None = None) -> ClusterShape:
+                   stealing: bool | None = None, fragile: bool = False) -> ClusterShape:
+    """``fragile``: a task may also be given up after 0 or 1 deaths of its workers."""
     if stealing is None:
         stealing = draw(st.booleans()) if stealing_available() else False
+    allowed_failures = draw(st.sampled_from((3, 0, 1))) if fragile else 3
     return ClusterShape(
+        allowed_failures=allowed_failures,
         workers=draw(st.integers(1, max_workers)),
         threads=draw(st.integers(1, max_threads)),
         latency=draw(st.sampled_from((0.001, 0.0001, 0.01))),
@@ -152,9 +155,32 @@ def with_recovery(chaos: list[AnyFault]) -> tuple[AnyFault, ...]:
     return (*chaos, Heal(at=round(end, 2)), JoinWorker(at=round(end, 2)))
 
 
+def restarts(workers: int) -> st.SearchStrategy[tuple[AnyFault, AnyFault]]:
+    """A worker's process dies and a new one starts at once at its address (a restart)."""
+    name = st.integers(0, max(0, workers - 1)).map(lambda i: f"w{i}")
+    return st.builds(lambda at, w: (KillWorker(at=at, worker=w), JoinWorker(at=at, worker=w)),
+                     FAULT_TIMES, name)
+
+
+def joins() -> st.SearchStrategy[AnyFault]:
+    """A new worker joins (scale-up)."""
+    return st.builds(JoinWorker, at=FAULT_TIMES, threads=st.sampled_from((None, 2)))
+
+
 @st.composite
 def chaos_schedules(draw: st.DrawFn, workers: int, *, max_faults: int = 3,
-                    min_faults: int = 0) -> tuple[AnyFault, ...]:
+                    min_faults: int = 0, kinds: str = "any") -> tuple[AnyFault, ...]:
+    """``kinds``: "any" fault; "joins" only (scale-up); "restarts" (restarts at the same
+    address, and slow links that keep messages in flight across them)."""
+    if kinds == "joins":
+        return tuple(draw(st.lists(joins(), min_size=min_faults, max_size=max_faults)))
+    if kinds == "restarts":
+        slow = st.builds(SlowLink, at=FAULT_TIMES,
+                         worker=st.integers(0, max(0, workers - 1)).map(lambda i: f"w{i}"),
+                         latency=st.sampled_from((0.05, 0.5)))
+        drawn = draw(st.lists(st.one_of(restarts(workers), slow.map(lambda f: (f,))),
+                              min_size=min_faults, max_size=max_faults))
+        return with_recovery([f for group in drawn for f in group])
     drawn = draw(st.lists(faults(workers), min_size=min_faults, max_size=max_faults))
     return with_recovery(drawn)
 
@@ -171,14 +197,16 @@ def scenarios(draw: st.DrawFn, space: str = "small") -> Scenario:
         raise ValueError(f"unknown scenario space {space!r}; choose one of: "
                          f"{', '.join(SCENARIO_SPACES)}") from None
     shape = draw(cluster_shapes(max_workers=limits["workers"],
-                                stealing=True if limits.get("stealing") else None))
+                                stealing=True if limits.get("stealing") else None,
+                                fragile=bool(limits.get("fragile"))))
     if limits.get("generated"):
         workload = draw(st.one_of(graphs(max_tasks=limits["tasks"]),
                                   generated_workloads(limits["tasks"])))
     else:
         workload = draw(graphs(max_tasks=limits["tasks"]))
+    kinds = "joins" if limits.get("joins") else "restarts" if limits.get("restarts") else "any"
     chaos = draw(chaos_schedules(shape.workers, max_faults=limits["faults"],
-                                 min_faults=limits.get("min_faults", 0)))
+                                 min_faults=limits.get("min_faults", 0), kinds=kinds))
     if any(isinstance(f, Partition | PauseWorker) for f in chaos):
         # Without a heartbeat timeout nothing ever notices a cut-off worker.
         shape = replace(shape, heartbeat_timeout=HEARTBEAT_TIMEOUT)
@@ -195,4 +223,13 @@ SCENARIO_SPACES: dict[str, dict[str, int]] = {
     "stealing": {"tasks": 50, "workers": 4, "faults": 3, "stealing": 1},
     "medium": {"tasks": 200, "workers": 8, "faults": 8, "generated": 1},
     "storm": {"tasks": 80, "workers": 6, "faults": 12, "min_faults": 5},
+    # aimed at bugs the spaces above rarely reach (see squall.scenarios.mutants):
+    # a task given up after 0 or 1 deaths of its workers (the retry limit at work)
+    "fragile": {"tasks": 30, "workers": 3, "faults": 3, "min_faults": 1, "fragile": 1},
+    # workers restarting at the same address while steals and messages are in flight
+    "restarts": {"tasks": 30, "workers": 3, "faults": 4, "min_faults": 1, "stealing": 1,
+                 "restarts": 1},
+    # scale-up: workers joining a busy cluster, which stealing must feed
+    "imbalance": {"tasks": 30, "workers": 2, "faults": 2, "min_faults": 1, "stealing": 1,
+                  "joins": 1},
 }

@@ -319,6 +319,11 @@ def _(h: Sched) -> None:
     h.t("b-0").exception_blame = "b-0"
 
 
+@_task_case("task.retries-within-limit", "b-0")
+def _(h: Sched) -> None:
+    h.t("b-0").suspicious = h.s.allowed_failures + 1
+
+
 # Worker (the scheduler's record) cases: (corruption, worker to poke)
 def _worker_case(invariant_id: str, name: str) -> Callable[[Callable[[Sched], None]], Any]:
     def register(corrupt: Callable[[Sched], None]) -> Any:
@@ -620,6 +625,11 @@ def _(h: Work) -> None:
     del h.data["x-0"]
 
 
+@_wcase("wtask.inputs-held-while-running")
+def _(h: Work) -> None:
+    h.v.inputs["z-0"] = ("gone-0",)  # as if z-0 had been given an input it no longer holds
+
+
 @_wcase("wtask.ready-queued")
 def _(h: Work) -> None:
     h.ws.ready.clear()
@@ -743,6 +753,37 @@ def _() -> InvariantViolation:
     h = Sched()
     FakeStealing(h.s).in_flight_occupancy[h.w("w0")] = 0.5
     return h.full()
+
+
+@case("steal.books-shared-estimate")
+def _() -> InvariantViolation:
+    h = Sched()
+    steal = _steal(h, "b-0")
+    d = h.s.estimator.duration(h.t("b-0").prefix)
+    FakeStealing(h.s).in_flight["b-0"] = dict(steal, victim_cost=d, thief_cost=2 * d + 1)
+    return h.full()
+
+
+@case("steal.idle-worker-fed")
+def _() -> InvariantViolation:
+    s = SchedulerState()
+    for name in ("w0", "w1"):
+        s.handle(p.AddWorker(stimulus_id=f"add-{name}", time=0, worker=name))
+    tasks = tuple(p.TaskSpecMsg(f"x-{i}", duration=1.0, restrictions=("w0",)) for i in range(4))
+    s.handle(p.UpdateGraph(stimulus_id="graph", time=0, client="c", tasks=tasks,
+                           wanted=tuple(t.key for t in tasks)))
+    for t in tasks:
+        s.tasks[t.key].restrictions = ()  # all queued on w0, free to move; w1 has nothing
+    FakeStealing(s)  # which never steals
+    v = SchedulerValidator(s)
+    for i in range(1, 40):
+        msg = p.Tick(stimulus_id=f"tick-{i}", time=i / 10)
+        s.handle(msg)
+        try:
+            v.after_stimulus(msg)
+        except InvariantViolation as e:
+            return e
+    raise AssertionError("w1 starved beside w0's queue and nothing fired")
 
 
 @case("steal.executing-never-stolen")

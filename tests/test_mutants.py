@@ -1,0 +1,193 @@
+"""Mutants: the catalog of planted bugs, switching them on and off, catching them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from squall.core.scheduler import SchedulerState
+from squall.core.worker import WorkerState
+from squall.invariants import BY_ID
+from squall.scenarios.cli import main
+from squall.scenarios.explore import explore
+from squall.scenarios.faults import JoinWorker, KillWorker
+from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario, TaskDef
+from squall.scenarios.mutants import (
+    CATALOG,
+    MUTANTS,
+    MutantError,
+    measure_mutant,
+    mutant,
+    switched_on,
+)
+from squall.scenarios.replay import REPRODUCED, replay_trace
+from squall.scenarios.runner import run_scenario
+from squall.scenarios.strategies import SCENARIO_SPACES
+
+# Checks that are not catalog invariants but the runner reports as violations.
+RUNNER_CHECKS = {"sim.consistent", "liveness.progress", "scheduler.transition-table",
+                 "worker.transition-table", "scheduler.no-livelock"}
+
+# A worker dies while a task runs on it; a fresh one joins later.
+KILL = Scenario(
+    workload=ExplicitGraph(tasks=(TaskDef("a-0", sim_duration=0.5),
+                                  TaskDef("b-1", deps=("a-0",), sim_duration=0.01))),
+    cluster=ClusterShape(workers=1),
+    chaos=(KillWorker(at=0.1, worker="w0"), JoinWorker(at=0.6)),
+)
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------ the catalog
+
+
+def test_the_catalog_has_at_least_twelve_named_documented_mutants() -> None:
+    assert len(CATALOG) >= 12
+    assert len(MUTANTS) == len(CATALOG)
+    for m in CATALOG:
+        assert m.name == m.name.lower() and " " not in m.name, m.name
+        assert m.title and "\n" not in m.title, m.name
+        assert len(m.models) > 30, f"{m.name}: say which real failure mode it models"
+        assert m.attr in m.owner.__dict__ and callable(m.owner.__dict__[m.attr]), m.target
+        assert m.space in SCENARIO_SPACES, m.name
+        assert m.caught_by and all(i in BY_ID or i in RUNNER_CHECKS for i in m.caught_by)
+    # Bugs in each of the three places a scheduler keeps its logic.
+    owners = {m.owner.__name__ for m in CATALOG}
+    assert owners == {"SchedulerState", "WorkStealing", "WorkerState"}
+
+
+def test_an_unknown_mutant_is_refused_naming_the_choices() -> None:
+    with pytest.raises(MutantError, match=r"unknown mutant 'nope'; choose one of: .*occupancy"):
+        mutant("nope")
+
+
+@pytest.mark.parametrize("m", CATALOG, ids=lambda m: m.name)
+def test_a_mutant_replaces_one_method_only_inside_its_block(m: object) -> None:
+    owner, attr = m.owner, m.attr  # type: ignore[attr-defined]
+    before = dict(vars(owner))
+    with m.active():  # type: ignore[attr-defined]
+        assert vars(owner)[attr] is not before[attr]
+        changed = [k for k in vars(owner) if vars(owner)[k] is not before.get(k)]
+        assert changed == [attr]
+    assert dict(vars(owner)) == before
+
+
+def test_switching_a_mutant_on_and_off_changes_behaviour_and_restores_it() -> None:
+    # A dead worker's task stays assigned to it: caught as soon as the death is handled.
+    assert run_scenario(KILL).ok
+    with switched_on("dead-worker-tasks-stranded"):
+        out = run_scenario(KILL)
+        assert not out.ok
+        assert out.violations[0].invariant in MUTANTS["dead-worker-tasks-stranded"].caught_by
+    assert run_scenario(KILL).ok
+    # Also after the block ends with an exception.
+    with pytest.raises(RuntimeError), switched_on("dead-worker-tasks-stranded"):
+        raise RuntimeError("boom")
+    assert run_scenario(KILL).ok
+    assert "_remove_worker" in SchedulerState.__dict__
+    assert "_drop_inputs" in WorkerState.__dict__
+    with switched_on(None) as nothing:
+        assert nothing is None and run_scenario(KILL).ok
+
+
+# ------------------------------------------------------------------ catching them
+
+
+@pytest.mark.parametrize("name", ["occupancy-drift", "retry-limit-ignored",
+                                  "steal-refusal-ignored", "newcomers-never-fed"])
+def test_a_short_exploration_catches_the_mutant_and_its_trace_replays(
+        name: str, tmp_path: Path) -> None:
+    m = MUTANTS[name]
+    r = measure_mutant(m, budget=20, out_dir=str(tmp_path), replays=2)
+    assert r.detected, r
+    assert r.caught_by in m.caught_by
+    assert r.specific is True  # the shrunk scenario passes with the mutant off
+    assert r.replays_same == r.replays == 2
+    assert r.stimuli is not None and r.stimuli <= 30
+    assert r.first_failure is not None and r.first_failure <= r.elapsed
+
+
+def test_forked_exploration_jobs_switch_the_mutant_on_themselves(tmp_path: Path) -> None:
+    # The parent never switches it on: only the jobs, by name, can have caught it.
+    result = explore(budget=20, jobs=2, space="small", mutant="occupancy-drift",
+                     out_dir=tmp_path)
+    assert result.failure is not None and result.failure.violation is not None
+    assert result.failure.violation.invariant == "worker.occupancy-fresh"
+    trace = result.failure.trace_path
+    with switched_on("occupancy-drift"):
+        assert replay_trace(trace).verdict == REPRODUCED
+    # Without the bug, the recorded stimuli do not lead to the recorded violation.
+    assert replay_trace(trace).verdict != REPRODUCED
+
+
+def test_a_fixed_scenario_catches_a_worker_mutant(tmp_path: Path) -> None:
+    # a-0 is read by three tasks; the worker that fetched it for two of them drops it
+    # after the first has run (the shrunk scenario exploration found).
+    t = [TaskDef(f"a-{i}", sim_duration=0.01, duration=0.01, nbytes=100) for i in range(6)]
+    tasks = (t[0], t[1], msgspec.structs.replace(t[2], deps=("a-0", "a-1")), t[3],
+             msgspec.structs.replace(t[4], deps=("a-0",)),
+             msgspec.structs.replace(t[5], deps=("a-0",)))
+    scenario = Scenario(workload=ExplicitGraph(tasks=tasks), cluster=ClusterShape(workers=2))
+    assert run_scenario(scenario).ok
+    trace = tmp_path / "freed.jsonl"
+    with switched_on("freed-while-needed"):
+        out = run_scenario(scenario, trace=trace)
+        assert not out.ok, "the second reader ran although its input was dropped"
+        assert out.violations[0].invariant in MUTANTS["freed-while-needed"].caught_by
+        assert replay_trace(trace).verdict == REPRODUCED
+
+
+# ------------------------------------------------------------------ the command
+
+
+def test_the_command_measures_a_mutant_and_writes_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_json = tmp_path / "m.json"
+    code, out, _ = _cli(["mutants", "--mutant", "occupancy-drift", "--budget", "20",
+                         "--replays", "2", "--no-baseline", "--out", str(tmp_path / "t"),
+                         "--json", str(out_json)], capsys)
+    assert code == 0, out
+    assert "occupancy-drift" in out
+    assert any(i in out for i in MUTANTS["occupancy-drift"].caught_by)
+    doc = json.loads(out_json.read_text())
+    [row] = doc["mutants"]
+    assert row["mutant"] == "occupancy-drift" and row["detected"] is True
+    assert row["replays_same"] == row["replays"] == 2
+    assert row["replaces"] == "SchedulerState.occupancy"
+    assert doc["summary"]["detected"] == doc["summary"]["mutants"] == 1
+    assert doc["summary"]["false_alarms"] == 0 and doc["baseline"] == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mutant", "nope"], "unknown mutant 'nope'; choose one of: dead-worker"),
+    (["--budget", "0"], "--budget must be > 0 seconds, got 0.0"),
+    (["--budget", "-5"], "--budget must be > 0 seconds, got -5.0"),
+    (["--budget", "soon"], "'soon' is not a valid float"),
+    (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    (["--replays", "0"], "--replays must be >= 1, got 0"),
+])
+def test_bad_input_gets_a_one_line_error(argv: list[str], message: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(["mutants", *argv], capsys)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_the_catalog_can_be_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(["mutants", "--list"], capsys)
+    assert code == 0
+    for m in CATALOG:
+        assert m.name in out
