@@ -217,8 +217,12 @@ class ChaosDriver:
             if fault.worker == "*" and fault.peer == "*":
                 self.heal_all()
             else:
-                for end in [e for e in self.cut if _covers(fault, e)]:
-                    del self.cut[end]
+                # Each partition it covers is healed on the very links it cut (a cut of
+                # one link is set on that link, more specific than the heal's).
+                for worker, peer in [e for e in self.cut if _covers(fault, e)]:
+                    del self.cut[(worker, peer)]
+                    if (worker, peer) != (fault.worker, fault.peer):
+                        Heal(worker=worker, peer=peer).apply(self.surface)
                 fault.apply(self.surface)
         else:
             try:

@@ -13,8 +13,9 @@ to b and the downstream stream what b sends to a. So a directed link ``(src, dst
 onto two proxies: the upstream of ``src~dst`` and the downstream of ``dst~src``.
 
 ``set_link(src, dst, latency=, jitter=, bandwidth=, down=)`` keeps a table of directed
-links resolved as in the simulator (exact pair, then ``(src, "*")``, ``("*", dst)``,
-``("*", "*")``) and brings every proxy to what the table says: a latency toxic (latency,
+links resolved as in the simulator (each field from the most specific entry that sets
+it: exact pair, then ``(src, "*")``, ``("*", dst)``, ``("*", "*")``) and brings every proxy
+to what the table says: a latency toxic (latency,
 jitter), a bandwidth toxic (rate), and ``down`` as the proxy disabled -- which closes its
 connections and refuses new ones, both ways, until it is enabled again (on the same port).
 
@@ -31,12 +32,11 @@ import random
 import socket
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 SCHEDULER = "scheduler"
 SEP = "~"
-_UNSET: Any = object()
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class ProxyNetwork:
         self.client = connect_client(api_url)
         self.host = host
         self.prefix = prefix
-        self.links: dict[tuple[str, str], LinkSettings] = {}
+        self.links: dict[tuple[str, str], dict[str, Any]] = {}  # (src, dst) -> fields set
         self.routes: dict[str, _Route] = {}  # proxy name -> route
         self.endpoints: dict[str, str] = {}  # server end name -> "host:port" upstream
 
@@ -131,25 +131,21 @@ class ProxyNetwork:
 
     def link(self, src: str, dst: str) -> LinkSettings:
         links = self.links
-        return (links.get((src, dst)) or links.get((src, "*")) or links.get(("*", dst))
-                or links.get(("*", "*")) or LinkSettings())
+        fields: dict[str, Any] = {}
+        for key in (("*", "*"), ("*", dst), (src, "*"), (src, dst)):  # most specific last
+            fields.update(links.get(key, {}))
+        return LinkSettings(**fields)
 
     def set_link(self, src: str, dst: str, *, latency: float | None = None,
                  jitter: float | None = None, bandwidth: float | None = None,
                  down: bool | None = None) -> None:
         """Change the directed link(s) from ``src`` to ``dst`` (a worker, "scheduler" or
         "*"); a field left as None keeps its value."""
-        base = self.links.get((src, dst)) or self.link(src, dst)
-        changes: dict[str, Any] = {}
-        if latency is not None:
-            changes["latency"] = latency
-        if jitter is not None:
-            changes["jitter"] = jitter
-        if bandwidth is not None:
-            changes["bandwidth"] = bandwidth
-        if down is not None:
-            changes["down"] = down
-        self.links[(src, dst)] = replace(base, **changes)
+        entry = self.links.setdefault((src, dst), {})
+        for field, value in (("latency", latency), ("jitter", jitter),
+                             ("bandwidth", bandwidth), ("down", down)):
+            if value is not None:
+                entry[field] = value
         for route in self.routes.values():
             self._apply(route)
 

@@ -39,7 +39,7 @@ import msgspec
 
 from squall.core import protocol as p
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
-from squall.core.outcome import Outcome, Violation
+from squall.core.outcome import Outcome
 from squall.core.scheduler import SchedulerState
 from squall.core.worker import WorkerState
 
@@ -133,7 +133,10 @@ class SimCluster:
         self.rng = {name: random.Random(f"{seed}:{name}")
                     for name in ("network", "faults", "durations", "workload")}
         self.default_link = Link(latency, jitter, bandwidth)
-        self._links: dict[tuple[str, str], Link] = {}
+        # (src, dst) -> the link fields set for it; each field of a link comes from the
+        # most specific entry that sets it (exact, (src, *), (*, dst), (*, *)), so slowing
+        # one link of a cut-off worker neither heals it nor outlives the heal.
+        self._links: dict[tuple[str, str], dict[str, Any]] = {}
         self._link_cache: dict[tuple[str, str], Link] = {}
         self._last_arrival: dict[tuple[str, str], float] = {}
         self.scheduler = SchedulerState(allowed_failures=allowed_failures, bandwidth=bandwidth,
@@ -215,13 +218,11 @@ class SimCluster:
                  jitter: float | None = None, bandwidth: float | None = None,
                  down: bool | None = None) -> None:
         """Change the link(s) from ``src`` to ``dst`` (a worker, "scheduler" or "*")."""
-        base = self._links.get((src, dst)) or self._link(src, dst)
-        self._links[(src, dst)] = Link(
-            base.latency if latency is None else latency,
-            base.jitter if jitter is None else jitter,
-            base.bandwidth if bandwidth is None else bandwidth,
-            base.down if down is None else down,
-        )
+        entry = self._links.setdefault((src, dst), {})
+        for field, value in (("latency", latency), ("jitter", jitter),
+                             ("bandwidth", bandwidth), ("down", down)):
+            if value is not None:
+                entry[field] = value
         self._link_cache.clear()
         self._count_fault("link-down" if down else "link")
         if down:
@@ -287,7 +288,9 @@ class SimCluster:
     def _loop(self) -> None:
         events = self._events
         stuck_since: float | None = None
-        while len(self.results) < len(self._wanted):
+        # Done when every wanted key has a result and the scheduler has heard of every
+        # death (a result reported just before its holder died is not a result yet).
+        while len(self.results) < len(self._wanted) or self._death_unnoticed():
             if not events:
                 self._stuck("no events left")
             t, _, fn, args, periodic = heapq.heappop(events)
@@ -308,6 +311,11 @@ class SimCluster:
         self._done_time = self.now
         if self.validator is not None:
             self.validator.check_end(self)
+
+    def _death_unnoticed(self) -> bool:
+        known = self.scheduler.workers
+        return any(not sw.alive and sw.ws is not None and known.get(sw.name) is sw.ws
+                   for sw in self.all_workers)
 
     def _stuck(self, why: str) -> None:
         missing = sorted(self._wanted - set(self.results))
@@ -415,8 +423,17 @@ class SimCluster:
         link = self._link_cache.get((src, dst))
         if link is None:
             links = self._links
-            link = (links.get((src, dst)) or links.get((src, "*")) or links.get(("*", dst))
-                    or links.get(("*", "*")) or self.default_link)
+            entries = [e for e in (links.get((src, dst)), links.get((src, "*")),
+                                   links.get(("*", dst)), links.get(("*", "*"))) if e]
+            if not entries:
+                link = self.default_link
+            else:
+                d = self.default_link
+                fields = {"latency": d.latency, "jitter": d.jitter, "bandwidth": d.bandwidth,
+                          "down": d.down}
+                for entry in reversed(entries):  # the most specific entry wins
+                    fields.update(entry)
+                link = Link(**fields)
             self._link_cache[(src, dst)] = link
         return link
 
@@ -537,6 +554,8 @@ class SimCluster:
             sw = self.workers.get(name)
             if sw is None or sw.broken:  # a cut connection: lost
                 continue
+            if sw.ws is not self.scheduler.workers.get(name):
+                continue  # sent to an older incarnation's connection: gone with its process
             t = self._arrival(SCHEDULER, name)
             if t is not None:
                 self._push(t, self._deliver_to_worker, (sw, msgs))
