@@ -31,6 +31,7 @@ import os
 import random
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -192,7 +193,7 @@ def lookup_route(api_url: str, name: str, timeout: float = 5.0) -> str | None:
 
     Used by worker processes: a plain HTTP GET, nothing to import but the standard library.
     """
-    url = f"{api_url.rstrip('/')}/proxies/{urllib.request.quote(name, safe='')}"
+    url = f"{api_url.rstrip('/')}/proxies/{urllib.parse.quote(name, safe='')}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = json.loads(resp.read())

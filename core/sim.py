@@ -429,8 +429,8 @@ class SimCluster:
                 link = self.default_link
             else:
                 d = self.default_link
-                fields = {"latency": d.latency, "jitter": d.jitter, "bandwidth": d.bandwidth,
-                          "down": d.down}
+                fields: dict[str, Any] = {"latency": d.latency, "jitter": d.jitter,
+                                          "bandwidth": d.bandwidth, "down": d.down}
                 for entry in reversed(entries):  # the most specific entry wins
                     fields.update(entry)
                 link = Link(**fields)
