@@ -82,7 +82,7 @@ def test_the_library_names_the_atypical_workloads(capsys: pytest.CaptureFixture[
         assert name in out
 
 
-# "storm" currently stops at an open bug: see tests/traces/open/duplicate-run-storm.jsonl.
+# "storm" runs on real processes by default; tests/test_chaos.py runs it in the simulator.
 @pytest.mark.parametrize("name", ["many-tiny", "few-long", "skewed-durations", "large-data",
                                   "deep-chain", "wide-fan-in", "tree", "mixed", "late-joiner",
                                   "kill-mid-run"])
