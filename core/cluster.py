@@ -184,8 +184,12 @@ class LocalCluster:
             raise ValueError(f"no live worker named {name!r}")
         self._conn.send(("pause", name, seconds))
 
-    def add_worker(self, name: str | None = None) -> str:
-        """Start one more worker (under ``name``, if given); wait until it registered."""
+    def add_worker(self, name: str | None = None, threads: int | None = None) -> str:
+        """Start one more worker (under ``name``, if given); wait until it registered. Its
+        threads are the cluster's (``threads``, if given, must say the same)."""
+        if threads is not None and threads != self.config.threads:
+            raise ValueError(f"a worker of this cluster has {self.config.threads} threads, "
+                             f"not {threads}")
         before = set(self._workers)
         if self.network is not None:
             # The proxies leading to and from a new name exist before its process does.

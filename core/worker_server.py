@@ -357,6 +357,12 @@ class WorkerServer:
         pairs = net.split_frames(msgs, frames) if frames else [(m, frames) for m in msgs]
         now = self.now()
         specs: dict[str, tuple[str, bytes]] = {}
+        # Membership first: a batch may hold work that names peers only the membership at
+        # its end announces (a worker that just joined gets both at once), and a fetch
+        # from a peer not known yet would fail at once and have the data counted as lost.
+        for msg, _ in pairs:
+            if type(msg) is p.Membership:
+                self._membership(msg)
         for msg, fr in pairs:
             t = type(msg)
             if t is p.ComputeTask or t is p.FreeKeys or t is p.StealRequest:
@@ -375,7 +381,7 @@ class WorkerServer:
                 for key, token, blob in zip(msg.keys, msg.func_of, fr[nf:], strict=True):
                     specs[key] = (token, blob)
             elif t is p.Membership:
-                self._membership(msg)
+                pass  # handled above
             elif t is p.CloseWorker:
                 log.warning("worker %s: told to close: %s", self.name, msg.reason)
                 self._stopping = True

@@ -21,6 +21,7 @@ checks (no task body run twice unless its worker died) that no single process ca
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -149,20 +150,91 @@ class _RealSurface:
         return str(self.cluster.add_worker(name))
 
 
+# A message one state machine receives because another one handled a stimulus carries
+# that stimulus' id: its cause, recorded by the other process.
+_FROM_SCHEDULER = (p.ComputeTask, p.FreeKeys, p.StealRequest)
+_FROM_WORKER = (p.TaskFinished, p.TaskErred, p.MissingData, p.StealResponse)
+HOLD_LIMIT = 5000  # records held back waiting for their cause, at most
+
+
 class _RealRecorder:
     """Raw records of the real cluster -> trace lines (a worker line at each new
-    incarnation's first stimulus)."""
+    incarnation's first stimulus), in an order that respects cause and effect.
+
+    Records reach this process from every process on their own connections, so a worker's
+    record of a ComputeTask may arrive before the scheduler's record of the stimulus that
+    made the scheduler send it. Each receiver's records keep their order; a record whose
+    cause (the stimulus named by its stimulus id, received by the scheduler or by the
+    worker it names) has not been written yet waits for it -- unless the cause never comes
+    (a process killed before its last records left), up to ``HOLD_LIMIT`` and ``close()``.
+    """
 
     def __init__(self, writer: TraceWriter, threads: int) -> None:
         self.writer = writer
         self.threads = threads
         self.seen: set[tuple[str, int]] = set()
+        self.written: set[tuple[str, str]] = set()  # (receiver name, stimulus id)
+        # receiver -> its records not written yet: (arrival number, count, message)
+        self.queues: dict[tuple[str, int], deque[tuple[int, int, Any]]] = {}
+        self.held = 0
+        self.arrivals = 0
 
     def __call__(self, target: str, incarnation: int, count: int, msg: Any) -> None:
-        if target != "scheduler" and (target, incarnation) not in self.seen:
-            self.seen.add((target, incarnation))
+        key = (target, incarnation if target != "scheduler" else 0)
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = deque()
+        self.arrivals += 1
+        queue.append((self.arrivals, count, msg))
+        self.held += 1
+        if len(queue) == 1:  # behind a waiting record, it waits too
+            self._release()
+        while self.held > HOLD_LIMIT:
+            self._force_oldest()
+
+    def _cause(self, target: str, msg: Any) -> tuple[str, str] | None:
+        t = type(msg)
+        if target != "scheduler" and t in _FROM_SCHEDULER:
+            return ("scheduler", msg.stimulus_id)
+        if target == "scheduler" and t in _FROM_WORKER:
+            return (msg.worker, msg.stimulus_id)
+        return None
+
+    def _release(self) -> None:
+        """Write every record whose cause is written, until none is left to write."""
+        progress = True
+        while progress:
+            progress = False
+            for key, queue in self.queues.items():
+                while queue:
+                    _, count, msg = queue[0]
+                    cause = self._cause(key[0], msg)
+                    if cause is not None and cause not in self.written:
+                        break
+                    queue.popleft()
+                    self._write(key, count, msg)
+                    progress = True
+
+    def _force_oldest(self) -> None:
+        """Write the record that arrived first among those waiting (its cause never came)."""
+        key = min((k for k, q in self.queues.items() if q), key=lambda k: self.queues[k][0][0])
+        _, count, msg = self.queues[key].popleft()
+        self._write(key, count, msg)
+        self._release()
+
+    def _write(self, key: tuple[str, int], count: int, msg: Any) -> None:
+        target, incarnation = key
+        self.held -= 1
+        if target != "scheduler" and key not in self.seen:
+            self.seen.add(key)
             self.writer.write(WorkerStart(name=target, i=incarnation, threads=self.threads))
-        self.writer.stimulus(target, incarnation if target != "scheduler" else 0, count, msg)
+        self.written.add((target, msg.stimulus_id))
+        self.writer.stimulus(target, incarnation, count, msg)
+
+    def close(self) -> None:
+        """Write what is still held (causes that never came), in the order it arrived."""
+        while self.held:
+            self._force_oldest()
 
 
 def run_real(scenario: Scenario, *, trace: str | Path | None = None,
@@ -194,8 +266,9 @@ def run_real(scenario: Scenario, *, trace: str | Path | None = None,
                       record=writer is not None, proxy=needs_network(scenario),
                       **kwargs) as cluster:
         cluster.raw_recorders.append(lambda *a: counter.__setitem__(0, counter[0] + 1))
-        if writer is not None:
-            cluster.raw_recorders.append(_RealRecorder(writer, c.threads))
+        recorder = _RealRecorder(writer, c.threads) if writer is not None else None
+        if recorder is not None:
+            cluster.raw_recorders.append(recorder)
         for link in c.links:  # the cluster's shape, not faults: not recorded
             for src, dst in links_between(link.worker):
                 cluster.set_link(src, dst, latency=link.latency, jitter=link.jitter,
@@ -243,9 +316,11 @@ def run_real(scenario: Scenario, *, trace: str | Path | None = None,
                 if v is None:
                     raise
                 violation = v
+    if recorder is not None:
+        recorder.close()  # after the cluster's: the last records have arrived
     if progress is not None:
         progress(len(results), len(expected))
-    n_stimuli = counter[0]  # after close(): the last records have arrived
+    n_stimuli = counter[0]
     wrong = []
     n_erred = 0
     for key, want in expected.items():

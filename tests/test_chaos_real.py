@@ -25,6 +25,7 @@ from squall.chaos.injectors import (
     SkewEstimates,
     SlowNetwork,
 )
+from squall.chaos.schedule import ChaosSchedule
 from squall.chaos.toxiproxy import connect_client
 from squall.core.client import Client
 from squall.core.cluster import ClusterError, LocalCluster
@@ -152,3 +153,21 @@ def test_each_kind_of_fault_keeps_every_guarantee_in_real_mode(name: str,
                            if ln["k"] == "s" and ln["m"]["op"] in ("execute-success",
                                                                    "execute-failure"))
         assert len(finished) == 150 and set(finished.values()) == {1}
+
+
+def test_a_drawn_combination_of_faults_keeps_every_guarantee_in_real_mode(
+        tmp_path: Path) -> None:
+    # Seed 29 of swarm mode draws every kind: kills and joins, a pause, a partition that
+    # heals, slow links.
+    chaos = ChaosSchedule.swarm(29, workers=4, duration=4.0, max_rate=2.0,
+                                prefixes=("t0", "t1", "t2"), outage=3.0)
+    assert {"kill", "join", "pause", "partition", "slow-link"} <= set(chaos.kinds())
+    sc = Scenario(workload=Generated(name="random-dag", tasks=400,
+                                     params={"mean_duration": 0.03}),
+                  cluster=ClusterShape(workers=4, threads=2, stealing=True,
+                                       heartbeat_timeout=1.5, max_time=120.0),
+                  chaos=chaos.faults, runtime="real", seed=29)
+    trace = tmp_path / "swarm.jsonl"
+    out = run_scenario(sc, trace=trace)
+    assert out.ok, (out.violations, out.wrong)
+    assert replay_trace(trace).verdict == "match"
