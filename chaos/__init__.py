@@ -1,1 +1,11 @@
-"""squall.chaos"""
+"""squall.chaos: faults as data, and what applies them in both runtimes.
+
+- ``injectors``: ``KillWorker``, ``PauseWorker``, ``SlowNetwork``, ``Partition`` (and
+  ``Heal``), ``SkewEstimates``, ``JoinWorker`` -- small serialisable structs acting only
+  through the fault surface -- and ``ChaosDriver``, which applies them and counts them.
+- ``schedule``: ``ChaosSchedule``, timed faults given, or drawn at rates from a seed
+  (``from_rates``), or with the rates themselves drawn from the seed (``swarm``).
+- ``network``: real-mode links through one Toxiproxy proxy per connection
+  (``LocalCluster(proxy=True).set_link``).
+- ``toxiproxy``: the built-in Toxiproxy-compatible server (``squall toxiproxy``).
+"""

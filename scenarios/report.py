@@ -185,7 +185,9 @@ def _draw_faults(ax: Any, tl: Timeline, row_of: dict[str, int], end: float) -> N
                        ymin=_frac(row, len(row_of), 0), ymax=_frac(row, len(row_of), 1),
                        color="orange", alpha=0.25)
         elif f.kind == "set_link":
-            worker = f.target.replace("->*", "").replace("*->", "")
+            # the worker end of the link ("w1->scheduler", "*->w1", "w2->w3": w2)
+            src, _, dst = f.target.partition("->")
+            worker = src if src not in ("*", "scheduler") else dst
             if f.params.get("down") is True:
                 cut.setdefault(worker, f.time)
             elif f.params.get("down") is False and worker in cut:
