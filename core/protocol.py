@@ -77,6 +77,7 @@ class TaskFinished(Message, tag="task-finished"):
     key: str
     nbytes: int
     duration: float  # measured compute time
+    run_id: int = 0  # the ComputeTask it answers (0: not said)
 
 
 class TaskErred(Message, tag="task-erred"):
@@ -85,6 +86,7 @@ class TaskErred(Message, tag="task-erred"):
     key: str
     exception: str  # one-line repr of the exception
     traceback: str = ""
+    run_id: int = 0  # the ComputeTask it answers (0: not said)
 
 
 class MissingData(Message, tag="missing-data"):
@@ -141,6 +143,9 @@ class ComputeTask(Message, tag="compute-task"):
     priority: tuple[int, int]
     duration: float  # the scheduler's estimate, for the worker's own bookkeeping
     deps: tuple[DepInfo, ...] = ()
+    # Numbers this assignment; the worker's report echoes it, so that a report of an
+    # earlier assignment of the key to the same worker is not taken for this one's.
+    run_id: int = 0
 
 
 class FreeKeys(Message, tag="free-keys"):

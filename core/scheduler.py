@@ -56,7 +56,7 @@ class TaskState:
         "key", "prefix", "state", "priority", "duration_hint", "nbytes", "restrictions",
         "has_run_spec", "dependencies", "dependents", "waiting_on", "waiters", "who_has",
         "processing_on", "who_wants", "exception", "traceback", "exception_blame",
-        "suspicious", "retries_left",
+        "suspicious", "retries_left", "run_id",
     )
 
     def __init__(self, key: str, prefix: str, priority: tuple[int, int]) -> None:
@@ -80,6 +80,7 @@ class TaskState:
         self.exception_blame: str | None = None
         self.suspicious = 0  # times a worker died while this task was processing on it
         self.retries_left = 0
+        self.run_id = 0  # its current assignment (ComputeTask.run_id), while processing
 
     def __repr__(self) -> str:
         return f"<Task {self.key!r} {self.state}>"
@@ -151,6 +152,7 @@ class SchedulerState:
         self._set_removals = 0  # deletions from idle/saturated since they were compacted
         self._generation = 0  # order of submission, for priorities
         self._rr = 0  # round-robin pointer over ``running`` for root-task placement
+        self._runs = 0  # assignments so far: each ComputeTask gets the next run id
         self._running_list: list[WorkerInfo] = []
         self._out: list[Any] = []
         self._stimulus_id = ""
@@ -538,10 +540,12 @@ class SchedulerState:
                 ws.needs[dts] = n + 1
             deps.append(p.DepInfo(dts.key, tuple(w.name for w in dts.who_has), dts.nbytes))
         self._update_idleness(ws)
+        self._runs += 1
+        ts.run_id = self._runs
         self._out.append(p.ComputeTask(
             stimulus_id=self._stimulus_id, time=self.time, worker=ws.name, key=ts.key,
             prefix=ts.prefix, priority=ts.priority,
-            duration=self.estimator.duration(ts.prefix), deps=tuple(deps),
+            duration=self.estimator.duration(ts.prefix), deps=tuple(deps), run_id=ts.run_id,
         ))
 
     def _unassign(self, ts: TaskState, ws: WorkerInfo) -> None:
@@ -708,7 +712,10 @@ class SchedulerState:
     def _handle_task_finished(self, msg: p.TaskFinished) -> None:
         ts = self.tasks.get(msg.key)
         ws = self.workers.get(msg.worker)
-        if ts is None or ws is None or ts.state != PROCESSING or ts.processing_on is not ws:
+        if ts is None or ws is None or ts.state != PROCESSING or ts.processing_on is not ws \
+                or (msg.run_id and msg.run_id != ts.run_id):
+            # (A report of an earlier assignment to the same worker, which was freed and
+            # given the task again meanwhile, is stale too: its result may be gone.)
             self._stale(msg.key, ws, ts)
             return
         ts.nbytes = msg.nbytes
@@ -720,14 +727,16 @@ class SchedulerState:
         """A report from a worker that does not own the task: count it, apply nothing, and
         tell the worker to drop the result unless we have it recorded there."""
         self.stale_reports += 1
-        if ws is not None and (ts is None or ws not in ts.who_has):
+        # Not to the worker the task is assigned to now: that would cancel its new run.
+        if ws is not None and (ts is None or ws not in ts.who_has and ts.processing_on is not ws):
             self._out.append(p.FreeKeys(stimulus_id=self._stimulus_id, time=self.time,
                                         worker=ws.name, keys=(key,)))
 
     def _handle_task_erred(self, msg: p.TaskErred) -> None:
         ts = self.tasks.get(msg.key)
         ws = self.workers.get(msg.worker)
-        if ts is None or ws is None or ts.state != PROCESSING or ts.processing_on is not ws:
+        if ts is None or ws is None or ts.state != PROCESSING or ts.processing_on is not ws \
+                or (msg.run_id and msg.run_id != ts.run_id):
             self._stale(msg.key, ws, ts)
             return
         ts.exception = msg.exception

@@ -64,7 +64,7 @@ class WTask:
 
     __slots__ = ("key", "state", "prefix", "priority", "duration", "runnable", "dependencies",
                  "dependents", "waiting_for", "who_has", "nbytes", "start_time", "discard",
-                 "coming_from")
+                 "coming_from", "run_id")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -81,6 +81,7 @@ class WTask:
         self.start_time = 0.0
         self.discard = False  # in flight but no longer wanted: drop on arrival
         self.coming_from: str | None = None
+        self.run_id = 0  # the scheduler's assignment (ComputeTask.run_id) its report answers
 
     def __repr__(self) -> str:
         return f"<WTask {self.key!r} {self.state}>"
@@ -209,7 +210,8 @@ class WorkerState:
         ts = self.tasks.get(msg.key)
         if ts is None:
             ts = self.tasks[msg.key] = WTask(msg.key)
-        elif ts.state == CANCELLED:
+        ts.run_id = msg.run_id  # whatever happens below, its report answers this request
+        if ts.state == CANCELLED:
             ts.runnable = True
             self._set_state(ts, EXECUTING)  # resumed: its result is wanted again
             return
@@ -217,7 +219,7 @@ class WorkerState:
             ts.runnable = True
             self._out.append(p.TaskFinished(
                 stimulus_id=self._sid, time=self.time, worker=self.name, key=ts.key,
-                nbytes=ts.nbytes, duration=msg.duration))
+                nbytes=ts.nbytes, duration=msg.duration, run_id=ts.run_id))
             return
         elif ts.runnable and ts.state in (WAITING, READY, EXECUTING, ERROR):
             return  # a duplicate request
@@ -302,7 +304,7 @@ class WorkerState:
         self._set_state(ts, MEMORY)
         self._out.append(p.TaskFinished(
             stimulus_id=self._sid, time=msg.time, worker=self.name, key=ts.key,
-            nbytes=msg.nbytes, duration=msg.duration))
+            nbytes=msg.nbytes, duration=msg.duration, run_id=ts.run_id))
         self._landed(ts)
         self._drop_inputs(ts)
 
@@ -321,7 +323,7 @@ class WorkerState:
         self._set_state(ts, ERROR)
         self._out.append(p.TaskErred(
             stimulus_id=self._sid, time=msg.time, worker=self.name, key=ts.key,
-            exception=msg.exception, traceback=msg.traceback))
+            exception=msg.exception, traceback=msg.traceback, run_id=ts.run_id))
         self._drop_inputs(ts)
         # The scheduler owns the error from here on; keep no record of it.
         ts.runnable = False
@@ -371,7 +373,7 @@ class WorkerState:
                 if ts.runnable:
                     self._out.append(p.TaskFinished(
                         stimulus_id=self._sid, time=self.time, worker=self.name, key=ts.key,
-                        nbytes=ts.nbytes, duration=ts.duration))
+                        nbytes=ts.nbytes, duration=ts.duration, run_id=ts.run_id))
                 self._landed(ts)
                 continue
             # not received: this holder does not have it (or is unreachable)

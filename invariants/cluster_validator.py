@@ -62,6 +62,8 @@ class Validator:
         self._gone_transitions = 0
         self._own_checks = 0
         self._quiet_at: tuple[int, int] | None = None  # transition counts at the last check
+        # (transition counts, time) when the cluster last went quiet with these counts
+        self._quiet_since: tuple[tuple[int, int], float] | None = None
         self._expected: tuple[Any, dict[str, Any]] | None = None
         self._dependents: tuple[Any, dict[str, list[str]]] | None = None
 
@@ -114,12 +116,22 @@ class Validator:
 
     def quiescent(self, cluster: Any) -> None:
         """Nothing is in flight. With wanted keys unfinished and nothing periodic that could
-        still change the state (no heartbeat timeout, no stealing), the cluster is stuck:
-        say which keys, now, rather than after a stall timeout."""
+        still change the state, the cluster is stuck: say which keys, now, rather than
+        after a stall timeout.
+
+        A heartbeat timeout could still declare a silent worker dead; once every worker
+        has been heard from since all went quiet, none is silent, and nothing will change.
+        Work stealing is no way out: at quiescence nothing runs, so a task still assigned
+        somewhere is one its worker lost, whatever a later round might do with it by chance.
+        """
         if getattr(cluster.scheduler, "heartbeat_timeout", None) is not None:
-            return
-        if getattr(cluster, "stealing", None) is not None:
-            return
+            counts = self._counts()
+            if self._quiet_since is None or self._quiet_since[0] != counts:
+                self._quiet_since = (counts, cluster.now)
+                return
+            since = self._quiet_since[1]
+            if any(ws.last_seen <= since for ws in self.state.workers.values()):
+                return
         results = getattr(cluster, "results", None)
         if results is None or len(results) >= len(self.wanted()):
             return

@@ -131,22 +131,6 @@ def _remove_worker_bug(*, reschedule: bool, recompute: bool, retry_limit: bool) 
     return _remove_worker
 
 
-def _handle_task_finished_any_reporter(self: SchedulerState, msg: p.TaskFinished) -> None:
-    ts = self.tasks.get(msg.key)
-    ws = self.workers.get(msg.worker)
-    # BUG: any report of a processing task is believed, whoever sends it (a worker the task
-    # was taken from, one the scheduler removed): the result is credited to the task's
-    # current owner, which has not computed it.
-    if ts is None or ts.state != PROCESSING:
-        self._stale(msg.key, ws, ts)
-        return
-    ts.nbytes = msg.nbytes
-    self.estimator.observe(ts.prefix, msg.duration)
-    if ws is not None:
-        ws.executing.pop(msg.key, None)
-    self.transitions({ts: MEMORY})
-
-
 def _drifting_occupancy(original: Method) -> Method:
     """SchedulerState.occupancy kept as a running total (one per activation)."""
     totals: dict[WorkerInfo, tuple[dict[str, int], float]] = {}
@@ -206,6 +190,15 @@ def _on_transition_keeps_steals(self: WorkStealing, state: SchedulerState, ts: T
         self._moved.pop(ts.key, None)
     # BUG: a steal stays open when its task leaves the victim (finished, released,
     # rescheduled): the victim's late answer is then taken as a confirmation.
+
+
+def _close_keeps_thief_booked(self: WorkStealing, rec: Any) -> None:
+    del self.in_flight[rec.ts.key]
+    self._unbook(rec.victim, -rec.victim_cost)
+    # BUG: the occupancy booked on the thief is never given back: every steal it took part
+    # in leaves it looking busier, until stealing stops feeding it.
+    stealing_mod._decrement(self._outgoing, rec.victim)
+    stealing_mod._decrement(self._incoming, rec.thief)
 
 
 def _force_move(state: SchedulerState, ts: TaskState, ws: WorkerInfo) -> None:
@@ -410,14 +403,6 @@ CATALOG: tuple[Mutant, ...] = (
         caught_by=("task.retries-within-limit",),
     ),
     Mutant(
-        "stale-completion-applied",
-        "a completion is believed whoever reports it, and credited to the current owner",
-        "a completion from a worker that no longer owns the task applied (a removed, paused "
-        "or robbed worker's late result): the client is told of data nobody holds",
-        SchedulerState, "_handle_task_finished", _replace(_handle_task_finished_any_reporter),
-        caught_by=("cluster.memory-agrees", "e2e.no-duplicate-run"),
-    ),
-    Mutant(
         "occupancy-drift",
         "occupancy is a running total instead of being derived from the tasks",
         "occupancy accumulated incrementally, so it drifts, even below zero, as estimates "
@@ -449,6 +434,15 @@ CATALOG: tuple[Mutant, ...] = (
         WorkStealing, "_on_transition", _replace(_on_transition_keeps_steals),
         space="stealing",
         caught_by=("steal.in-flight-task-live",),
+    ),
+    Mutant(
+        "steal-booking-leak",
+        "the occupancy a steal booked on its thief is not given back when it closes",
+        "occupancy accounting that drifts with every steal (the booked half of #1544 / PR "
+        "#9012): thieves look ever busier and stop being fed",
+        WorkStealing, "_close", _replace(_close_keeps_thief_booked),
+        space="imbalance",
+        caught_by=("steal.in-flight-occupancy-zero",),
     ),
     Mutant(
         "steal-to-stale-record",
@@ -521,7 +515,7 @@ CATALOG: tuple[Mutant, ...] = (
         "a task released and re-assigned while its body runs is lost: the result is dropped "
         "and nobody computes it (dask/distributed cancelled/resumed state bugs, #6869)",
         WorkerState, "_handle_compute_task", _compute_task_resumes_nothing,
-        caught_by=("liveness.processing-task-runs",),
+        caught_by=("wtask.runnable-matches-state", "liveness.processing-task-runs"),
     ),
 )
 

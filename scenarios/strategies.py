@@ -155,11 +155,16 @@ def with_recovery(chaos: list[AnyFault]) -> tuple[AnyFault, ...]:
     return (*chaos, Heal(at=round(end, 2)), JoinWorker(at=round(end, 2)))
 
 
+RESTART_TIMES = st.integers(0, 60).map(lambda i: i / 20)  # 0 .. 3 s, every 50 ms
+
+
 def restarts(workers: int) -> st.SearchStrategy[tuple[AnyFault, AnyFault]]:
-    """A worker's process dies and a new one starts at once at its address (a restart)."""
+    """A worker's process dies and a new one starts at once at its address (a restart).
+    On a 50 ms grid, so that restarts often land on a balancing round (every 100 ms), when
+    steals are sent."""
     name = st.integers(0, max(0, workers - 1)).map(lambda i: f"w{i}")
     return st.builds(lambda at, w: (KillWorker(at=at, worker=w), JoinWorker(at=at, worker=w)),
-                     FAULT_TIMES, name)
+                     RESTART_TIMES, name)
 
 
 def joins() -> st.SearchStrategy[AnyFault]:
@@ -181,8 +186,8 @@ def chaos_schedules(draw: st.DrawFn, workers: int, *, max_faults: int = 3,
         drawn = draw(st.lists(st.one_of(restarts(workers), slow.map(lambda f: (f,))),
                               min_size=min_faults, max_size=max_faults))
         return with_recovery([f for group in drawn for f in group])
-    drawn = draw(st.lists(faults(workers), min_size=min_faults, max_size=max_faults))
-    return with_recovery(drawn)
+    picked = draw(st.lists(faults(workers), min_size=min_faults, max_size=max_faults))
+    return with_recovery(picked)
 
 
 # ------------------------------------------------------------------ scenarios
