@@ -39,14 +39,14 @@ class TaskSpecMsg(msgspec.Struct, frozen=True, omit_defaults=True, array_like=Tr
 # ---------------------------------------------------------------- client -> scheduler
 
 
-class UpdateGraph(Message, tag="update-graph"):
+class UpdateGraph(Message, tag="update-graph", frozen=True):
     time: float
     client: str
     tasks: tuple[TaskSpecMsg, ...]
     wanted: tuple[str, ...]  # keys whose results the client wants
 
 
-class ClientReleasesKeys(Message, tag="client-releases-keys"):
+class ClientReleasesKeys(Message, tag="client-releases-keys", frozen=True):
     time: float
     client: str
     keys: tuple[str, ...]
@@ -55,14 +55,14 @@ class ClientReleasesKeys(Message, tag="client-releases-keys"):
 # ---------------------------------------------------------------- cluster membership
 
 
-class AddWorker(Message, tag="add-worker"):
+class AddWorker(Message, tag="add-worker", frozen=True):
     time: float
     worker: str
     nthreads: int = 1
     bandwidth: float | None = None  # bytes/s the worker reports, if known
 
 
-class RemoveWorker(Message, tag="remove-worker"):
+class RemoveWorker(Message, tag="remove-worker", frozen=True):
     time: float
     worker: str
     reason: str = "closed"  # "closed" (graceful), "died", "heartbeat-timeout"
@@ -71,7 +71,7 @@ class RemoveWorker(Message, tag="remove-worker"):
 # ---------------------------------------------------------------- worker -> scheduler
 
 
-class TaskFinished(Message, tag="task-finished"):
+class TaskFinished(Message, tag="task-finished", frozen=True):
     time: float
     worker: str
     key: str
@@ -80,7 +80,7 @@ class TaskFinished(Message, tag="task-finished"):
     run_id: int = 0  # the ComputeTask it answers (0: not said)
 
 
-class TaskErred(Message, tag="task-erred"):
+class TaskErred(Message, tag="task-erred", frozen=True):
     time: float
     worker: str
     key: str
@@ -89,7 +89,7 @@ class TaskErred(Message, tag="task-erred"):
     run_id: int = 0  # the ComputeTask it answers (0: not said)
 
 
-class MissingData(Message, tag="missing-data"):
+class MissingData(Message, tag="missing-data", frozen=True):
     """A worker could not fetch ``key`` from ``holder``: the scheduler's who_has is stale."""
 
     time: float
@@ -98,13 +98,13 @@ class MissingData(Message, tag="missing-data"):
     holder: str
 
 
-class Heartbeat(Message, tag="heartbeat"):
+class Heartbeat(Message, tag="heartbeat", frozen=True):
     time: float
     worker: str
     executing: dict[str, float] = {}  # key -> seconds it has been executing so far
 
 
-class StealResponse(Message, tag="steal-response"):
+class StealResponse(Message, tag="steal-response", frozen=True):
     time: float
     worker: str
     key: str
@@ -112,13 +112,13 @@ class StealResponse(Message, tag="steal-response"):
     state: str  # the victim's state of the task when it answered ("released" = given up)
 
 
-class Tick(Message, tag="tick"):
+class Tick(Message, tag="tick", frozen=True):
     """Time passes: periodic work (stealing, heartbeat timeouts) happens here."""
 
     time: float
 
 
-class SkewEstimates(Message, tag="skew-estimates"):
+class SkewEstimates(Message, tag="skew-estimates", frozen=True):
     """Chaos: multiply the scheduler's duration estimates (all, or of one prefix)."""
 
     time: float
@@ -135,7 +135,7 @@ class DepInfo(msgspec.Struct, frozen=True, array_like=True):
     nbytes: int
 
 
-class ComputeTask(Message, tag="compute-task"):
+class ComputeTask(Message, tag="compute-task", frozen=True):
     time: float
     worker: str
     key: str
@@ -148,13 +148,13 @@ class ComputeTask(Message, tag="compute-task"):
     run_id: int = 0
 
 
-class FreeKeys(Message, tag="free-keys"):
+class FreeKeys(Message, tag="free-keys", frozen=True):
     time: float
     worker: str
     keys: tuple[str, ...]
 
 
-class StealRequest(Message, tag="steal-request"):
+class StealRequest(Message, tag="steal-request", frozen=True):
     time: float
     worker: str  # the victim
     key: str
@@ -164,14 +164,14 @@ class StealRequest(Message, tag="steal-request"):
 # ---------------------------------------------------------------- scheduler -> client
 
 
-class KeyInMemory(Message, tag="key-in-memory"):
+class KeyInMemory(Message, tag="key-in-memory", frozen=True):
     client: str
     key: str
     holders: tuple[str, ...]
     nbytes: int
 
 
-class KeyErred(Message, tag="key-erred"):
+class KeyErred(Message, tag="key-erred", frozen=True):
     client: str
     key: str
     exception: str
@@ -179,7 +179,7 @@ class KeyErred(Message, tag="key-erred"):
     blame: str = ""  # the key whose failure erred this one
 
 
-class KeyLost(Message, tag="key-lost"):
+class KeyLost(Message, tag="key-lost", frozen=True):
     """The data of a key the client wants was lost (its holders died); it is being
     recomputed, and a KeyInMemory follows when it is back."""
 
@@ -190,28 +190,28 @@ class KeyLost(Message, tag="key-lost"):
 # ---------------------------------------------------------------- worker <-> its runtime
 
 
-class Execute(Message, tag="execute"):
+class Execute(Message, tag="execute", frozen=True):
     """Worker -> runtime: run the body of ``key`` now."""
 
     worker: str
     key: str
 
 
-class ExecuteSuccess(Message, tag="execute-success"):
+class ExecuteSuccess(Message, tag="execute-success", frozen=True):
     time: float
     key: str
     nbytes: int
     duration: float
 
 
-class ExecuteFailure(Message, tag="execute-failure"):
+class ExecuteFailure(Message, tag="execute-failure", frozen=True):
     time: float
     key: str
     exception: str
     traceback: str = ""
 
 
-class GatherDep(Message, tag="gather-dep"):
+class GatherDep(Message, tag="gather-dep", frozen=True):
     """Worker -> runtime: fetch ``keys`` from peer ``holder``."""
 
     worker: str
@@ -220,13 +220,13 @@ class GatherDep(Message, tag="gather-dep"):
     nbytes: int
 
 
-class GatherDepSuccess(Message, tag="gather-dep-success"):
+class GatherDepSuccess(Message, tag="gather-dep-success", frozen=True):
     time: float
     holder: str
     nbytes: dict[str, int]  # key -> bytes received
 
 
-class GatherDepFailure(Message, tag="gather-dep-failure"):
+class GatherDepFailure(Message, tag="gather-dep-failure", frozen=True):
     """The peer was unreachable, or did not have some keys (``missing``)."""
 
     time: float
@@ -236,7 +236,7 @@ class GatherDepFailure(Message, tag="gather-dep-failure"):
     nbytes: dict[str, int] = {}  # keys that did arrive
 
 
-class ReleaseData(Message, tag="release-data"):
+class ReleaseData(Message, tag="release-data", frozen=True):
     """Worker -> runtime: drop the stored values of ``keys``."""
 
     worker: str
@@ -246,7 +246,7 @@ class ReleaseData(Message, tag="release-data"):
 # ---------------------------------------------------------------- chaos (recorded in traces)
 
 
-class FaultInjected(Message, tag="fault"):
+class FaultInjected(Message, tag="fault", frozen=True):
     """A fault the chaos schedule injected, recorded in the trace with its time."""
 
     time: float
@@ -262,7 +262,7 @@ class FaultInjected(Message, tag="fault"):
 # follow the header (see ``net.frame_count``).
 
 
-class RegisterWorker(Message, tag="register-worker"):
+class RegisterWorker(Message, tag="register-worker", frozen=True):
     """Worker -> scheduler, first message: who it is and where it serves its data."""
 
     worker: str
@@ -272,18 +272,18 @@ class RegisterWorker(Message, tag="register-worker"):
     incarnation: int = 0  # set by a launcher that restarts workers under the same name
 
 
-class RegisterClient(Message, tag="register-client"):
+class RegisterClient(Message, tag="register-client", frozen=True):
     client: str
 
 
-class Membership(Message, tag="membership"):
+class Membership(Message, tag="membership", frozen=True):
     """Scheduler -> workers and clients: the live workers and their data addresses. The
     first one a peer receives accepts its registration."""
 
     workers: dict[str, str]
 
 
-class RunSpecs(Message, tag="run-specs"):
+class RunSpecs(Message, tag="run-specs", frozen=True):
     """Task bodies in the frames after the header: one cloudpickled function per token of
     ``funcs``, then the pickled arguments of each of ``keys``, which calls the function
     whose token is at the same index of ``func_of``."""
@@ -293,21 +293,21 @@ class RunSpecs(Message, tag="run-specs"):
     func_of: tuple[str, ...] = ()
 
 
-class Payload(Message, tag="payload"):
+class Payload(Message, tag="payload", frozen=True):
     """One cloudpickle frame follows: the ``kind`` (an exception) belonging to ``key``."""
 
     key: str
     kind: str = "exception"
 
 
-class GetData(Message, tag="get-data"):
+class GetData(Message, tag="get-data", frozen=True):
     """A worker or a client asks a worker's data socket for values."""
 
     requester: str
     keys: tuple[str, ...]
 
 
-class DataReply(Message, tag="data"):
+class DataReply(Message, tag="data", frozen=True):
     """One pickled value per key of ``keys`` follows; ``missing`` are not held there."""
 
     worker: str
@@ -315,7 +315,7 @@ class DataReply(Message, tag="data"):
     missing: tuple[str, ...] = ()
 
 
-class CloseWorker(Message, tag="close-worker"):
+class CloseWorker(Message, tag="close-worker", frozen=True):
     """Scheduler -> worker: exit (e.g. it was declared dead and came back). ``rejoin``: the
     scheduler no longer knows this connection; start again clean, as a new incarnation."""
 
@@ -324,7 +324,7 @@ class CloseWorker(Message, tag="close-worker"):
     rejoin: bool = False
 
 
-class Halted(Message, tag="halted"):
+class Halted(Message, tag="halted", frozen=True):
     """The run stopped: a state machine raised (an invariant violation, an impossible
     transition) in ``where``. A Payload frame with the pickled exception may follow."""
 
@@ -333,11 +333,11 @@ class Halted(Message, tag="halted"):
     traceback: str = ""
 
 
-class InfoRequest(Message, tag="info-request"):
+class InfoRequest(Message, tag="info-request", frozen=True):
     client: str
 
 
-class SchedulerInfo(Message, tag="scheduler-info"):
+class SchedulerInfo(Message, tag="scheduler-info", frozen=True):
     """Scheduler -> client: membership and the runtime's counters."""
 
     workers: dict[str, str]

@@ -200,7 +200,8 @@ class SchedulerState:
         handler = self._handlers.get(type(stimulus))
         if handler is None:
             raise TypeError(f"SchedulerState cannot handle {type(stimulus).__name__}")
-        self._out = out = []
+        out: list[Any] = []
+        self._out = out
         self._stimulus_id = stimulus.stimulus_id
         if stimulus.time > self.time:
             self.time = stimulus.time

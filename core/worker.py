@@ -131,7 +131,8 @@ class WorkerState:
         handler = self._handlers.get(type(stimulus))
         if handler is None:
             raise TypeError(f"WorkerState cannot handle {type(stimulus).__name__}")
-        self._out = out = []
+        out: list[Any] = []
+        self._out = out
         self._sid = stimulus.stimulus_id
         if stimulus.time > self.time:
             self.time = stimulus.time
