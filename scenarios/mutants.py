@@ -562,6 +562,7 @@ class MutantResult:
     scenarios: int = 0
     caught_by: str = ""  # the invariant (or check) the shrunk scenario violates
     stimuli: int | None = None  # stimuli in the shrunk scenario's trace
+    housekeeping: int | None = None  # of which clock ticks and heartbeats
     replays: int = 0
     replays_same: int = 0  # replays (mutant on) that reproduced the same failure
     specific: bool | None = None  # the shrunk scenario passes with the mutant off
@@ -623,6 +624,7 @@ def measure_mutant(m: Mutant, *, budget: float, jobs: int = 1, seed: int = 0,
         return result
     assert f.outcome is not None
     result.stimuli = f.outcome.n_stimuli
+    result.housekeeping = _housekeeping(f.trace_path)
     result.trace = f.trace_path
     recorded = f.violation
     with m.active():
@@ -637,6 +639,43 @@ def measure_mutant(m: Mutant, *, budget: float, jobs: int = 1, seed: int = 0,
     result.specific = run_scenario(f.scenario, validate=True).ok
     result.detected = bool(result.specific)
     return result
+
+
+def _housekeeping(trace: str) -> int:
+    """Clock ticks and heartbeats among a trace's stimuli."""
+    from squall.scenarios.trace import Stim, read_trace
+
+    return sum(1 for _, line in read_trace(trace)
+               if type(line) is Stim and type(line.m) in (p.Tick, p.Heartbeat))
+
+
+def run_mutants(mutants: list[Mutant], *, budget: float, jobs: int = 1, seed: int = 0,
+                out_dir: str = "squall-mutants", replays: int = 5, baseline: bool = True,
+                say: Callable[[str], Any] | None = None,
+                ) -> tuple[list[MutantResult], list[BaselineResult], dict[str, Any]]:
+    """Measure every mutant, then (``baseline``) explore each of their scenario spaces as
+    long with no mutant. ``say`` gets a line as each measurement ends."""
+    results: list[MutantResult] = []
+    for i, m in enumerate(mutants, 1):
+        r = measure_mutant(m, budget=budget, jobs=jobs, seed=seed, out_dir=out_dir,
+                           replays=replays)
+        results.append(r)
+        if say is not None:
+            what = (f"caught by {r.caught_by} after {_seconds(r.first_failure)} s, shrunk to "
+                    f"{r.stimuli} stimuli" if r.detected else "NOT caught"
+                    + (f" ({r.caught_by}: the scheduler fails so without it too)"
+                       if r.caught_by else ""))
+            say(f"[{i}/{len(mutants)}] {m.name}: {what}")
+    base: list[BaselineResult] = []
+    if baseline:
+        spaces = list(dict.fromkeys(m.space for m in mutants))
+        for i, space in enumerate(spaces, 1):
+            b = measure_baseline(space, budget=budget, jobs=jobs, seed=seed, out_dir=out_dir)
+            base.append(b)
+            if say is not None:
+                say(f"[{i}/{len(spaces)}] baseline {space}: {b.scenarios} scenarios, "
+                    f"{b.violations} violation(s)" + (f" ({b.caught_by})" if b.violations else ""))
+    return results, base, summarize(results, base)
 
 
 def measure_baseline(space: str, *, budget: float, jobs: int = 1, seed: int = 0,
@@ -747,31 +786,17 @@ def mutants_command(budget: float, jobs: int, json_path: str | None, names: tupl
         console.print(table)
         return
     err = Console(stderr=True)
-    results: list[MutantResult] = []
-    for i, m in enumerate(chosen, 1):
-        with err.status(f"[{i}/{len(chosen)}] exploring with {m.name} on ({m.space})"):
-            r = measure_mutant(m, budget=budget, jobs=jobs, seed=seed, out_dir=out_dir,
-                               replays=replays)
-        results.append(r)
-        err.print(f"[{i}/{len(chosen)}] {m.name}: "
-                  + (f"caught by {r.caught_by} after {_seconds(r.first_failure)} s"
-                     if r.detected else "NOT caught" + (f" ({r.caught_by}, not specific)"
-                                                        if r.caught_by else "")))
-    base: list[BaselineResult] = []
-    if baseline:
-        spaces = list(dict.fromkeys(m.space for m in chosen))
-        for i, space in enumerate(spaces, 1):
-            with err.status(f"[{i}/{len(spaces)}] baseline: exploring {space} with no mutant"):
-                b = measure_baseline(space, budget=budget, jobs=jobs, seed=seed,
-                                     out_dir=out_dir)
-            base.append(b)
-    summary = summarize(results, base)
+    with err.status(f"exploring with each of {len(chosen)} mutant(s) on, {budget:g} s each"):
+        results, base, summary = run_mutants(chosen, budget=budget, jobs=jobs, seed=seed,
+                                             out_dir=out_dir, replays=replays,
+                                             baseline=baseline, say=err.print)
 
     table = Table(title=f"squall mutants: {budget:g} s of exploration each, {jobs} job(s), "
                         f"seed {seed}")
     for col, justify in (("mutant", "left"), ("space", "left"), ("detected", "left"),
                          ("first failure (s)", "right"), ("caught by", "left"),
-                         ("shrunk (stimuli)", "right"), ("replays same", "right"),
+                         ("shrunk (stimuli)", "right"), ("of which ticks/hb", "right"),
+                         ("replays same", "right"),
                          ("scenarios", "right")):
         table.add_column(col, justify=justify,  # type: ignore[arg-type]
                          no_wrap=col in ("mutant", "caught by"))
@@ -780,6 +805,7 @@ def mutants_command(budget: float, jobs: int, json_path: str | None, names: tupl
                     "[red]no[/]" if not r.caught_by else "[red]not its own[/]")
         table.add_row(r.mutant, r.space, detected, _seconds(r.first_failure),
                       r.caught_by or "-", "-" if r.stimuli is None else str(r.stimuli),
+                      "-" if r.housekeeping is None else str(r.housekeeping),
                       f"{r.replays_same}/{r.replays}" if r.replays else "-", str(r.scenarios))
     console.print(table)
     if base:

@@ -115,7 +115,7 @@ def test_a_short_exploration_catches_the_mutant_and_its_trace_replays(
     assert r.caught_by in m.caught_by
     assert r.specific is True  # the shrunk scenario passes with the mutant off
     assert r.replays_same == r.replays == 2
-    assert r.stimuli is not None and r.stimuli <= 30
+    assert r.stimuli is not None and 0 < r.stimuli <= 40  # shrunk: a handful of tasks
     assert r.first_failure is not None and r.first_failure <= r.elapsed
 
 
