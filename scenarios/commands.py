@@ -250,7 +250,8 @@ def replay_cmd(trace: str, validate: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--jobs", type=int, default=1, show_default=True, help="processes")
 @click.option("--scenario-space", "space", default="small", show_default=True,
-              help="which scenarios to draw: small, calm, stealing, medium, storm")
+              help="which scenarios to draw: small, calm, stealing, medium, storm, "
+                   "fragile, restarts, imbalance")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="squall-traces",
               show_default=True, help="where the minimal failing trace is written")
 def explore_cmd(budget: float, seed: int, jobs: int, space: str, out_dir: str) -> None:
