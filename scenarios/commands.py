@@ -215,13 +215,20 @@ def _print_outcome(sc: Scenario, outcome: Outcome, log_path: str | None = None) 
 @click.argument("trace", type=click.Path(dir_okay=False))
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="re-run strict mode on the replayed state machines")
-def replay_cmd(trace: str, validate: bool) -> None:
+@click.option("--mutant", default=None, metavar="NAME",
+              help="replay with this planted bug on (a trace `squall mutants` wrote)")
+def replay_cmd(trace: str, validate: bool, mutant: str | None) -> None:
     """Feed a trace's stimuli into fresh state machines and compare."""
+    from squall.scenarios.mutants import MUTANTS, switched_on
     from squall.scenarios.replay import replay_trace
     from squall.scenarios.trace import TraceError
 
+    if mutant is not None and mutant not in MUTANTS:
+        raise _error(f"--mutant: unknown mutant {mutant!r}; choose one of: "
+                     f"{', '.join(MUTANTS)}")
     try:
-        result = replay_trace(trace, validate=validate)
+        with switched_on(mutant):
+            result = replay_trace(trace, validate=validate)
     except TraceError as e:
         raise _error(str(e)) from None
     click.echo(f"squall replay: {result.message}")

@@ -561,7 +561,8 @@ class MutantResult:
     elapsed: float = 0.0  # exploration and shrinking, seconds
     scenarios: int = 0
     caught_by: str = ""  # the invariant (or check) the shrunk scenario violates
-    stimuli: int | None = None  # stimuli in the shrunk scenario's trace
+    stimuli: int | None = None  # stimuli in the shrunk (and minimized) scenario's trace
+    shrunk_stimuli: int | None = None  # as Hypothesis left it, before ``minimize``
     housekeeping: int | None = None  # of which clock ticks and heartbeats
     replays: int = 0
     replays_same: int = 0  # replays (mutant on) that reproduced the same failure
@@ -596,12 +597,14 @@ def _failure_name(f: Any) -> str:
 
 def measure_mutant(m: Mutant, *, budget: float, jobs: int = 1, seed: int = 0,
                    out_dir: str = "squall-mutants", replays: int = 5, space: str | None = None,
-                   progress: Any = None) -> MutantResult:
-    """Explore with ``m`` on for ``budget`` seconds; shrink, replay and cross-check the
-    first failure (see MutantResult)."""
+                   progress: Any = None, minimize_for: float | None = 20.0) -> MutantResult:
+    """Explore with ``m`` on for ``budget`` seconds; check that the shrunk failure is the
+    mutant's (it passes with the mutant off), minimize it further by trace length for up
+    to ``minimize_for`` seconds (None: not), and replay its trace (see MutantResult)."""
     import time
 
-    from squall.scenarios.explore import explore
+    from squall.scenarios.explore import explore, failure_trace_path
+    from squall.scenarios.minimize import minimize
     from squall.scenarios.replay import REPRODUCED, replay_trace
     from squall.scenarios.runner import run_scenario
 
@@ -623,22 +626,57 @@ def measure_mutant(m: Mutant, *, budget: float, jobs: int = 1, seed: int = 0,
         result.error = f.error.strip().splitlines()[-1]
         return result
     assert f.outcome is not None
-    result.stimuli = f.outcome.n_stimuli
-    result.housekeeping = _housekeeping(f.trace_path)
-    result.trace = f.trace_path
-    recorded = f.violation
+    result.shrunk_stimuli = f.outcome.n_stimuli
+    # The mutant's doing? The same scenario with the mutant off must pass.
+    result.specific = run_scenario(f.scenario, validate=True).ok
+    if not result.specific:
+        result.stimuli = f.outcome.n_stimuli
+        result.trace = f.trace_path
+        return result
+    scenario, outcome, trace = f.scenario, f.outcome, f.trace_path
+    if minimize_for is not None and minimize_for > 0:
+        smaller, out, _ = minimize(scenario, outcome, same_failure(m, outcome),
+                                   time_limit=minimize_for)
+        if smaller is not scenario:
+            path = failure_trace_path(f"{out_dir}/{m.name}", smaller)
+            with m.active():
+                out = run_scenario(smaller, trace=path, validate=True)
+            scenario, outcome, trace = smaller, out, str(path)
+            result.scenario = scenario.describe()
+    result.stimuli = outcome.n_stimuli
+    result.housekeeping = _housekeeping(trace)
+    result.trace = trace
+    recorded = outcome.violations[0] if outcome.violations else None
     with m.active():
         for _ in range(replays):
-            r = replay_trace(f.trace_path)
+            r = replay_trace(trace)
             same = r.verdict == REPRODUCED and (
                 recorded is None or r.violation is None
                 or r.violation.invariant == recorded.invariant)
             result.replays += 1
             result.replays_same += int(same)
-    # The mutant's doing? The same scenario with the mutant off must pass.
-    result.specific = run_scenario(f.scenario, validate=True).ok
-    result.detected = bool(result.specific)
+    result.detected = True
     return result
+
+
+def same_failure(m: Mutant, first: Any) -> Callable[[Any], Any]:
+    """A judge for ``minimize``: the candidate fails as ``first`` did with ``m`` on, and
+    passes with it off."""
+    from squall.scenarios.runner import run_scenario
+
+    want = first.violations[0].invariant if first.violations else None
+
+    def still_fails(candidate: Any) -> Any:
+        with m.active():
+            out = run_scenario(candidate, validate=True)
+        if out.ok:
+            return None
+        got = out.violations[0].invariant if out.violations else None
+        if got != want or not run_scenario(candidate, validate=True).ok:
+            return None
+        return out
+
+    return still_fails
 
 
 def _housekeeping(trace: str) -> int:
@@ -816,6 +854,10 @@ def mutants_command(budget: float, jobs: int, json_path: str | None, names: tupl
             bt.add_row(b.space, str(b.scenarios), str(b.violations),
                        f"{b.caught_by}: {b.trace}" if b.violations else "-")
         console.print(bt)
+    for r in results:
+        if r.trace:
+            console.print(f"{r.mutant}: squall replay {r.trace} --mutant {r.mutant}",
+                          highlight=False, soft_wrap=True)
     console.print(
         f"detected {summary['detected']}/{summary['mutants']} "
         f"({summary['detected_within_seconds']} within {summary['max_seconds']:g} s), "

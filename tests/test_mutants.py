@@ -13,7 +13,8 @@ from squall.core.worker import WorkerState
 from squall.invariants import BY_ID
 from squall.scenarios.cli import main
 from squall.scenarios.explore import explore
-from squall.scenarios.faults import JoinWorker, KillWorker
+from squall.scenarios.faults import JoinWorker, KillWorker, Skew
+from squall.scenarios.minimize import minimize, size
 from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario, TaskDef
 from squall.scenarios.mutants import (
     CATALOG,
@@ -21,6 +22,7 @@ from squall.scenarios.mutants import (
     MutantError,
     measure_mutant,
     mutant,
+    same_failure,
     switched_on,
 )
 from squall.scenarios.replay import REPRODUCED, replay_trace
@@ -147,6 +149,39 @@ def test_a_fixed_scenario_catches_a_worker_mutant(tmp_path: Path) -> None:
         assert not out.ok, "the second reader ran although its input was dropped"
         assert out.violations[0].invariant in MUTANTS["freed-while-needed"].caught_by
         assert replay_trace(trace).verdict == REPRODUCED
+
+
+def test_replay_switches_a_mutant_on_by_name(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "drift.jsonl"
+    with switched_on("occupancy-drift"):
+        assert not run_scenario(KILL, trace=trace).ok
+    code, out, _ = _cli(["replay", str(trace), "--mutant", "occupancy-drift"], capsys)
+    assert code == 1 and "reproduced" in out  # the recorded violation recurs
+    code, out, _ = _cli(["replay", str(trace)], capsys)
+    assert code != 1, out  # without the bug, it does not
+    code, out, err = _cli(["replay", str(trace), "--mutant", "nope"], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "unknown mutant 'nope'" in err
+
+
+def test_minimize_drops_what_the_failure_does_not_need() -> None:
+    # KILL plus three tasks, a second worker and a skew that have nothing to do with it.
+    extra = tuple(TaskDef(f"z-{i}", sim_duration=0.2) for i in range(3))
+    big = msgspec.structs.replace(
+        KILL, workload=ExplicitGraph(tasks=KILL.workload.tasks + extra),  # type: ignore[union-attr]
+        cluster=ClusterShape(workers=2), chaos=(Skew(at=0.05, factor=10.0), *KILL.chaos))
+    m = MUTANTS["dead-worker-tasks-stranded"]
+    with m.active():
+        first = run_scenario(big)
+    assert not first.ok
+    small, out, tried = minimize(big, first, same_failure(m, first), time_limit=30)
+    assert tried > 0
+    assert out.violations[0].invariant == first.violations[0].invariant
+    assert size(small, out) < size(big, first)
+    assert len(small.workload.tasks) < len(big.workload.tasks)  # type: ignore[union-attr]
+    assert not any(isinstance(f, Skew) for f in small.chaos)
+    assert run_scenario(small).ok  # still the mutant's doing
 
 
 # ------------------------------------------------------------------ the command
