@@ -102,9 +102,14 @@ cli.add_command(run_cmd)
 cli.add_command(replay_cmd)
 cli.add_command(explore_cmd)
 cli.add_command(report_cmd)
+
 from squall.core.stealing import balance_command  # noqa: E402
 
 cli.add_command(balance_command)
+
+from squall.chaos.cli import toxiproxy_command  # noqa: E402
+
+cli.add_command(toxiproxy_command)
 
 from squall.core.cluster_cli import keys_command, scheduler_command, worker_command  # noqa: E402
 
