@@ -4,7 +4,8 @@ Hypothesis shrinks the choices a scenario was drawn from, which can leave a loca
 a task that no longer matters but that its dependents' offsets keep, a fault that could
 strike earlier, a fifth worker. ``minimize(scenario, still_fails)`` then tries simpler
 scenarios -- one task fewer (its dependents lose that input), one fault fewer, a fault
-earlier, one worker fewer, one thread, no stealing, plainer links and tasks -- and keeps a
+earlier, one worker fewer, one thread, no stealing, two tasks fewer, plainer links and
+tasks -- and keeps a
 candidate when ``still_fails`` holds for it and it is smaller: fewer stimuli delivered,
 then fewer tasks, then fewer faults. Greedy, to a fixed point or a time limit.
 """
@@ -19,6 +20,7 @@ from msgspec.structs import replace
 from squall.core.outcome import Outcome
 from squall.scenarios.model import ExplicitGraph, Scenario, ScenarioError
 
+PAIRS_UP_TO = 24  # graphs this small also try dropping any two tasks at once
 # still_fails(candidate) -> the candidate's outcome when it fails the same way, else None
 Judge = Callable[[Scenario], Outcome | None]
 Size = tuple[int, int, int]
@@ -84,6 +86,15 @@ def _simpler(sc: Scenario) -> Iterator[Scenario]:
         if f.at >= 0.02:
             earlier = replace(f, at=round(f.at / 2, 2))
             yield replace(sc, chaos=chaos[:i] + (earlier,) + chaos[i + 1:])
+    if isinstance(w, ExplicitGraph) and 2 < len(w.tasks) <= PAIRS_UP_TO:
+        # Placement is sensitive to every task: two may have to go together.
+        n = len(w.tasks)
+        for i in reversed(range(n)):
+            for j in reversed(range(i)):
+                gone = (w.tasks[i].key, w.tasks[j].key)
+                tasks = tuple(replace(t, deps=tuple(d for d in t.deps if d not in gone))
+                              for k, t in enumerate(w.tasks) if k not in (i, j))
+                yield replace(sc, workload=ExplicitGraph(tasks=tasks))
     if isinstance(w, ExplicitGraph):
         for i, t in enumerate(w.tasks):
             if t.sim_duration is None:
