@@ -9,8 +9,10 @@ method again. A buggy method is a copy of the production one with the bug marked
 
 ``squall mutants`` (``run_mutants``) explores with each mutant on and reports whether it
 was caught, how fast, by which invariant, how small the shrunk trace is and whether it
-replays to the same failure (with the mutant on); then it explores as long with no
-mutant, where it must find nothing.
+replays to the same failure (with the mutant on). A failure counts as the mutant's only if
+its shrunk scenario passes with the mutant off; it is then minimized further by trace
+length (``squall.scenarios.minimize``). Last, it explores as long with no mutant, in each
+scenario space the mutants used, where it must find nothing.
 
 Exploration runs in forked processes (``--jobs``): the mutant's *name* travels to each
 job, which switches it on itself (see ``squall.scenarios.explore``).
@@ -120,6 +122,10 @@ def _remove_worker_bug(*, reschedule: bool, recompute: bool, retry_limit: bool) 
                 recs[ts] = ERRED
             else:
                 recs[ts] = RELEASED  # BUG (when retry_limit is off): retried forever
+        killed = {ts: finish for ts, finish in recs.items() if finish == ERRED}
+        if killed:
+            self.transitions(killed)
+            recs = {ts: finish for ts, finish in recs.items() if finish != ERRED}
         for ts in list(ws.has_what):
             del ts.who_has[ws]
             del ws.has_what[ts]
