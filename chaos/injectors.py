@@ -37,7 +37,8 @@ class Fault(msgspec.Struct, tag_field="kind", frozen=True, kw_only=True, omit_de
     at: float = 0.0  # seconds after the graph is submitted
 
     def apply(self, surface: FaultSurface) -> None:
-        raise NotImplementedError
+        """Act on the fault surface. Abstract: every fault kind below overrides it."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how it applies")
 
     def check(self) -> None:
         """Raise ValueError naming the bad field."""

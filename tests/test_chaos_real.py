@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.real, pytest.mark.xdist_group("real")]
 def slow_inc(x: int) -> int:
     import time
 
-    time.sleep(0.02)
+    time.sleep(0.02)  # the task body's own work (not a wait), so faults land mid-run
     return x + 1
 
 

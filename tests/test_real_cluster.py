@@ -43,7 +43,7 @@ def add(*xs: int) -> int:
 
 
 def slow_add(*xs: int) -> int:
-    time.sleep(0.01)  # the task's own run time, so that a kill lands mid-run
+    time.sleep(0.01)  # the task body's own work (not a wait): a kill lands mid-run
     return sum(xs)
 
 
