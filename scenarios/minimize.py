@@ -5,9 +5,18 @@ a task that no longer matters but that its dependents' offsets keep, a fault tha
 strike earlier, a fifth worker. ``minimize(scenario, still_fails)`` then tries simpler
 scenarios -- one task fewer (its dependents lose that input), one fault fewer, a fault
 earlier, one worker fewer, one thread, no stealing, two tasks fewer, plainer links and
-tasks -- and keeps a
-candidate when ``still_fails`` holds for it and it is smaller: fewer stimuli delivered,
-then fewer tasks, then fewer faults. Greedy, to a fixed point or a time limit.
+tasks, one task or worker fewer with the faults striking another worker or as much sooner
+as the task took -- and keeps a candidate when ``still_fails`` holds for it and it is smaller: fewer
+stimuli delivered, then fewer tasks, then fewer faults. Greedy, to a fixed point or a time
+limit.
+
+It also shrinks the cluster's clock, the way it shrinks tasks and faults: a failure that
+waits for the failure detector spends most of its trace on clock ticks and heartbeats.
+So it tries no heartbeat timeout, a shorter one, no heartbeats, fewer of them, and a
+slower clock (``tick_interval``); and, for a worker cut off from everyone, the verdict the
+heartbeat timeout would reach without the wait: the worker dies (a ``KillWorker``, which
+the scheduler hears of at once), at the time the timeout would notice or sooner. A
+candidate with more faults is kept only when its trace is shorter.
 """
 
 from __future__ import annotations
@@ -18,8 +27,11 @@ from collections.abc import Callable, Iterator
 from msgspec.structs import replace
 
 from squall.core.outcome import Outcome
+from squall.scenarios.faults import AnyFault, KillWorker, Partition
 from squall.scenarios.model import ExplicitGraph, Scenario, ScenarioError
 
+MIN_HEARTBEAT_TIMEOUT = 0.2  # a shorter timeout is not shrunk further
+SLOWEST_TICK = 1.0  # the clock is slowed (tick_interval doubled) up to this
 PAIRS_UP_TO = 24  # graphs this small also try dropping any two tasks at once
 # still_fails(candidate) -> the candidate's outcome when it fails the same way, else None
 Judge = Callable[[Scenario], Outcome | None]
@@ -66,16 +78,9 @@ def _simpler(sc: Scenario) -> Iterator[Scenario]:
     chaos = sc.chaos
     for i in range(len(chaos)):
         yield replace(sc, chaos=chaos[:i] + chaos[i + 1:])
-    w = sc.workload
-    if isinstance(w, ExplicitGraph) and len(w.tasks) > 1:
-        for i in reversed(range(len(w.tasks))):
-            gone = w.tasks[i].key
-            tasks = tuple(replace(t, deps=tuple(d for d in t.deps if d != gone))
-                          for j, t in enumerate(w.tasks) if j != i)
-            yield replace(sc, workload=ExplicitGraph(tasks=tasks))
+    for smaller, _ in _fewer(sc):
+        yield smaller
     c = sc.cluster
-    if c.workers > 1:
-        yield replace(sc, cluster=replace(c, workers=c.workers - 1))
     if c.threads > 1:
         yield replace(sc, cluster=replace(c, threads=1))
     if c.stealing:
@@ -86,15 +91,14 @@ def _simpler(sc: Scenario) -> Iterator[Scenario]:
         if f.at >= 0.02:
             earlier = replace(f, at=round(f.at / 2, 2))
             yield replace(sc, chaos=chaos[:i] + (earlier,) + chaos[i + 1:])
+    yield from _sooner(sc)
+    w = sc.workload
     if isinstance(w, ExplicitGraph) and 2 < len(w.tasks) <= PAIRS_UP_TO:
         # Placement is sensitive to every task: two may have to go together.
         n = len(w.tasks)
         for i in reversed(range(n)):
             for j in reversed(range(i)):
-                gone = (w.tasks[i].key, w.tasks[j].key)
-                tasks = tuple(replace(t, deps=tuple(d for d in t.deps if d not in gone))
-                              for k, t in enumerate(w.tasks) if k not in (i, j))
-                yield replace(sc, workload=ExplicitGraph(tasks=tasks))
+                yield replace(sc, workload=_without(w, {w.tasks[i].key, w.tasks[j].key}))
     if isinstance(w, ExplicitGraph):
         for i, t in enumerate(w.tasks):
             if t.sim_duration is None:
@@ -103,3 +107,91 @@ def _simpler(sc: Scenario) -> Iterator[Scenario]:
             if plain != t:
                 tasks = w.tasks[:i] + (plain,) + w.tasks[i + 1:]
                 yield replace(sc, workload=ExplicitGraph(tasks=tasks))
+    # One task or worker fewer moves work to other workers, and a worker that runs one
+    # task fewer is that much sooner where the failure needs it: the faults may then have
+    # to strike another worker, or sooner, to hit the same moment.
+    named = {name for f in chaos if (name := _worker_of(f)) is not None}
+    for smaller, saved in _fewer(sc):
+        others = [f"w{b}" for b in range(smaller.cluster.workers)]
+        pairs = sorted({(min(a, b), max(a, b)) for a in named for b in others if b != a})
+        for moved in [smaller, *(_swap_workers(smaller, a, b) for a, b in pairs)]:
+            if moved is not smaller:
+                yield moved
+            if saved > 0 and moved.chaos:
+                yield replace(moved, chaos=tuple(replace(f, at=round(max(0.0, f.at - saved), 2))
+                                                 for f in moved.chaos))
+
+
+def _fewer(sc: Scenario) -> Iterator[tuple[Scenario, float]]:
+    """One task fewer (its dependents lose that input), then one worker fewer; with the
+    seconds of work that saves (the task's duration)."""
+    w = sc.workload
+    if isinstance(w, ExplicitGraph) and len(w.tasks) > 1:
+        for i in reversed(range(len(w.tasks))):
+            t = w.tasks[i]
+            took = t.sim_duration if t.sim_duration is not None else t.duration
+            yield replace(sc, workload=_without(w, {t.key})), took or 0.0
+    c = sc.cluster
+    if c.workers > 1:
+        yield replace(sc, cluster=replace(c, workers=c.workers - 1)), 0.0
+
+
+def _without(w: ExplicitGraph, gone: set[str]) -> ExplicitGraph:
+    return ExplicitGraph(tasks=tuple(replace(t, deps=tuple(d for d in t.deps if d not in gone))
+                                     for t in w.tasks if t.key not in gone))
+
+
+def _worker_of(f: AnyFault) -> str | None:
+    """The one worker a fault strikes, if it names one."""
+    name = getattr(f, "worker", None)
+    return name if isinstance(name, str) and name != "*" else None
+
+
+def _swap_workers(sc: Scenario, a: str, b: str) -> Scenario:
+    """``sc`` with workers ``a`` and ``b`` trading places in every fault and link."""
+    other = {a: b, b: a}
+    chaos = tuple(replace(f, **{field: other[getattr(f, field)]
+                                for field in ("worker", "peer")
+                                if getattr(f, field, None) in other})
+                  for f in sc.chaos)
+    links = tuple(replace(link, worker=other.get(link.worker, link.worker))
+                  for link in sc.cluster.links)
+    return replace(sc, chaos=chaos, cluster=replace(sc.cluster, links=links))
+
+
+def _sooner(sc: Scenario) -> Iterator[Scenario]:
+    """Candidates that reach the same state with fewer clock ticks and heartbeats."""
+    c, chaos = sc.cluster, sc.chaos
+    timeout = c.heartbeat_timeout
+    if timeout is not None:
+        for i, f in enumerate(chaos):
+            if not (isinstance(f, Partition) and f.peer == "*" and f.seconds is None):
+                continue
+            if any(isinstance(g, KillWorker) and g.worker == f.worker and g.at >= f.at
+                   for g in chaos):
+                continue
+            # The timeout's verdict without the wait: the cut-off worker dies, when the
+            # timeout would notice it or (halving) sooner; with the failure detector or
+            # without it, if it was there only for this worker.
+            delay = timeout
+            while delay >= 0.02:
+                death: tuple[AnyFault, ...] = (KillWorker(at=round(f.at + delay, 2),
+                                                          worker=f.worker),)
+                died = replace(sc, chaos=chaos[:i + 1] + death + chaos[i + 1:])
+                yield replace(died, cluster=replace(c, heartbeat_timeout=None))
+                yield died
+                delay /= 2
+        yield replace(sc, cluster=replace(c, heartbeat_timeout=None))
+        if timeout / 2 >= MIN_HEARTBEAT_TIMEOUT:
+            shorter = round(timeout / 2, 2)
+            hb = c.heartbeat_interval
+            yield replace(sc, cluster=replace(
+                c, heartbeat_timeout=shorter,
+                heartbeat_interval=None if hb is None else min(hb, shorter / 2)))
+    if c.heartbeat_interval is not None:
+        yield replace(sc, cluster=replace(c, heartbeat_interval=None))
+        longer = c.heartbeat_interval * 2
+        if timeout is None or longer <= timeout / 2:
+            yield replace(sc, cluster=replace(c, heartbeat_interval=longer))
+    if (timeout is not None or c.stealing) and c.tick_interval * 2 <= SLOWEST_TICK:
+        yield replace(sc, cluster=replace(c, tick_interval=round(c.tick_interval * 2, 3)))

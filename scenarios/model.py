@@ -63,6 +63,9 @@ class LinkSpec(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_f
     jitter: float | None = None
 
 
+DEFAULT_TICK = 0.1
+
+
 class ClusterShape(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
                    forbid_unknown_fields=True):
     workers: int = 4
@@ -75,6 +78,9 @@ class ClusterShape(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     allowed_failures: int = 3
     heartbeat_interval: float | None = 0.5
     heartbeat_timeout: float | None = None  # needed for partitions to be noticed
+    # virtual seconds between the scheduler's clock ticks (the heartbeat timeout is checked
+    # and stealing balances on a tick); the simulator's only: the real scheduler sets its own
+    tick_interval: float = DEFAULT_TICK
     # virtual seconds after which a run that has not finished counts as stuck (a livelock
     # keeps events coming, so the simulator's stall detection alone would not stop it)
     max_time: float = 3600.0
@@ -109,6 +115,8 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
             v = getattr(c, name)
             if v is not None and not v > 0:
                 raise ScenarioError(f"cluster.{name} must be > 0 or null, got {v}")
+        if not c.tick_interval > 0:
+            raise ScenarioError(f"cluster.tick_interval must be > 0, got {c.tick_interval}")
         w = self.workload
         if isinstance(w, Generated):
             if w.name not in WORKLOADS:

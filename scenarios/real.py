@@ -41,7 +41,7 @@ from squall.scenarios.faults import (
     links_between,
     timeline,
 )
-from squall.scenarios.model import Scenario
+from squall.scenarios.model import DEFAULT_TICK, Scenario
 from squall.scenarios.trace import CHAOS, End, Stim, TraceWriter, WorkerStart
 
 POLL = 0.01  # seconds between looks at the futures and the fault schedule
@@ -91,6 +91,8 @@ def unsupported_in_real_mode(scenario: Scenario) -> str | None:
     for i, f in enumerate(scenario.chaos):
         if isinstance(f, JoinWorker) and f.threads not in (None, scenario.cluster.threads):
             return f"chaos[{i}] (join): a joining worker has the cluster's threads in real mode"
+    if scenario.cluster.tick_interval != DEFAULT_TICK:
+        return "cluster.tick_interval is the simulator's: the real scheduler sets its own"
     return None
 
 

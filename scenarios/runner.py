@@ -93,7 +93,8 @@ def build_sim(scenario: Scenario, *, validate: bool = True) -> SimCluster:
         workers=c.workers, threads=c.threads, seed=scenario.seed, latency=c.latency,
         bandwidth=c.bandwidth, jitter=c.jitter, validate=validate, stealing=c.stealing,
         allowed_failures=c.allowed_failures, heartbeat_interval=c.heartbeat_interval,
-        heartbeat_timeout=c.heartbeat_timeout, max_time=c.max_time,
+        heartbeat_timeout=c.heartbeat_timeout, tick_interval=c.tick_interval,
+        max_time=c.max_time,
     )
     for link in c.links:
         SlowLink(worker=link.worker, latency=link.latency, bandwidth=link.bandwidth,

@@ -13,7 +13,7 @@ from squall.core.worker import WorkerState
 from squall.invariants import BY_ID
 from squall.scenarios.cli import main
 from squall.scenarios.explore import explore
-from squall.scenarios.faults import JoinWorker, KillWorker, Skew
+from squall.scenarios.faults import JoinWorker, KillWorker, Partition, Skew
 from squall.scenarios.minimize import minimize, size
 from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario, TaskDef
 from squall.scenarios.mutants import (
@@ -181,6 +181,31 @@ def test_minimize_drops_what_the_failure_does_not_need() -> None:
     assert size(small, out) < size(big, first)
     assert len(small.workload.tasks) < len(big.workload.tasks)  # type: ignore[union-attr]
     assert not any(isinstance(f, Skew) for f in small.chaos)
+    assert run_scenario(small).ok  # still the mutant's doing
+
+
+def test_minimize_shrinks_the_clock_a_failure_waited_for() -> None:
+    # missing-data-ignored as Hypothesis left it: w0, which holds a-5, is cut off while
+    # w3 waits to fetch a-5 for a-6, and only the 2 s heartbeat timeout declares w0 dead;
+    # 56 of its 87 stimuli were clock ticks and heartbeats.
+    t = [TaskDef(f"a-{i}", sim_duration=0.01, duration=0.01, nbytes=100) for i in range(7)]
+    tasks = (*t[:3], t[4], t[5], msgspec.structs.replace(t[6], deps=("a-4", "a-5")))
+    big = Scenario(workload=ExplicitGraph(tasks=tasks),
+                   cluster=ClusterShape(latency=0.01, heartbeat_timeout=2.0, max_time=600.0),
+                   chaos=(Partition(at=0.05, worker="w0"),))
+    assert run_scenario(big).ok
+    m = MUTANTS["missing-data-ignored"]
+    with m.active():
+        first = run_scenario(big)
+    assert not first.ok and first.n_stimuli > 60
+    small, out, _ = minimize(big, first, same_failure(m, first), time_limit=60)
+    assert out.violations[0].invariant == first.violations[0].invariant
+    assert out.n_stimuli <= 30
+    # The timeout's verdict without the wait: the cut-off holder dies, no clock is needed.
+    assert small.cluster.heartbeat_timeout is None and small.cluster.heartbeat_interval is None
+    [cut] = [f for f in small.chaos if isinstance(f, Partition)]
+    assert any(isinstance(f, KillWorker) and f.worker == cut.worker and f.at > cut.at
+               for f in small.chaos)
     assert run_scenario(small).ok  # still the mutant's doing
 
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from squall.core.protocol import Tick
 from squall.core.scheduler import SchedulerState
 from squall.scenarios.cli import main
 from squall.scenarios.explore import explore
@@ -33,10 +34,11 @@ from squall.scenarios.model import (
     scenario_from_json,
     scenario_to_json,
 )
-from squall.scenarios.replay import REPRODUCED, replay_trace
+from squall.scenarios.replay import MATCH, REPRODUCED, replay_trace
 from squall.scenarios.runner import build_sim, run_scenario
 from squall.scenarios.stateful import ClusterMachine
 from squall.scenarios.strategies import graphs, scenarios
+from squall.scenarios.trace import Stim, read_trace
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -139,6 +141,8 @@ def test_heal_star_reconnects_every_partitioned_worker() -> None:
      '"chaos": [{"kind": "explode", "at": 1}]}', "Invalid value 'explode'"),
     ('{"workload": {"type": "generated", "name": "chain", "tasks": 3}, '
      '"cluster": {"threads": 0}}', "cluster.threads must be >= 1"),
+    ('{"workload": {"type": "generated", "name": "chain", "tasks": 3}, '
+     '"cluster": {"tick_interval": 0}}', "cluster.tick_interval must be > 0, got 0"),
     ('{"workload": ', "not valid JSON"),
 ])
 def test_bad_scenario_files_give_one_line_naming_the_field(
@@ -164,6 +168,25 @@ def test_real_runtime_refuses_what_it_cannot_do_in_one_line(
     code, _, err = _cli(["run", str(path), "--runtime", "real"], capsys)
     assert code == 2 and err.count("\n") == 1
     assert "runtime 'real': chaos[0] (join)" in err
+    path.write_bytes(scenario_to_json(Scenario(workload=Generated(name="chain", tasks=3),
+                                               cluster=ClusterShape(tick_interval=0.5))))
+    code, _, err = _cli(["run", str(path), "--runtime", "real"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "runtime 'real': cluster.tick_interval is the simulator's" in err
+
+
+def test_the_tick_interval_sets_the_simulated_scheduler_clock(tmp_path: Path) -> None:
+    def ticks(every: float) -> int:
+        sc = Scenario(workload=ExplicitGraph(tasks=(TaskDef("a-0", sim_duration=2.0),)),
+                      cluster=ClusterShape(workers=1, heartbeat_timeout=2.0,
+                                           tick_interval=every))
+        trace = tmp_path / f"{every}.jsonl"
+        assert run_scenario(sc, trace=trace).ok
+        assert replay_trace(trace).verdict == MATCH
+        return sum(1 for _, line in read_trace(trace)
+                   if isinstance(line, Stim) and isinstance(line.m, Tick))
+
+    assert ticks(0.1) >= 19 and 4 <= ticks(0.4) <= 6  # over the 2 s the task runs
 
 
 @pytest.mark.real
