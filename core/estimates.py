@@ -14,7 +14,7 @@ MOVING_AVERAGE_WEIGHT = 0.5  # weight of a new measurement
 
 
 class DurationEstimator:
-    __slots__ = ("default", "_measured", "_hinted", "_skew", "_skew_all", "_effective")
+    __slots__ = ("default", "_measured", "_hinted", "_skew", "_skew_all", "durations")
 
     def __init__(self, default: float = DEFAULT_DURATION) -> None:
         self.default = default
@@ -22,12 +22,13 @@ class DurationEstimator:
         self._hinted: dict[str, float] = {}
         self._skew: dict[str, float] = {}
         self._skew_all = 1.0
-        # prefix -> skewed estimate, kept current so that duration() is one lookup
-        self._effective: dict[str, float] = {}
+        # prefix -> skewed estimate of every prefix seen, kept current so that duration()
+        # is one lookup; read-only outside this class (occupancy reads it in its loop).
+        self.durations: dict[str, float] = {}
 
     def duration(self, prefix: str) -> float:
         """Expected run time of one task of ``prefix``, in seconds."""
-        d = self._effective.get(prefix)
+        d = self.durations.get(prefix)
         if d is None:
             return self.default * self._skew_all * self._skew.get(prefix, 1.0)
         return d
@@ -37,9 +38,12 @@ class DurationEstimator:
         return prefix in self._measured
 
     def hint(self, prefix: str, duration: float | None) -> None:
-        """The user's hint, used until a measurement exists; the first hint wins."""
+        """The user's hint, used until a measurement exists; the first hint wins.
+        A prefix without a hint is registered with the default."""
         if duration is not None and prefix not in self._hinted:
             self._hinted[prefix] = duration
+            self._refresh(prefix)
+        elif prefix not in self.durations:
             self._refresh(prefix)
 
     def observe(self, prefix: str, duration: float) -> None:
@@ -69,7 +73,7 @@ class DurationEstimator:
             raise ValueError(f"skew factor must be > 0, got {factor}")
         if prefix is None:
             self._skew_all = factor
-            for p in self._effective:
+            for p in self.durations:
                 self._refresh(p)
         else:
             self._skew[prefix] = factor
@@ -82,8 +86,8 @@ class DurationEstimator:
         return d
 
     def _refresh(self, prefix: str) -> None:
-        self._effective[prefix] = self._base(prefix) * self._skew_all * self._skew.get(prefix, 1.0)
+        self.durations[prefix] = self._base(prefix) * self._skew_all * self._skew.get(prefix, 1.0)
 
     def snapshot(self) -> dict[str, float]:
         """Current skewed estimates of every prefix seen."""
-        return dict(self._effective)
+        return dict(self.durations)

@@ -120,10 +120,12 @@ class TaskGraph:
         ``known`` are keys that exist already (submitted earlier) and may be depended on.
         """
         known_set = set(known)
-        for spec in self.tasks.values():
-            missing = [d for d in spec.deps if d not in self.tasks and d not in known_set]
-            if missing:
-                raise GraphError(f"task {spec.key!r} depends on missing key(s): {missing}")
+        tasks = self.tasks
+        for spec in tasks.values():
+            for d in spec.deps:
+                if d not in tasks and d not in known_set:
+                    missing = [d for d in spec.deps if d not in tasks and d not in known_set]
+                    raise GraphError(f"task {spec.key!r} depends on missing key(s): {missing}")
         order = self.topological_order()
         for spec in self.tasks.values():
             if spec.func is not None:
@@ -132,21 +134,23 @@ class TaskGraph:
 
     def topological_order(self) -> list[str]:
         """Keys with every task after its dependencies; GraphError names a cycle."""
-        indegree = {k: 0 for k in self.tasks}
-        dependents: dict[str, list[str]] = {k: [] for k in self.tasks}
-        for spec in self.tasks.values():
+        tasks = self.tasks
+        indegree = dict.fromkeys(tasks, 0)
+        dependents: dict[str, list[str]] = {k: [] for k in tasks}
+        for spec in tasks.values():
+            n = 0
             for d in spec.deps:
-                if d in self.tasks:
-                    indegree[spec.key] += 1
+                if d in tasks:
+                    n += 1
                     dependents[d].append(spec.key)
+            indegree[spec.key] = n
         order = [k for k, n in indegree.items() if n == 0]
-        i = 0
-        while i < len(order):
-            for dep in dependents[order[i]]:
-                indegree[dep] -= 1
-                if indegree[dep] == 0:
+        for key in order:  # (a list iterated while it grows: a queue)
+            for dep in dependents[key]:
+                n = indegree[dep] - 1
+                indegree[dep] = n
+                if n == 0:
                     order.append(dep)
-            i += 1
         if len(order) != len(self.tasks):
             raise GraphError(f"cycle among keys: {_find_cycle(self, indegree)}")
         return order

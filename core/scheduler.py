@@ -41,6 +41,13 @@ CANDIDATE_POOL = 10  # workers looked at per placement decision, whatever the cl
 DEP_TASK_POOL = 2  # non-holders looked at besides the holders, for tasks with inputs
 
 
+def heartbeat_interval(n_workers: int) -> float:
+    """How often each of ``n_workers`` workers should send a heartbeat: every 0.5 s in a
+    small cluster, less often in a large one so the scheduler hears about 50 a second at
+    most (while every worker still reports at least every 5 s)."""
+    return min(5.0, max(0.5, n_workers / 50))
+
+
 class InvalidTransition(RuntimeError):
     """A task was asked to move along a transition the table does not allow."""
 
@@ -211,10 +218,11 @@ class SchedulerState:
 
     def occupancy(self, ws: WorkerInfo) -> float:
         """Expected seconds of work queued on ``ws``: derived, never accumulated."""
-        duration = self.estimator.duration
+        durations = self.estimator.durations  # estimator.duration(), without a call each
         total = 0.0
         for prefix, count in ws.prefix_counts.items():
-            total += count * duration(prefix)
+            d = durations.get(prefix)
+            total += count * (self.estimator.duration(prefix) if d is None else d)
         if ws.fetch_bytes:
             total += ws.fetch_bytes / (ws.bandwidth or self.bandwidth)
         return total
@@ -236,6 +244,7 @@ class SchedulerState:
 
         Looks at the holders of the task's inputs plus a bounded pool of idle (or,
         failing that, round-robin) workers, so the cost does not grow with cluster size.
+        Ties go to the worker holding fewer bytes.
         """
         if not self.running:
             return None
@@ -252,13 +261,19 @@ class SchedulerState:
             candidates.extend(self._candidate_pool(DEP_TASK_POOL))
         else:
             candidates = self._candidate_pool(CANDIDATE_POOL)
+        # start_time(), unrolled: this loop is the hottest in the scheduler. (A worker
+        # listed twice costs the same twice, so it cannot win twice.)
+        occupancy = self.occupancy
+        transfer_cost = self.transfer_cost if ts.dependencies else None
         best: WorkerInfo | None = None
-        best_cost: tuple[float, int] = (0.0, 0)
-        start_time = self.start_time
-        for ws in dict.fromkeys(candidates):
-            cost = (start_time(ts, ws), ws.nbytes)
-            if best is None or cost < best_cost:
-                best, best_cost = ws, cost
+        best_start = best_nbytes = 0.0
+        for ws in candidates:
+            start = occupancy(ws) / ws.nthreads
+            if transfer_cost is not None:
+                start += transfer_cost(ts, ws)
+            if best is None or start < best_start or (start == best_start
+                                                      and ws.nbytes < best_nbytes):
+                best, best_start, best_nbytes = ws, start, ws.nbytes
         return best
 
     def _candidate_pool(self, size: int) -> list[WorkerInfo]:
@@ -287,39 +302,42 @@ class SchedulerState:
         log = self.transition_log.append
         observers = self.observers
         sid = self._stimulus_id
-        while recommendations:
-            ts, finish = recommendations.popitem()
-            start = ts.state
-            if start == finish or start == FORGOTTEN:
-                continue
-            fn = table.get((start, finish))
-            if fn is None:
-                # Two-step paths through "released" are allowed where each step is.
-                if (start, RELEASED) in table and (RELEASED, finish) in table:
-                    recommendations[ts] = finish
-                    fn = table[(start, RELEASED)]
-                    finish = RELEASED
-                else:
-                    raise InvalidTransition(
-                        f"task {ts.key!r}: no transition {start} -> {finish} "
-                        f"(stimulus {sid})"
+        try:
+            while recommendations:
+                ts, finish = recommendations.popitem()
+                start = ts.state
+                if start == finish or start == FORGOTTEN:
+                    continue
+                fn = table.get((start, finish))
+                if fn is None:
+                    # Two-step paths through "released" are allowed where each step is.
+                    if (start, RELEASED) in table and (RELEASED, finish) in table:
+                        recommendations[ts] = finish
+                        fn = table[(start, RELEASED)]
+                        finish = RELEASED
+                    else:
+                        raise InvalidTransition(
+                            f"task {ts.key!r}: no transition {start} -> {finish} "
+                            f"(stimulus {sid})"
+                        )
+                more = fn(ts, sid)
+                actual = ts.state
+                if actual == start:
+                    continue  # e.g. no-worker -> processing with still no worker
+                count += 1
+                log((ts.key, start, actual, sid))
+                if observers:
+                    for obs in observers:
+                        obs(self, ts, start, actual, sid)
+                if more:
+                    recommendations.update(more)
+                if count > cap:
+                    raise LivelockError(
+                        f"stimulus {sid} caused more than {cap} transitions (last: {ts.key!r} "
+                        f"{start} -> {actual})"
                     )
-            more = fn(ts, sid)
-            actual = ts.state
-            if actual == start:
-                continue  # e.g. no-worker -> processing with still no worker
-            count += 1
-            self.transition_counter += 1
-            log((ts.key, start, actual, sid))
-            for obs in observers:
-                obs(self, ts, start, actual, sid)
-            if more:
-                recommendations.update(more)
-            if count > cap:
-                raise LivelockError(
-                    f"stimulus {sid} caused more than {cap} transitions (last: {ts.key!r} "
-                    f"{start} -> {actual})"
-                )
+        finally:
+            self.transition_counter += count
 
     def _needed(self, ts: TaskState) -> bool:
         return bool(ts.who_wants) or bool(ts.waiters)

@@ -40,13 +40,14 @@ import msgspec
 from squall.core import protocol as p
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
 from squall.core.outcome import Outcome
-from squall.core.scheduler import SchedulerState
+from squall.core.scheduler import SchedulerState, heartbeat_interval
 from squall.core.worker import WorkerState
 
 SCHEDULER = "scheduler"
 CLIENT = "client"
 DEFAULT_OUTPUT_BYTES = 100
 _MASK = (1 << 61) - 1
+AUTO = "auto"  # heartbeat_interval: scaled with the number of workers, as the scheduler says
 GATHER_RETRY = 1.0  # virtual seconds between attempts to fetch across a cut link
 _digest_encoder = msgspec.msgpack.Encoder()
 
@@ -66,10 +67,15 @@ def task_value(key: str, inputs: list[int]) -> int:
 def expected_results(graph: TaskGraph, order: list[str] | None = None) -> dict[str, int | str]:
     """Sequential evaluation: each key's value, or "error:<key>" naming the failed task."""
     out: dict[str, int | str] = {}
+    specs = graph.tasks
     for key in order if order is not None else graph.topological_order():
-        spec = graph[key]
+        spec = specs[key]
         inputs = [out[d] for d in spec.deps]
-        failed = next((x for x in inputs if isinstance(x, str)), None)
+        failed = None
+        for x in inputs:
+            if type(x) is str:
+                failed = x
+                break
         if failed is not None:
             out[key] = failed
         elif spec.fails:
@@ -120,7 +126,7 @@ class SimCluster:
         validate: bool | None = None,
         stealing: bool = False,
         allowed_failures: int = 3,
-        heartbeat_interval: float | None = 0.5,
+        heartbeat_interval: float | str | None = AUTO,
         heartbeat_timeout: float | None = None,
         tick_interval: float = 0.1,
         stall_timeout: float = 30.0,
@@ -128,6 +134,9 @@ class SimCluster:
     ) -> None:
         if workers < 0 or threads < 1:
             raise ValueError(f"need workers >= 0 and threads >= 1, got {workers}, {threads}")
+        if isinstance(heartbeat_interval, str) and heartbeat_interval != AUTO:
+            raise ValueError(f"heartbeat_interval must be seconds, None or {AUTO!r}, "
+                             f"got {heartbeat_interval!r}")
         self.seed = seed
         self.threads = threads
         self.rng = {name: random.Random(f"{seed}:{name}")
@@ -287,13 +296,18 @@ class SimCluster:
 
     def _loop(self) -> None:
         events = self._events
+        pop = heapq.heappop
+        results = self.results
+        n_wanted = len(self._wanted)
+        validator = self.validator
+        max_time = self.max_time
         stuck_since: float | None = None
         # Done when every wanted key has a result and the scheduler has heard of every
         # death (a result reported just before its holder died is not a result yet).
-        while len(self.results) < len(self._wanted) or self._death_unnoticed():
+        while len(results) < n_wanted or self._death_unnoticed():
             if not events:
                 self._stuck("no events left")
-            t, _, fn, args, periodic = heapq.heappop(events)
+            t, _, fn, args, periodic = pop(events)
             self.now = t
             if not periodic:
                 self._pending -= 1
@@ -303,14 +317,14 @@ class SimCluster:
                     stuck_since = t
                 elif t - stuck_since > self.stall_timeout:
                     self._stuck(f"no progress for {self.stall_timeout:g} virtual seconds")
-            if t > self.max_time:
-                self._stuck(f"virtual time passed max_time={self.max_time:g}")
+            if t > max_time:
+                self._stuck(f"virtual time passed max_time={max_time:g}")
             fn(*args)
-            if self._pending == 0 and self.validator is not None:
-                self.validator.quiescent(self)
+            if validator is not None and self._pending == 0:
+                validator.quiescent(self)
         self._done_time = self.now
-        if self.validator is not None:
-            self.validator.check_end(self)
+        if validator is not None:
+            validator.check_end(self)
 
     def _death_unnoticed(self) -> bool:
         known = self.scheduler.workers
@@ -332,9 +346,11 @@ class SimCluster:
         n_erred = 0
         sched = self.scheduler
         workers = self.workers
+        results = self.results
+        tasks = sched.tasks
         for key in self._wanted:
             want = expected[key]
-            got = self.results.get(key)
+            got = results.get(key)
             if got is None:
                 wrong.append(key)
             elif got[0] == "erred":
@@ -342,7 +358,7 @@ class SimCluster:
                 if not self._error_explained(key, got[1], want):
                     wrong.append(key)
             else:
-                ts = sched.tasks.get(key)
+                ts = tasks.get(key)
                 if ts is None or not ts.who_has:
                     wrong.append(key)
                     continue
@@ -404,10 +420,10 @@ class SimCluster:
 
     def _push(self, t: float, fn: Callable[..., None], args: tuple[Any, ...],
               periodic: bool = False) -> None:
-        self._seq += 1
+        self._seq = seq = self._seq + 1
         if not periodic:
             self._pending += 1
-        heapq.heappush(self._events, (t, self._seq, fn, args, periodic))
+        heapq.heappush(self._events, (t, seq, fn, args, periodic))
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         fn(*args)
@@ -443,18 +459,22 @@ class SimCluster:
 
     def _arrival(self, src: str, dst: str, extra: float = 0.0) -> float | None:
         """When a message sent now from src reaches dst (FIFO per link), or None if cut."""
-        link = self._link(src, dst)
-        if link.down or self._link(dst, src).down:
-            return None
+        if self._links:
+            link = self._link(src, dst)
+            if link.down or self._link(dst, src).down:
+                return None
+        else:  # no link was ever set: the default link everywhere
+            link = self.default_link
         delay = link.latency + extra
         if link.jitter:
             delay += link.jitter * (2 * self.rng["network"].random() - 1)
             delay = max(delay, 0.0)
         arrival = self.now + delay
-        last = self._last_arrival.get((src, dst), 0.0)
+        key = (src, dst)
+        last = self._last_arrival.get(key, 0.0)
         if arrival < last:
             arrival = last
-        self._last_arrival[(src, dst)] = arrival
+        self._last_arrival[key] = arrival
         return arrival
 
     def _record(self, target: str, msg: Any) -> None:
@@ -579,8 +599,9 @@ class SimCluster:
                 stimulus_id=self._new_sid("add-worker"), time=self.now, worker=name,
                 nthreads=threads)], sender=sw):
             sw.broken = True  # cut off from the start: it registers once it is told to
-        if self.heartbeat_interval and self._started:
-            self._push(self.now + self.heartbeat_interval, self._heartbeat, (sw,), True)
+        every = self._heartbeat_every()
+        if every and self._started:
+            self._push(self.now + every, self._heartbeat, (sw,), True)
         return sw
 
     def _deliver_to_worker(self, sw: SimWorker, msgs: list[Any]) -> None:
@@ -615,7 +636,8 @@ class SimCluster:
             self._send_to_scheduler(sw.name, to_sched, sender=sw)
 
     def _start_execute(self, sw: SimWorker, key: str) -> None:
-        self.runs[key] = self.runs.get(key, 0) + 1
+        runs = self.runs
+        runs[key] = runs.get(key, 0) + 1
         duration = self._specs[key].actual_duration
         self._push(self.now + duration, self._execute_done, (sw, key, duration))
 
@@ -632,12 +654,13 @@ class SimCluster:
             msg: Any = p.ExecuteFailure(stimulus_id=sid, time=self.now, key=key,
                                         exception=f"SimulatedError: task {key!r} failed")
         else:
+            data = sw.data
             try:
-                inputs = [sw.data[d] for d in spec.deps]
+                inputs = [data[d] for d in spec.deps]
             except KeyError as e:
                 raise SimulationError(
                     f"worker {sw.name!r} ran {key!r} without its input {e.args[0]!r}") from None
-            sw.data[key] = task_value(key, inputs)
+            data[key] = task_value(key, inputs)
             nbytes = spec.nbytes if spec.nbytes is not None else DEFAULT_OUTPUT_BYTES
             msg = p.ExecuteSuccess(stimulus_id=sid, time=self.now, key=key, nbytes=nbytes,
                                    duration=duration)
@@ -645,8 +668,11 @@ class SimCluster:
 
     def _start_gather(self, sw: SimWorker, ins: p.GatherDep) -> None:
         holder = self.workers.get(ins.holder)
-        link = self._link(ins.holder, sw.name)
-        cut = link.down or self._link(sw.name, ins.holder).down
+        if self._links:
+            link = self._link(ins.holder, sw.name)
+            cut = link.down or self._link(sw.name, ins.holder).down
+        else:
+            link, cut = self.default_link, False
         if cut and holder is not None and holder.ws is not None and \
                 self.scheduler.workers.get(holder.name) is holder.ws:
             # The peer is alive and a member: the fetch waits for the link to come back.
@@ -658,9 +684,11 @@ class SimCluster:
             self._push(self.now + delay, self._gather_done, (sw, ins.holder, {}, ins.keys))
             return
         start = max(self.now, holder.paused_until)
-        values = {k: holder.data[k] for k in ins.keys if k in holder.data}
+        data = holder.data
+        values = {k: data[k] for k in ins.keys if k in data}
         missing = tuple(k for k in ins.keys if k not in values)
-        nbytes = sum(self._size(k) for k in values)
+        size = self._size
+        nbytes = sum([size(k) for k in values])
         t = start + link.latency + nbytes / link.bandwidth
         self._push(t, self._gather_done, (sw, ins.holder, values, missing))
 
@@ -699,9 +727,10 @@ class SimCluster:
     def _schedule_periodic(self) -> None:
         if self.stealing is not None or self.scheduler.heartbeat_timeout is not None:
             self._push(self.now + self.tick_interval, self._tick, (), True)
-        if self.heartbeat_interval:
+        every = self._heartbeat_every()
+        if every:
             for sw in self.workers.values():
-                self._push(self.now + self.heartbeat_interval, self._heartbeat, (sw,), True)
+                self._push(self.now + every, self._heartbeat, (sw,), True)
 
     def _tick(self) -> None:
         self._deliver_to_scheduler([p.Tick(stimulus_id=self._new_sid("tick"), time=self.now)])
@@ -714,6 +743,15 @@ class SimCluster:
         if sw.paused_until <= self.now:
             hb = sw.state.heartbeat(self.now, self._new_sid("heartbeat"))
             self._send_to_scheduler(sw.name, [hb], periodic=True, sender=sw)
-        assert self.heartbeat_interval is not None
-        self._push(self.now + self.heartbeat_interval, self._heartbeat, (sw,), True)
+        every = self._heartbeat_every()
+        assert every is not None
+        self._push(self.now + every, self._heartbeat, (sw,), True)
+
+    def _heartbeat_every(self) -> float | None:
+        """Seconds between a worker's heartbeats (None: no heartbeats)."""
+        if self.heartbeat_interval != AUTO:
+            return self.heartbeat_interval  # type: ignore[return-value]
+        every = heartbeat_interval(len(self.workers))
+        timeout = self.scheduler.heartbeat_timeout
+        return every if timeout is None else min(every, timeout / 4)
 

@@ -51,6 +51,12 @@ WORKER_TRANSITIONS: frozenset[tuple[str, str]] = frozenset({
     (MEMORY, RELEASED), (ERROR, RELEASED),
 })
 
+# old state -> the states it may move to (WORKER_TRANSITIONS, looked up without a tuple)
+_ALLOWED: dict[str, frozenset[str]] = {
+    old: frozenset(new for o, new in WORKER_TRANSITIONS if o == old)
+    for old in WORKER_TASK_STATES
+}
+
 DEFAULT_FETCH_LIMIT = 4  # concurrent transfers from peers
 FETCH_BATCH_BYTES = 50_000_000  # gather several keys from one peer in one transfer
 
@@ -157,7 +163,7 @@ class WorkerState:
 
     def _set_state(self, ts: WTask, new: str) -> None:
         old = ts.state
-        if (old, new) not in WORKER_TRANSITIONS:
+        if new not in _ALLOWED[old]:
             raise InvalidWorkerTransition(
                 f"worker {self.name!r}, task {ts.key!r}: no transition {old} -> {new} "
                 f"(stimulus {self._sid})"
@@ -406,23 +412,29 @@ class WorkerState:
     # ------------------------------------------------------------------ scheduling on the worker
 
     def _ensure_computing(self) -> None:
-        while len(self.executing) < self.nthreads and self.ready:
-            _, ts = heapq.heappop(self.ready)
+        ready = self.ready
+        executing = self.executing
+        while ready and len(executing) < self.nthreads:
+            _, ts = heapq.heappop(ready)
             if ts.state != READY or self.tasks.get(ts.key) is not ts:
                 continue  # stale heap entry
             self._set_state(ts, EXECUTING)
             ts.start_time = self.time
-            self.executing[ts] = None
+            executing[ts] = None
             self._out.append(p.Execute(stimulus_id=self._sid, worker=self.name, key=ts.key))
 
     def _ensure_communicating(self) -> None:
+        to_fetch = self.to_fetch
+        if not to_fetch:
+            return
+        in_flight = self.in_flight
         busy: list[tuple[tuple[int, int], WTask]] = []  # waiting on peers already sending
-        while self.to_fetch and len(self.in_flight) < self.fetch_limit and len(busy) < 64:
-            entry = heapq.heappop(self.to_fetch)
+        while to_fetch and len(in_flight) < self.fetch_limit and len(busy) < 64:
+            entry = heapq.heappop(to_fetch)
             ts = entry[1]
             if ts.state != FETCH or self.tasks.get(ts.key) is not ts:
                 continue
-            holder = next((h for h in ts.who_has if h not in self.in_flight), None)
+            holder = next((h for h in ts.who_has if h not in in_flight), None)
             if holder is None:
                 # every holder is busy sending to us: look at the next key, retry this one
                 # when a transfer ends
@@ -431,7 +443,7 @@ class WorkerState:
             batch = [ts]
             total = ts.nbytes
             # other keys waiting on the same peer travel in the same transfer
-            for i, (_, other) in enumerate(self.to_fetch):
+            for i, (_, other) in enumerate(to_fetch):
                 if total >= FETCH_BATCH_BYTES or i >= 64:  # bounded scan of the heap
                     break
                 if other.state == FETCH and other is not ts and holder in other.who_has \
@@ -441,9 +453,9 @@ class WorkerState:
             for t in batch:
                 t.coming_from = holder
                 self._set_state(t, FLIGHT)
-            self.in_flight[holder] = batch
+            in_flight[holder] = batch
             self._out.append(p.GatherDep(
                 stimulus_id=self._sid, worker=self.name, holder=holder,
                 keys=tuple(t.key for t in batch), nbytes=total))
         for entry in busy:
-            heapq.heappush(self.to_fetch, entry)
+            heapq.heappush(to_fetch, entry)

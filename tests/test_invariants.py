@@ -390,7 +390,7 @@ def _(h: Sched) -> None:
 @case("worker.occupancy-non-negative")
 def _() -> InvariantViolation:
     h = Sched()
-    h.s.estimator._effective[""] = -1.0  # a broken estimate: negative durations
+    h.s.estimator.durations[""] = -1.0  # a broken estimate: negative durations
     return h.full()
 
 
@@ -529,12 +529,13 @@ def _wcase(invariant_id: str) -> Callable[[Callable[[Work], None]], Any]:
 @case("wtask.transition-allowed")
 def _() -> InvariantViolation:
     h = Work()
-    allowed = worker_module.WORKER_TRANSITIONS
-    worker_module.WORKER_TRANSITIONS = allowed | {("memory", "ready")}  # a broken table
+    allowed = worker_module._ALLOWED  # the worker's table, by old state
+    broken = dict(allowed, memory=allowed["memory"] | {"ready"})  # a broken table
+    worker_module._ALLOWED = broken
     try:
         return raised(lambda: h.ws._set_state(h.t("x-0"), "ready"))
     finally:
-        worker_module.WORKER_TRANSITIONS = allowed
+        worker_module._ALLOWED = allowed
 
 
 @case("wtask.transition-has-stimulus-id")
