@@ -14,7 +14,7 @@ MOVING_AVERAGE_WEIGHT = 0.5  # weight of a new measurement
 
 
 class DurationEstimator:
-    __slots__ = ("default", "_measured", "_hinted", "_skew", "_skew_all", "durations")
+    __slots__ = ("default", "_measured", "_hinted", "_skew", "_skew_all", "durations", "version")
 
     def __init__(self, default: float = DEFAULT_DURATION) -> None:
         self.default = default
@@ -25,6 +25,7 @@ class DurationEstimator:
         # prefix -> skewed estimate of every prefix seen, kept current so that duration()
         # is one lookup; read-only outside this class (occupancy reads it in its loop).
         self.durations: dict[str, float] = {}
+        self.version = 0  # changes whenever an estimate may have changed
 
     def duration(self, prefix: str) -> float:
         """Expected run time of one task of ``prefix``, in seconds."""
@@ -86,6 +87,7 @@ class DurationEstimator:
         return d
 
     def _refresh(self, prefix: str) -> None:
+        self.version += 1
         self.durations[prefix] = self._base(prefix) * self._skew_all * self._skew.get(prefix, 1.0)
 
     def snapshot(self) -> dict[str, float]:

@@ -161,6 +161,10 @@ class SchedulerState:
         self._rr = 0  # round-robin pointer over ``running`` for root-task placement
         self._runs = 0  # assignments so far: each ComputeTask gets the next run id
         self._running_list: list[WorkerInfo] = []
+        # decide_worker's memo of occupancy() per worker, valid for one estimator version;
+        # a worker's entry is dropped whenever a task is assigned to it or taken from it.
+        self._occupancies: dict[WorkerInfo, float] = {}
+        self._occupancies_version = -1
         self._out: list[Any] = []
         self._stimulus_id = ""
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -265,10 +269,19 @@ class SchedulerState:
         # listed twice costs the same twice, so it cannot win twice.)
         occupancy = self.occupancy
         transfer_cost = self.transfer_cost if ts.dependencies else None
+        # Occupancies are remembered until the worker's queue or an estimate changes:
+        # placing a batch of root tasks looks at the same few workers again and again.
+        known = self._occupancies
+        if self._occupancies_version != self.estimator.version:
+            known.clear()
+            self._occupancies_version = self.estimator.version
         best: WorkerInfo | None = None
         best_start = best_nbytes = 0.0
         for ws in candidates:
-            start = occupancy(ws) / ws.nthreads
+            occ = known.get(ws)
+            if occ is None:
+                occ = known[ws] = occupancy(ws)
+            start = occ / ws.nthreads
             if transfer_cost is not None:
                 start += transfer_cost(ts, ws)
             if best is None or start < best_start or (start == best_start
@@ -474,8 +487,9 @@ class SchedulerState:
                 if not dts.waiting_on and dts.state == WAITING:
                     recs[dts] = PROCESSING
         for dts in ts.dependencies:
-            dts.waiters.pop(ts, None)
-            if dts.state in _HOLDS_CLAIM and not self._needed(dts):
+            waiters = dts.waiters
+            waiters.pop(ts, None)
+            if not waiters and not dts.who_wants and dts.state in _HOLDS_CLAIM:  # not needed
                 recs[dts] = RELEASED
         if ts.who_wants:
             holders = (ws.name,)
@@ -549,15 +563,18 @@ class SchedulerState:
         ts.state = PROCESSING
         ts.processing_on = ws
         ws.processing[ts] = None
+        self._occupancies.pop(ws, None)
         ws.prefix_counts[ts.prefix] = ws.prefix_counts.get(ts.prefix, 0) + 1
         deps = []
+        needs = ws.needs
         for dts in ts.dependencies:
-            if ws not in dts.who_has:
-                n = ws.needs.get(dts, 0)
+            who_has = dts.who_has
+            if ws not in who_has:
+                n = needs.get(dts, 0)
                 if n == 0:
                     ws.fetch_bytes += dts.nbytes
-                ws.needs[dts] = n + 1
-            deps.append(p.DepInfo(dts.key, tuple(w.name for w in dts.who_has), dts.nbytes))
+                needs[dts] = n + 1
+            deps.append(p.DepInfo(dts.key, tuple([w.name for w in who_has]), dts.nbytes))
         self._update_idleness(ws)
         self._runs += 1
         ts.run_id = self._runs
@@ -569,6 +586,7 @@ class SchedulerState:
 
     def _unassign(self, ts: TaskState, ws: WorkerInfo) -> None:
         del ws.processing[ts]
+        self._occupancies.pop(ws, None)
         n = ws.prefix_counts[ts.prefix] - 1
         if n:
             ws.prefix_counts[ts.prefix] = n
@@ -588,16 +606,21 @@ class SchedulerState:
     def _update_idleness(self, ws: WorkerInfo) -> None:
         idle, saturated = self.idle, self.saturated
         n = len(ws.processing)
-        if ws.status == RUNNING and n < ws.nthreads:
+        running = ws.status == RUNNING
+        removed = False
+        if running and n < ws.nthreads:
             idle[ws] = None
         elif ws in idle:
             del idle[ws]
-            self._set_removals += 1
-        if ws.status == RUNNING and n > ws.nthreads:
+            removed = True
+        if running and n > ws.nthreads:
             saturated[ws] = None
         elif ws in saturated:
             del saturated[ws]
-            self._set_removals += 1
+            removed = True
+        if not removed:
+            return
+        self._set_removals += 1
         if self._set_removals > 4 * (len(idle) + len(saturated)) + 64:
             # A dict keeps deleted slots until it resizes, and iteration walks over them:
             # copying compacts it, so taking the first few idle workers stays O(1).

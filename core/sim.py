@@ -52,6 +52,11 @@ GATHER_RETRY = 1.0  # virtual seconds between attempts to fetch across a cut lin
 _digest_encoder = msgspec.msgpack.Encoder()
 
 
+# the instructions the event loop sorts most often, looked up once
+_Execute, _GatherDep, _ReleaseData, _KeyInMemory = p.Execute, p.GatherDep, p.ReleaseData, \
+    p.KeyInMemory
+
+
 class SimulationError(RuntimeError):
     """The simulated cluster was driven into something impossible (a runtime bug)."""
 
@@ -562,7 +567,7 @@ class SimCluster:
         per_worker: dict[str, list[Any]] = {}
         for ins in out:
             cls = type(ins)
-            if cls is p.KeyInMemory:
+            if cls is _KeyInMemory:
                 self.results[ins.key] = ("memory", ins.holders)
             elif cls is p.KeyErred:
                 self.results[ins.key] = ("erred", f"error:{ins.blame}")
@@ -623,11 +628,11 @@ class SimCluster:
         to_sched: list[Any] = []
         for ins in out:
             cls = type(ins)
-            if cls is p.Execute:
+            if cls is _Execute:
                 self._start_execute(sw, ins.key)
-            elif cls is p.GatherDep:
+            elif cls is _GatherDep:
                 self._start_gather(sw, ins)
-            elif cls is p.ReleaseData:
+            elif cls is _ReleaseData:
                 for key in ins.keys:
                     sw.data.pop(key, None)
             else:
@@ -686,7 +691,8 @@ class SimCluster:
         start = max(self.now, holder.paused_until)
         data = holder.data
         values = {k: data[k] for k in ins.keys if k in data}
-        missing = tuple(k for k in ins.keys if k not in values)
+        missing = tuple(k for k in ins.keys if k not in values) if len(values) < len(ins.keys) \
+            else ()
         size = self._size
         nbytes = sum([size(k) for k in values])
         t = start + link.latency + nbytes / link.bandwidth

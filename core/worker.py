@@ -143,8 +143,11 @@ class WorkerState:
         if stimulus.time > self.time:
             self.time = stimulus.time
         handler(stimulus)
-        self._ensure_communicating()
-        self._ensure_computing()
+        # (each checks the same first, but most stimuli leave nothing to start)
+        if self.to_fetch and len(self.in_flight) < self.fetch_limit:
+            self._ensure_communicating()
+        if self.ready and len(self.executing) < self.nthreads:
+            self._ensure_computing()
         self._out = []
         return out
 
@@ -434,8 +437,10 @@ class WorkerState:
             ts = entry[1]
             if ts.state != FETCH or self.tasks.get(ts.key) is not ts:
                 continue
-            holder = next((h for h in ts.who_has if h not in in_flight), None)
-            if holder is None:
+            for holder in ts.who_has:
+                if holder not in in_flight:
+                    break
+            else:
                 # every holder is busy sending to us: look at the next key, retry this one
                 # when a transfer ends
                 busy.append(entry)
