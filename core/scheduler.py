@@ -233,10 +233,22 @@ class SchedulerState:
 
     def transfer_cost(self, ts: TaskState, ws: WorkerInfo) -> float:
         """Seconds to bring the inputs of ``ts`` that ``ws`` lacks."""
-        nbytes = 0
+        total, held = self._input_bytes(ts)
+        return self._transfer_time(total - held.get(ws, 0), ws)
+
+    def _input_bytes(self, ts: TaskState) -> tuple[int, dict[WorkerInfo, int]]:
+        """Bytes of all the inputs of ``ts``, and of those each holder has (holders in
+        the order of the inputs)."""
+        total = 0
+        held: dict[WorkerInfo, int] = {}
         for dts in ts.dependencies:
-            if ws not in dts.who_has:
-                nbytes += dts.nbytes if dts.nbytes >= 0 else DEFAULT_NBYTES
+            nbytes = dts.nbytes if dts.nbytes >= 0 else DEFAULT_NBYTES
+            total += nbytes
+            for ws in dts.who_has:
+                held[ws] = held.get(ws, 0) + nbytes
+        return total, held
+
+    def _transfer_time(self, nbytes: int, ws: WorkerInfo) -> float:
         return nbytes / (ws.bandwidth or self.bandwidth) if nbytes else 0.0
 
     def start_time(self, ts: TaskState, ws: WorkerInfo) -> float:
@@ -252,15 +264,12 @@ class SchedulerState:
         """
         if not self.running:
             return None
+        total, held = self._input_bytes(ts)
         if ts.restrictions:
             allowed = [self.workers[n] for n in ts.restrictions if n in self.workers]
             candidates = [ws for ws in allowed if ws in self.running]
         elif ts.dependencies:
-            candidates = []
-            for dts in ts.dependencies:
-                for ws in dts.who_has:
-                    if ws.status == RUNNING:
-                        candidates.append(ws)
+            candidates = [ws for ws in held if ws.status == RUNNING]
             # Non-holders all lack every input; a couple of them is enough to compare.
             candidates.extend(self._candidate_pool(DEP_TASK_POOL))
         else:
@@ -268,7 +277,7 @@ class SchedulerState:
         # start_time(), unrolled: this loop is the hottest in the scheduler. (A worker
         # listed twice costs the same twice, so it cannot win twice.)
         occupancy = self.occupancy
-        transfer_cost = self.transfer_cost if ts.dependencies else None
+        transfer_time = self._transfer_time
         # Occupancies are remembered until the worker's queue or an estimate changes:
         # placing a batch of root tasks looks at the same few workers again and again.
         known = self._occupancies
@@ -282,8 +291,8 @@ class SchedulerState:
             if occ is None:
                 occ = known[ws] = occupancy(ws)
             start = occ / ws.nthreads
-            if transfer_cost is not None:
-                start += transfer_cost(ts, ws)
+            if total:
+                start += transfer_time(total - held.get(ws, 0), ws)
             if best is None or start < best_start or (start == best_start
                                                       and ws.nbytes < best_nbytes):
                 best, best_start, best_nbytes = ws, start, ws.nbytes
@@ -574,7 +583,12 @@ class SchedulerState:
                 if n == 0:
                     ws.fetch_bytes += dts.nbytes
                 needs[dts] = n + 1
-            deps.append(p.DepInfo(dts.key, tuple([w.name for w in who_has]), dts.nbytes))
+            if len(who_has) == 1:
+                for w in who_has:  # the usual case: one holder, no comprehension needed
+                    holders: tuple[str, ...] = (w.name,)
+            else:
+                holders = tuple([w.name for w in who_has])
+            deps.append(p.DepInfo(dts.key, holders, dts.nbytes))
         self._update_idleness(ws)
         self._runs += 1
         ts.run_id = self._runs

@@ -108,9 +108,11 @@ class WorkerState:
         self.nthreads = nthreads
         self.fetch_limit = fetch_limit
         self.tasks: dict[str, WTask] = {}
-        self.ready: list[tuple[tuple[int, int], WTask]] = []  # heap; stale entries skipped
+        # Heaps of (priority[0], priority[1], task): flat entries compare about twice as
+        # fast as (priority, task). Stale entries are skipped when popped.
+        self.ready: list[tuple[int, int, WTask]] = []
         self.executing: dict[WTask, None] = {}  # executing and cancelled: both hold a thread
-        self.to_fetch: list[tuple[tuple[int, int], WTask]] = []  # heap of fetch-state tasks
+        self.to_fetch: list[tuple[int, int, WTask]] = []  # heap of fetch-state tasks
         self.in_flight: dict[str, list[WTask]] = {}  # peer -> keys being fetched from it
         # Compute requests for keys that were in flight: carried out if the transfer fails.
         self._compute_after_flight: dict[str, p.ComputeTask] = {}
@@ -257,7 +259,7 @@ class WorkerState:
                 dts.who_has = list(dep.holders)
                 dts.nbytes = dep.nbytes
                 self._set_state(dts, FETCH)
-                heapq.heappush(self.to_fetch, (dts.priority, dts))
+                heapq.heappush(self.to_fetch, (dts.priority[0], dts.priority[1], dts))
             elif dts.state == FETCH:
                 dts.who_has = list(dep.holders)
             elif dts.state == FLIGHT:
@@ -266,7 +268,7 @@ class WorkerState:
             self._set_state(ts, WAITING)
         else:
             self._set_state(ts, READY)
-            heapq.heappush(self.ready, (ts.priority, ts))
+            heapq.heappush(self.ready, (ts.priority[0], ts.priority[1], ts))
 
     def _handle_free_keys(self, msg: p.FreeKeys) -> None:
         for key in msg.keys:
@@ -356,7 +358,7 @@ class WorkerState:
                 del dts.waiting_for[ts]
                 if not dts.waiting_for and dts.state == WAITING:
                     self._set_state(dts, READY)
-                    heapq.heappush(self.ready, (dts.priority, dts))
+                    heapq.heappush(self.ready, (dts.priority[0], dts.priority[1], dts))
 
     def _handle_gather_success(self, msg: p.GatherDepSuccess) -> None:
         self._gather_done(msg.holder, msg.nbytes, missing=())
@@ -404,7 +406,7 @@ class WorkerState:
             ts.discard = False
             if ts.who_has:
                 self._set_state(ts, FETCH)
-                heapq.heappush(self.to_fetch, (ts.priority, ts))
+                heapq.heappush(self.to_fetch, (ts.priority[0], ts.priority[1], ts))
             else:
                 self._set_state(ts, MISSING)
                 self._out.append(p.MissingData(
@@ -418,7 +420,7 @@ class WorkerState:
         ready = self.ready
         executing = self.executing
         while ready and len(executing) < self.nthreads:
-            _, ts = heapq.heappop(ready)
+            ts = heapq.heappop(ready)[2]
             if ts.state != READY or self.tasks.get(ts.key) is not ts:
                 continue  # stale heap entry
             self._set_state(ts, EXECUTING)
@@ -431,10 +433,10 @@ class WorkerState:
         if not to_fetch:
             return
         in_flight = self.in_flight
-        busy: list[tuple[tuple[int, int], WTask]] = []  # waiting on peers already sending
+        busy: list[tuple[int, int, WTask]] = []  # waiting on peers already sending
         while to_fetch and len(in_flight) < self.fetch_limit and len(busy) < 64:
             entry = heapq.heappop(to_fetch)
-            ts = entry[1]
+            ts = entry[2]
             if ts.state != FETCH or self.tasks.get(ts.key) is not ts:
                 continue
             for holder in ts.who_has:
@@ -448,7 +450,7 @@ class WorkerState:
             batch = [ts]
             total = ts.nbytes
             # other keys waiting on the same peer travel in the same transfer
-            for i, (_, other) in enumerate(to_fetch):
+            for i, (_, _, other) in enumerate(to_fetch):
                 if total >= FETCH_BATCH_BYTES or i >= 64:  # bounded scan of the heap
                     break
                 if other.state == FETCH and other is not ts and holder in other.who_has \

@@ -565,8 +565,8 @@ class WorkerValidator:
     def _check_everything(self) -> None:
         self._rebuild()
         ws = self.ws
-        self.queued_ready = {wt for _, wt in ws.ready}
-        self.queued_fetch = {wt for _, wt in ws.to_fetch}
+        self.queued_ready = {entry[-1] for entry in ws.ready}
+        self.queued_fetch = {entry[-1] for entry in ws.to_fetch}
         for wt in ws.tasks.values():
             fns = _WTASK_ALL.get(wt.state) or _WTASK_UNKNOWN
             self.checks += len(fns)
