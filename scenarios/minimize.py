@@ -17,10 +17,19 @@ slower clock (``tick_interval``); and, for a worker cut off from everyone, the v
 heartbeat timeout would reach without the wait: the worker dies (a ``KillWorker``, which
 the scheduler hears of at once), at the time the timeout would notice or sooner. A
 candidate with more faults is kept only when its trace is shorter.
+
+Last, when nothing above helps, it drops many tasks at once: Hypothesis leaves filler tasks
+whose only part is where the failing task is placed, and no drop of one or two keeps the
+failure while the faults strike where and when they were tuned to. So it drops all but
+one task's ancestry (and that plus one task), halves, quarters, ..., and refits the faults
+to the smaller run: the workers they strike renamed, all of them sooner or later; for an
+ancestry also the first fault and the others shifted apart, and on the slowest link
+Hypothesis draws, whose delays leave a fault wider windows.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 
@@ -120,6 +129,7 @@ def _simpler(sc: Scenario) -> Iterator[Scenario]:
             if saved > 0 and moved.chaos:
                 yield replace(moved, chaos=tuple(replace(f, at=round(max(0.0, f.at - saved), 2))
                                                  for f in moved.chaos))
+    yield from _regrouped(sc)
 
 
 def _fewer(sc: Scenario) -> Iterator[tuple[Scenario, float]]:
@@ -136,7 +146,7 @@ def _fewer(sc: Scenario) -> Iterator[tuple[Scenario, float]]:
         yield replace(sc, cluster=replace(c, workers=c.workers - 1)), 0.0
 
 
-def _without(w: ExplicitGraph, gone: set[str]) -> ExplicitGraph:
+def _without(w: ExplicitGraph, gone: set[str] | frozenset[str]) -> ExplicitGraph:
     return ExplicitGraph(tasks=tuple(replace(t, deps=tuple(d for d in t.deps if d not in gone))
                                      for t in w.tasks if t.key not in gone))
 
@@ -149,10 +159,17 @@ def _worker_of(f: AnyFault) -> str | None:
 
 def _swap_workers(sc: Scenario, a: str, b: str) -> Scenario:
     """``sc`` with workers ``a`` and ``b`` trading places in every fault and link."""
-    other = {a: b, b: a}
-    chaos = tuple(replace(f, **{field: other[getattr(f, field)]
-                                for field in ("worker", "peer")
-                                if getattr(f, field, None) in other})
+    return _renamed(sc, {a: b, b: a})
+
+
+def _renamed(sc: Scenario, other: dict[str, str], first: float = 0.0,
+             rest: float = 0.0) -> Scenario:
+    """``sc`` with its workers renamed (``other``) in every fault and link, and its first
+    fault striking ``first`` seconds later, the others ``rest`` seconds later."""
+    start = min((f.at for f in sc.chaos), default=0.0)
+    chaos = tuple(replace(f, at=round(max(0.0, f.at + (first if f.at == start else rest)), 2),
+                          **{field: other[getattr(f, field)] for field in ("worker", "peer")
+                             if getattr(f, field, None) in other})
                   for f in sc.chaos)
     links = tuple(replace(link, worker=other.get(link.worker, link.worker))
                   for link in sc.cluster.links)
@@ -195,3 +212,91 @@ def _sooner(sc: Scenario) -> Iterator[Scenario]:
             yield replace(sc, cluster=replace(c, heartbeat_interval=longer))
     if (timeout is not None or c.stealing) and c.tick_interval * 2 <= SLOWEST_TICK:
         yield replace(sc, cluster=replace(c, tick_interval=round(c.tick_interval * 2, 3)))
+
+
+# Many tasks fewer at once: Hypothesis leaves filler tasks that only decide where the
+# failing task is placed, and no drop of one or two keeps the failure while the faults
+# still strike the worker and the moment they were tuned to. So whole groups go -- all
+# but what one task reads (transitively), that plus one task, halves, quarters, ... --
+# and the faults are refitted to the smaller run: the workers they strike renamed, and
+# struck sooner or later.
+REFIT_LATER = 0.1  # all faults at once: up to this much later (and any amount sooner)
+REFIT_APART = 0.05  # the first fault and the others apart: this much sooner or later
+REFIT_LATENCY = 0.01  # the slowest link Hypothesis draws: wider windows for a fault
+
+
+def _regrouped(sc: Scenario) -> Iterator[Scenario]:
+    """Candidates with many tasks fewer, their faults refitted."""
+    w = sc.workload
+    if not isinstance(w, ExplicitGraph) or len(w.tasks) < 3:
+        return
+    for gone, thorough in _groups(w):
+        yield from _refit(replace(sc, workload=_without(w, gone)), thorough=thorough)
+
+
+def _groups(w: ExplicitGraph) -> Iterator[tuple[frozenset[str], bool]]:
+    """Sets of tasks to drop together, the most drastic first; with True for the ones
+    worth refitting the faults thoroughly (all but one task's ancestry)."""
+    keys = [t.key for t in w.tasks]
+    deps = {t.key: t.deps for t in w.tasks}
+    everything = frozenset(keys)
+    kept = sorted({_ancestry(t.key, deps) for t in w.tasks if t.deps}, key=len)
+    groups = [(everything - keep, True) for keep in kept]
+    groups += [(everything - keep - {k}, False) for keep in kept for k in keys]
+    n = len(keys)
+    chunk = n // 2
+    while chunk >= 1:
+        groups += [(frozenset(keys[i:i + chunk]), False) for i in range(0, n, chunk)]
+        chunk //= 2
+    seen: set[frozenset[str]] = set()
+    for gone, thorough in groups:
+        if gone and gone != everything and gone not in seen:
+            seen.add(gone)
+            yield gone, thorough
+
+
+def _ancestry(key: str, deps: dict[str, tuple[str, ...]]) -> frozenset[str]:
+    """``key`` and every task it reads, transitively."""
+    out, todo = {key}, [key]
+    while todo:
+        for d in deps[todo.pop()]:
+            if d in deps and d not in out:
+                out.add(d)
+                todo.append(d)
+    return frozenset(out)
+
+
+def _refit(sc: Scenario, *, thorough: bool) -> Iterator[Scenario]:
+    """``sc`` as it is, then with its faults striking other workers (any renaming of the
+    ones they name) and sooner or later, on the faults' 10 ms grid; ``thorough``: also
+    the first fault and the others shifted apart, and over the slowest link."""
+    yield sc
+    if not sc.chaos:
+        return
+    workers = [f"w{b}" for b in range(sc.cluster.workers)]
+    named = sorted({n for f in sc.chaos if (n := _worker_of(f)) in workers})
+    renamings = [_renaming(workers, dict(zip(named, image, strict=True)))
+                 for image in itertools.permutations(workers, len(named))]
+    start = min(f.at for f in sc.chaos)
+    shifts = sorted(range(-round(start * 100), round(REFIT_LATER * 100) + 1), key=abs)
+    for cs in shifts:
+        for other in renamings:
+            if cs or any(a != b for a, b in other.items()):
+                yield _renamed(sc, other, cs / 100, cs / 100)
+    if not thorough:
+        return
+    apart = sorted(range(-round(REFIT_APART * 100), round(REFIT_APART * 100) + 1), key=abs)
+    links = [sc.cluster.latency] + [REFIT_LATENCY] * (sc.cluster.latency < REFIT_LATENCY)
+    for latency in links:
+        over = replace(sc, cluster=replace(sc.cluster, latency=latency))
+        for first in apart:
+            for rest in apart if len(sc.chaos) > 1 else [first]:
+                for other in renamings:
+                    yield _renamed(over, other, first / 100, rest / 100)
+
+
+def _renaming(workers: list[str], image: dict[str, str]) -> dict[str, str]:
+    """``image`` made a permutation of ``workers``: a worker whose name was taken gets one
+    that was freed."""
+    freed = iter(w for w in workers if w not in image.values())
+    return {w: image.get(w) or (next(freed) if w in image.values() else w) for w in workers}
