@@ -63,7 +63,8 @@ class Mutant:
     ``make(original)`` returns the buggy method that replaces ``owner.attr`` (it gets the
     production method, to wrap it, and may keep per-activation state in its closure).
     ``space`` is the scenario space exploration draws from for it; ``caught_by`` the
-    invariants expected to catch it (documentation: whichever fires first is reported).
+    invariants expected to catch it, the one that fires in ``squall mutants`` first
+    (documentation: whichever fires first is reported).
     """
 
     name: str
@@ -387,7 +388,7 @@ CATALOG: tuple[Mutant, ...] = (
         "that is gone (dask/distributed worker-removal bugs, e.g. #6356, #3256)",
         SchedulerState, "_remove_worker",
         _replace(_remove_worker_bug(reschedule=False, recompute=True, retry_limit=True)),
-        caught_by=("task.processing-worker-running", "worker.dead-holds-nothing"),
+        caught_by=("worker.dead-holds-nothing", "task.processing-worker-running"),
     ),
     Mutant(
         "lost-replica-not-recomputed",
@@ -422,7 +423,7 @@ CATALOG: tuple[Mutant, ...] = (
         "a failure that does not reach the tasks downstream: they wait forever for an input "
         "that will never come, and the client hangs",
         SchedulerState, "_to_erred", _replace(_to_erred_keeps_dependents_waiting),
-        caught_by=("liveness.waiting-task-progresses",),
+        caught_by=("task.in-play-dependents-wait", "liveness.waiting-task-progresses"),
     ),
     Mutant(
         "missing-data-ignored",
@@ -430,7 +431,7 @@ CATALOG: tuple[Mutant, ...] = (
         "a lost replica reported by a peer but kept on record: fetches fail forever and "
         "the task never runs",
         SchedulerState, "_handle_missing_data", _replace(_handle_missing_data_ignored),
-        caught_by=("liveness.worker-tasks-settled",),
+        caught_by=("liveness.processing-task-runs", "liveness.worker-tasks-settled"),
     ),
     Mutant(
         "steal-confirm-after-release",

@@ -228,7 +228,7 @@ def _minimized_to_30(m: Mutant, big: Scenario, *, more_than: int) -> Scenario:
         first = run_scenario(big)
     assert not first.ok and first.n_stimuli > more_than
     small, out, _ = minimize(big, first, same_failure(m, first), time_limit=60)
-    assert out.violations[0].invariant == first.violations[0].invariant
+    assert out.violations[0].invariant == first.violations[0].invariant == m.caught_by[0]
     assert out.n_stimuli <= 30
     assert run_scenario(small).ok  # still the mutant's doing
     return small
