@@ -646,28 +646,33 @@ class SchedulerState:
 
     def _handle_update_graph(self, msg: p.UpdateGraph) -> None:
         new: list[tuple[TaskState, p.TaskSpecMsg]] = []
+        tasks = self.tasks
+        hint = self.estimator.hint
+        generation = self._generation
         for spec in msg.tasks:
-            if spec.key in self.tasks:
+            if spec.key in tasks:
                 continue  # submitted before: keep its record and links
-            self._generation += 1
-            ts = TaskState(spec.key, spec.prefix, (-spec.priority, self._generation))
+            generation += 1
+            ts = TaskState(spec.key, spec.prefix, (-spec.priority, generation))
             ts.duration_hint = spec.duration
             ts.restrictions = spec.restrictions
             ts.has_run_spec = spec.has_run_spec
-            self.estimator.hint(spec.prefix, spec.duration)
-            self.tasks[spec.key] = ts
+            hint(spec.prefix, spec.duration)
+            tasks[spec.key] = ts
             new.append((ts, spec))
+        self._generation = generation
         for ts, spec in new:
             for dep in spec.deps:
-                dts = self.tasks.get(dep)
+                dts = tasks.get(dep)
                 if dts is None:
                     raise KeyError(f"update-graph: task {spec.key!r} depends on unknown key {dep!r}")
                 ts.dependencies[dts] = None
                 dts.dependents[ts] = None
         recs: dict[TaskState, str] = {}
+        client = msg.client
         for key in msg.wanted:
-            ts = self.tasks[key]
-            ts.who_wants[msg.client] = None
+            ts = tasks[key]
+            ts.who_wants[client] = None
             if ts.state == MEMORY:
                 self._out.append(p.KeyInMemory(
                     stimulus_id=msg.stimulus_id, client=msg.client, key=ts.key,

@@ -463,6 +463,7 @@ class WorkerState:
             in_flight[holder] = batch
             self._out.append(p.GatherDep(
                 stimulus_id=self._sid, worker=self.name, holder=holder,
-                keys=tuple(t.key for t in batch), nbytes=total))
+                keys=(ts.key,) if len(batch) == 1 else tuple([t.key for t in batch]),
+                nbytes=total))
         for entry in busy:
             heapq.heappush(to_fetch, entry)
