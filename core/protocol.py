@@ -17,13 +17,16 @@ from typing import Any
 import msgspec
 
 
-class Message(msgspec.Struct, tag_field="op", frozen=True, kw_only=True, omit_defaults=True):
+# gc=False: messages hold only strings, numbers and tuples or dicts of them, so they can
+# never be part of a reference cycle; untracked, they are cheaper to create and free.
+class Message(msgspec.Struct, tag_field="op", frozen=True, kw_only=True, omit_defaults=True,
+              gc=False):
     """Base of every message. ``op`` (the tag) names the type on the wire and in traces."""
 
     stimulus_id: str
 
 
-class TaskSpecMsg(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+class TaskSpecMsg(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True, gc=False):
     """What the scheduler needs to know of one task of a submitted graph."""
 
     key: str
@@ -129,7 +132,7 @@ class SkewEstimates(Message, tag="skew-estimates", frozen=True):
 # ---------------------------------------------------------------- scheduler -> worker
 
 
-class DepInfo(msgspec.Struct, frozen=True, array_like=True):
+class DepInfo(msgspec.Struct, frozen=True, array_like=True, gc=False):
     key: str
     holders: tuple[str, ...]
     nbytes: int

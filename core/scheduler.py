@@ -269,7 +269,10 @@ class SchedulerState:
             allowed = [self.workers[n] for n in ts.restrictions if n in self.workers]
             candidates = [ws for ws in allowed if ws in self.running]
         elif ts.dependencies:
-            candidates = [ws for ws in held if ws.status == RUNNING]
+            candidates = []
+            for ws in held:  # (a loop: cheaper than a comprehension for one or two)
+                if ws.status == RUNNING:
+                    candidates.append(ws)
             # Non-holders all lack every input; a couple of them is enough to compare.
             candidates.extend(self._candidate_pool(DEP_TASK_POOL))
         else:
@@ -312,7 +315,8 @@ class SchedulerState:
         k = min(n, size)
         start = self._rr % n
         self._rr = start + k
-        return [workers[(start + i) % n] for i in range(k)]
+        end = start + k
+        return workers[start:end] if end <= n else workers[start:] + workers[:end - n]
 
     # ------------------------------------------------------------------ transitions engine
 

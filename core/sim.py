@@ -651,16 +651,17 @@ class SimCluster:
     def _start_execute(self, sw: SimWorker, key: str) -> None:
         runs = self.runs
         runs[key] = runs.get(key, 0) + 1
-        duration = self._specs[key].actual_duration
-        self._push(self.now + duration, self._execute_done, (sw, key, duration))
+        spec = self._specs[key]
+        duration = spec.actual_duration
+        self._push(self.now + duration, self._execute_done, (sw, spec, duration))
 
-    def _execute_done(self, sw: SimWorker, key: str, duration: float) -> None:
+    def _execute_done(self, sw: SimWorker, spec: TaskSpec, duration: float) -> None:
         if not sw.alive:
             return
         if sw.paused_until > self.now:
-            self._push(sw.paused_until, self._execute_done, (sw, key, duration))
+            self._push(sw.paused_until, self._execute_done, (sw, spec, duration))
             return
-        spec = self._specs[key]
+        key = spec.key
         sw.busy += duration
         sid = self._new_sid("execute")
         if spec.fails:

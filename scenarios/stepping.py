@@ -21,11 +21,14 @@ from squall.core.sim import CLIENT, SimCluster
 class SteppedCluster(SimCluster):
     """``submit(graph)``, ``advance(seconds)``, ``drain() -> Outcome``."""
 
+    now: float
+    _started: bool
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.graph = TaskGraph()  # every graph submitted so far, merged
         self._specs = self.graph.tasks
-        self._wanted = set()
+        self._wanted: set[str] = set()
         self.submitted = 0
 
     def submit(self, graph: TaskGraph, *, wanted: list[str] | None = None) -> None:
