@@ -135,18 +135,25 @@ class TaskGraph:
     def topological_order(self) -> list[str]:
         """Keys with every task after its dependencies; GraphError names a cycle."""
         tasks = self.tasks
-        indegree = dict.fromkeys(tasks, 0)
-        dependents: dict[str, list[str]] = {k: [] for k in tasks}
-        for spec in tasks.values():
+        indegree: dict[str, int] = {}  # keys with dependencies in the graph: how many left
+        dependents: dict[str, list[str]] = {}
+        order: list[str] = []  # starts with the keys that depend on none, in graph order
+        for key, spec in tasks.items():
             n = 0
             for d in spec.deps:
                 if d in tasks:
                     n += 1
-                    dependents[d].append(spec.key)
-            indegree[spec.key] = n
-        order = [k for k, n in indegree.items() if n == 0]
+                    waiting = dependents.get(d)
+                    if waiting is None:
+                        dependents[d] = [key]
+                    else:
+                        waiting.append(key)
+            if n:
+                indegree[key] = n
+            else:
+                order.append(key)
         for key in order:  # (a list iterated while it grows: a queue)
-            for dep in dependents[key]:
+            for dep in dependents.get(key, ()):
                 n = indegree[dep] - 1
                 indegree[dep] = n
                 if n == 0:
