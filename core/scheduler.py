@@ -217,7 +217,6 @@ class SchedulerState:
         if stimulus.time > self.time:
             self.time = stimulus.time
         handler(stimulus)
-        self._out = []
         return out
 
     def occupancy(self, ws: WorkerInfo) -> float:

@@ -491,14 +491,11 @@ class SimCluster:
         self._last_arrival[key] = arrival
         return arrival
 
-    def _record(self, target: str, msg: Any) -> None:
-        batch = self._unhashed
-        batch.append(msg)
-        if len(batch) >= DIGEST_BATCH:
-            self._flush_digest()
-        if self.recorders:
-            for rec in self.recorders:
-                rec(target, msg)
+    def _record_elsewhere(self, target: str, msg: Any) -> None:
+        """Show a stimulus to the recorders (traces). Every stimulus is also kept for the
+        stream digest: the two delivery methods append it to ``_unhashed`` themselves."""
+        for rec in self.recorders:
+            rec(target, msg)
 
     def _flush_digest(self) -> None:
         if self._unhashed:
@@ -526,8 +523,14 @@ class SimCluster:
             self._refuse(sender, len(msgs))
             return
         sched = self.scheduler
+        batch = self._unhashed
         for msg in msgs:
-            self._record(SCHEDULER, msg)
+            batch.append(msg)  # _record(), inline: once per stimulus
+            if len(batch) >= DIGEST_BATCH:
+                self._flush_digest()
+                batch = self._unhashed
+            if self.recorders:
+                self._record_elsewhere(SCHEDULER, msg)
             out = sched.handle(msg)
             if self.validator is not None:
                 self.validator.after_scheduler_stimulus(msg)
@@ -628,7 +631,12 @@ class SimCluster:
             self._worker_handle(sw, msg)
 
     def _worker_handle(self, sw: SimWorker, msg: Any) -> None:
-        self._record(sw.name, msg)
+        batch = self._unhashed  # _record(), inline: once per stimulus
+        batch.append(msg)
+        if len(batch) >= DIGEST_BATCH:
+            self._flush_digest()
+        if self.recorders:
+            self._record_elsewhere(sw.name, msg)
         out = sw.state.handle(msg)
         if self.validator is not None:
             self.validator.after_worker_stimulus(sw.state, msg)

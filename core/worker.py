@@ -150,7 +150,6 @@ class WorkerState:
             self._ensure_communicating()
         if self.ready and len(self.executing) < self.nthreads:
             self._ensure_computing()
-        self._out = []
         return out
 
     def heartbeat(self, time: float, stimulus_id: str) -> p.Heartbeat:
