@@ -6,10 +6,10 @@ import pytest
 
 from squall.core import protocol as p
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
-from squall.core.scheduler import SchedulerState
+from squall.core.scheduler import SchedulerState, heartbeat_interval
 from squall.core.sim import SimCluster
 from squall.scenarios.cli import main
-from squall.scenarios.workloads import WORKLOADS, make_workload, tree_reduction
+from squall.scenarios.workloads import WORKLOADS, independent, make_workload, tree_reduction
 
 
 def _record_transitions(cluster: SimCluster, seen: set[tuple[str, str]]) -> None:
@@ -226,3 +226,34 @@ def test_cli_sim_prints_a_summary(capsys) -> None:
     main(["sim", "--tasks", "50", "--workers", "2", "--seed", "3"])
     out = capsys.readouterr().out
     assert "all correct" in out and "digest" in out and "w1" in out
+
+
+def _heartbeats_per_worker(cluster: SimCluster, graph: TaskGraph) -> float:
+    beats = []
+    cluster.recorders.append(lambda target, msg: beats.append(msg)
+                             if isinstance(msg, p.Heartbeat) else None)
+    out = cluster.run(graph)
+    assert out.results_ok
+    return len(beats) / len(cluster.workers)
+
+
+def test_heartbeats_scale_with_cluster_size_unless_set() -> None:
+    assert [heartbeat_interval(n) for n in (1, 25, 100, 250, 10_000)] == [0.5, 0.5, 2.0, 5.0, 5.0]
+    graph = independent(400, duration=1.0)  # 100 s on 4 workers, 4 s on 100
+    small = SimCluster(workers=4, seed=0)
+    per_small = _heartbeats_per_worker(small, graph)
+    assert abs(per_small - small._done_time / 0.5) <= 1
+    big = SimCluster(workers=100, seed=0)
+    per_big = _heartbeats_per_worker(big, graph)
+    assert abs(per_big - big._done_time / 2.0) <= 1
+    fixed = SimCluster(workers=100, seed=0, heartbeat_interval=0.5)
+    assert abs(_heartbeats_per_worker(fixed, graph) - fixed._done_time / 0.5) <= 1
+    # A heartbeat timeout caps the interval: four heartbeats fit in it.
+    guarded = SimCluster(workers=100, seed=0, heartbeat_timeout=1.0)
+    assert abs(_heartbeats_per_worker(guarded, graph) - guarded._done_time / 0.25) <= 1
+
+
+def test_bad_heartbeat_interval_is_one_line() -> None:
+    with pytest.raises(ValueError, match="heartbeat_interval must be seconds, None or 'auto', "
+                                         "got 'often'"):
+        SimCluster(workers=2, heartbeat_interval="often")
