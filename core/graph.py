@@ -61,16 +61,9 @@ class TaskSpec:
         return self.duration if self.duration is not None else 0.01
 
     def to_msg(self) -> TaskSpecMsg:
-        return TaskSpecMsg(
-            key=self.key,
-            deps=self.deps,
-            prefix=self.task_prefix,
-            duration=self.duration,
-            nbytes=self.nbytes,
-            priority=self.priority,
-            restrictions=self.restrictions,
-            has_run_spec=self.func is not None,
-        )
+        # (positional, in TaskSpecMsg's field order: a graph has one per task)
+        return TaskSpecMsg(self.key, self.deps, self.task_prefix, self.duration, self.nbytes,
+                           self.priority, self.restrictions, self.func is not None)
 
 
 class TaskGraph:

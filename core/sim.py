@@ -586,7 +586,11 @@ class SimCluster:
             elif cls is p.KeyLost:
                 self.results.pop(ins.key, None)
             else:
-                per_worker.setdefault(ins.worker, []).append(ins)
+                msgs = per_worker.get(ins.worker)
+                if msgs is None:
+                    per_worker[ins.worker] = [ins]
+                else:
+                    msgs.append(ins)
         for name, msgs in per_worker.items():
             sw = self.workers.get(name)
             if sw is None or sw.broken:  # a cut connection: lost
