@@ -34,11 +34,10 @@ class FaultSurface(Protocol):
 
 class Fault(msgspec.Struct, tag_field="kind", frozen=True, kw_only=True, omit_defaults=True,
             forbid_unknown_fields=True):
-    at: float = 0.0  # seconds after the graph is submitted
+    """Base of every fault kind; each kind defines ``apply(surface)``, how it acts on the
+    fault surface (``AnyFault`` below is the union of the kinds)."""
 
-    def apply(self, surface: FaultSurface) -> None:
-        """Act on the fault surface. Abstract: every fault kind below overrides it."""
-        raise NotImplementedError(f"{type(self).__name__} does not say how it applies")
+    at: float = 0.0  # seconds after the graph is submitted
 
     def check(self) -> None:
         """Raise ValueError naming the bad field."""
@@ -212,7 +211,7 @@ class ChaosDriver:
         self.cut: dict[tuple[str, str], None] = {}  # partitioned (worker, peer), in order
         self.counts: dict[str, int] = {}  # fault kind -> faults applied
 
-    def apply(self, fault: Fault) -> bool:
+    def apply(self, fault: AnyFault) -> bool:
         """Apply one fault now; False if the surface refused it."""
         if isinstance(fault, Heal):
             if fault.worker == "*" and fault.peer == "*":

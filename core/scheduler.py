@@ -250,12 +250,9 @@ class SchedulerState:
     def _transfer_time(self, nbytes: int, ws: WorkerInfo) -> float:
         return nbytes / (ws.bandwidth or self.bandwidth) if nbytes else 0.0
 
-    def start_time(self, ts: TaskState, ws: WorkerInfo) -> float:
-        """Expected seconds until ``ts`` could start on ``ws``."""
-        return self.occupancy(ws) / ws.nthreads + self.transfer_cost(ts, ws)
-
     def decide_worker(self, ts: TaskState) -> WorkerInfo | None:
-        """The running worker where ``ts`` is expected to start soonest, or None.
+        """The running worker where ``ts`` is expected to start soonest, or None: the
+        least occupancy per thread plus transfer time of the inputs it lacks.
 
         Looks at the holders of the task's inputs plus a bounded pool of idle (or,
         failing that, round-robin) workers, so the cost does not grow with cluster size.
@@ -268,16 +265,12 @@ class SchedulerState:
             allowed = [self.workers[n] for n in ts.restrictions if n in self.workers]
             candidates = [ws for ws in allowed if ws in self.running]
         elif ts.dependencies:
-            candidates = []
-            for ws in held:  # (a loop: cheaper than a comprehension for one or two)
-                if ws.status == RUNNING:
-                    candidates.append(ws)
+            candidates = [ws for ws in held if ws.status == RUNNING]
             # Non-holders all lack every input; a couple of them is enough to compare.
             candidates.extend(self._candidate_pool(DEP_TASK_POOL))
         else:
             candidates = self._candidate_pool(CANDIDATE_POOL)
-        # start_time(), unrolled: this loop is the hottest in the scheduler. (A worker
-        # listed twice costs the same twice, so it cannot win twice.)
+        # (A worker listed twice costs the same twice, so it cannot win twice.)
         occupancy = self.occupancy
         transfer_time = self._transfer_time
         # Occupancies are remembered until the worker's queue or an estimate changes:
@@ -586,12 +579,7 @@ class SchedulerState:
                 if n == 0:
                     ws.fetch_bytes += dts.nbytes
                 needs[dts] = n + 1
-            if len(who_has) == 1:
-                for w in who_has:  # the usual case: one holder, no comprehension needed
-                    holders: tuple[str, ...] = (w.name,)
-            else:
-                holders = tuple([w.name for w in who_has])
-            deps.append(p.DepInfo(dts.key, holders, dts.nbytes))
+            deps.append(p.DepInfo(dts.key, tuple([w.name for w in who_has]), dts.nbytes))
         self._update_idleness(ws)
         self._runs += 1
         ts.run_id = self._runs
@@ -678,11 +666,11 @@ class SchedulerState:
             ts.who_wants[client] = None
             if ts.state == MEMORY:
                 self._out.append(p.KeyInMemory(
-                    stimulus_id=msg.stimulus_id, client=msg.client, key=ts.key,
+                    stimulus_id=msg.stimulus_id, client=client, key=ts.key,
                     holders=tuple(w.name for w in ts.who_has), nbytes=ts.nbytes))
             elif ts.state == ERRED:
                 self._out.append(p.KeyErred(
-                    stimulus_id=msg.stimulus_id, client=msg.client, key=ts.key,
+                    stimulus_id=msg.stimulus_id, client=client, key=ts.key,
                     exception=ts.exception or "", traceback=ts.traceback,
                     blame=ts.exception_blame or ts.key))
             elif ts.state == RELEASED:

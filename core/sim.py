@@ -73,6 +73,11 @@ def task_value(key: str, inputs: list[int]) -> int:
     return v & _MASK
 
 
+def output_bytes(spec: TaskSpec) -> int:
+    """The size of a simulated task's output."""
+    return DEFAULT_OUTPUT_BYTES if spec.nbytes is None else spec.nbytes
+
+
 def expected_results(graph: TaskGraph, order: list[str] | None = None) -> dict[str, int | str]:
     """Sequential evaluation: each key's value, or "error:<key>" naming the failed task."""
     out: dict[str, int | str] = {}
@@ -450,6 +455,8 @@ class SimCluster:
         self.faults[kind] = self.faults.get(kind, 0) + 1
 
     def _link(self, src: str, dst: str) -> Link:
+        if not self._links:  # no link was ever set: the default link everywhere
+            return self.default_link
         link = self._link_cache.get((src, dst))
         if link is None:
             links = self._links
@@ -473,12 +480,9 @@ class SimCluster:
 
     def _arrival(self, src: str, dst: str, extra: float = 0.0) -> float | None:
         """When a message sent now from src reaches dst (FIFO per link), or None if cut."""
-        if self._links:
-            link = self._link(src, dst)
-            if link.down or self._link(dst, src).down:
-                return None
-        else:  # no link was ever set: the default link everywhere
-            link = self.default_link
+        link = self._link(src, dst)
+        if link.down or self._link(dst, src).down:
+            return None
         delay = link.latency + extra
         if link.jitter:
             delay += link.jitter * (2 * self.rng["network"].random() - 1)
@@ -491,11 +495,15 @@ class SimCluster:
         self._last_arrival[key] = arrival
         return arrival
 
-    def _record_elsewhere(self, target: str, msg: Any) -> None:
-        """Show a stimulus to the recorders (traces). Every stimulus is also kept for the
-        stream digest: the two delivery methods append it to ``_unhashed`` themselves."""
-        for rec in self.recorders:
-            rec(target, msg)
+    def _record(self, target: str, msg: Any) -> None:
+        """A stimulus is delivered: into the stream digest, and to the recorders (traces)."""
+        batch = self._unhashed
+        batch.append(msg)
+        if len(batch) >= DIGEST_BATCH:
+            self._flush_digest()
+        if self.recorders:
+            for rec in self.recorders:
+                rec(target, msg)
 
     def _flush_digest(self) -> None:
         if self._unhashed:
@@ -523,14 +531,8 @@ class SimCluster:
             self._refuse(sender, len(msgs))
             return
         sched = self.scheduler
-        batch = self._unhashed
         for msg in msgs:
-            batch.append(msg)  # _record(), inline: once per stimulus
-            if len(batch) >= DIGEST_BATCH:
-                self._flush_digest()
-                batch = self._unhashed
-            if self.recorders:
-                self._record_elsewhere(SCHEDULER, msg)
+            self._record(SCHEDULER, msg)
             out = sched.handle(msg)
             if self.validator is not None:
                 self.validator.after_scheduler_stimulus(msg)
@@ -586,11 +588,7 @@ class SimCluster:
             elif cls is p.KeyLost:
                 self.results.pop(ins.key, None)
             else:
-                msgs = per_worker.get(ins.worker)
-                if msgs is None:
-                    per_worker[ins.worker] = [ins]
-                else:
-                    msgs.append(ins)
+                per_worker.setdefault(ins.worker, []).append(ins)
         for name, msgs in per_worker.items():
             sw = self.workers.get(name)
             if sw is None or sw.broken:  # a cut connection: lost
@@ -635,12 +633,7 @@ class SimCluster:
             self._worker_handle(sw, msg)
 
     def _worker_handle(self, sw: SimWorker, msg: Any) -> None:
-        batch = self._unhashed  # _record(), inline: once per stimulus
-        batch.append(msg)
-        if len(batch) >= DIGEST_BATCH:
-            self._flush_digest()
-        if self.recorders:
-            self._record_elsewhere(sw.name, msg)
+        self._record(sw.name, msg)
         out = sw.state.handle(msg)
         if self.validator is not None:
             self.validator.after_worker_stimulus(sw.state, msg)
@@ -690,18 +683,14 @@ class SimCluster:
                 raise SimulationError(
                     f"worker {sw.name!r} ran {key!r} without its input {e.args[0]!r}") from None
             data[key] = task_value(key, inputs)
-            nbytes = spec.nbytes if spec.nbytes is not None else DEFAULT_OUTPUT_BYTES
-            msg = p.ExecuteSuccess(stimulus_id=sid, time=self.now, key=key, nbytes=nbytes,
-                                   duration=duration)
+            msg = p.ExecuteSuccess(stimulus_id=sid, time=self.now, key=key,
+                                   nbytes=output_bytes(spec), duration=duration)
         self._worker_handle(sw, msg)
 
     def _start_gather(self, sw: SimWorker, ins: p.GatherDep) -> None:
         holder = self.workers.get(ins.holder)
-        if self._links:
-            link = self._link(ins.holder, sw.name)
-            cut = link.down or self._link(sw.name, ins.holder).down
-        else:
-            link, cut = self.default_link, False
+        link = self._link(ins.holder, sw.name)
+        cut = link.down or self._link(sw.name, ins.holder).down
         if cut and holder is not None and holder.ws is not None and \
                 self.scheduler.workers.get(holder.name) is holder.ws:
             # The peer is alive and a member: the fetch waits for the link to come back.
@@ -721,8 +710,7 @@ class SimCluster:
         for k in ins.keys:
             if k in data:
                 values[k] = data[k]
-                n = specs[k].nbytes
-                sizes[k] = DEFAULT_OUTPUT_BYTES if n is None else n
+                sizes[k] = output_bytes(specs[k])
             else:
                 missing.append(k)
         t = start + link.latency + sum(sizes.values()) / link.bandwidth
@@ -780,8 +768,8 @@ class SimCluster:
 
     def _heartbeat_every(self) -> float | None:
         """Seconds between a worker's heartbeats (None: no heartbeats)."""
-        if self.heartbeat_interval != AUTO:
-            return self.heartbeat_interval  # type: ignore[return-value]
+        if not isinstance(self.heartbeat_interval, str):  # seconds, or None (the only
+            return self.heartbeat_interval  # string the constructor lets through is AUTO)
         every = heartbeat_interval(len(self.workers))
         timeout = self.scheduler.heartbeat_timeout
         return every if timeout is None else min(every, timeout / 4)

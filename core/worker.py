@@ -61,6 +61,12 @@ DEFAULT_FETCH_LIMIT = 4  # concurrent transfers from peers
 FETCH_BATCH_BYTES = 50_000_000  # gather several keys from one peer in one transfer
 
 
+def _queued(ts: WTask) -> tuple[int, int, WTask]:
+    """A task's entry on a worker heap: flat (priority[0], priority[1], task) entries
+    compare about twice as fast as (priority, task)."""
+    return ts.priority[0], ts.priority[1], ts
+
+
 class InvalidWorkerTransition(RuntimeError):
     pass
 
@@ -108,8 +114,7 @@ class WorkerState:
         self.nthreads = nthreads
         self.fetch_limit = fetch_limit
         self.tasks: dict[str, WTask] = {}
-        # Heaps of (priority[0], priority[1], task): flat entries compare about twice as
-        # fast as (priority, task). Stale entries are skipped when popped.
+        # Heaps of _queued(task) entries; stale entries are skipped when popped.
         self.ready: list[tuple[int, int, WTask]] = []
         self.executing: dict[WTask, None] = {}  # executing and cancelled: both hold a thread
         self.to_fetch: list[tuple[int, int, WTask]] = []  # heap of fetch-state tasks
@@ -258,7 +263,7 @@ class WorkerState:
                 dts.who_has = list(dep.holders)
                 dts.nbytes = dep.nbytes
                 self._set_state(dts, FETCH)
-                heapq.heappush(self.to_fetch, (dts.priority[0], dts.priority[1], dts))
+                heapq.heappush(self.to_fetch, _queued(dts))
             elif dts.state == FETCH:
                 dts.who_has = list(dep.holders)
             elif dts.state == FLIGHT:
@@ -267,7 +272,7 @@ class WorkerState:
             self._set_state(ts, WAITING)
         else:
             self._set_state(ts, READY)
-            heapq.heappush(self.ready, (ts.priority[0], ts.priority[1], ts))
+            heapq.heappush(self.ready, _queued(ts))
 
     def _handle_free_keys(self, msg: p.FreeKeys) -> None:
         for key in msg.keys:
@@ -357,7 +362,7 @@ class WorkerState:
                 del dts.waiting_for[ts]
                 if not dts.waiting_for and dts.state == WAITING:
                     self._set_state(dts, READY)
-                    heapq.heappush(self.ready, (dts.priority[0], dts.priority[1], dts))
+                    heapq.heappush(self.ready, _queued(dts))
 
     def _handle_gather_success(self, msg: p.GatherDepSuccess) -> None:
         self._gather_done(msg.holder, msg.nbytes, missing=())
@@ -405,7 +410,7 @@ class WorkerState:
             ts.discard = False
             if ts.who_has:
                 self._set_state(ts, FETCH)
-                heapq.heappush(self.to_fetch, (ts.priority[0], ts.priority[1], ts))
+                heapq.heappush(self.to_fetch, _queued(ts))
             else:
                 self._set_state(ts, MISSING)
                 self._out.append(p.MissingData(
@@ -429,8 +434,6 @@ class WorkerState:
 
     def _ensure_communicating(self) -> None:
         to_fetch = self.to_fetch
-        if not to_fetch:
-            return
         in_flight = self.in_flight
         busy: list[tuple[int, int, WTask]] = []  # waiting on peers already sending
         while to_fetch and len(in_flight) < self.fetch_limit and len(busy) < 64:

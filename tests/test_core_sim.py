@@ -228,29 +228,26 @@ def test_cli_sim_prints_a_summary(capsys) -> None:
     assert "all correct" in out and "digest" in out and "w1" in out
 
 
-def _heartbeats_per_worker(cluster: SimCluster, graph: TaskGraph) -> float:
+def _heartbeat_period(cluster: SimCluster, graph: TaskGraph) -> float:
+    """Virtual seconds between one worker's heartbeats over a run, measured."""
     beats = []
     cluster.recorders.append(lambda target, msg: beats.append(msg)
                              if isinstance(msg, p.Heartbeat) else None)
     out = cluster.run(graph)
     assert out.results_ok
-    return len(beats) / len(cluster.workers)
+    return out.makespan * len(cluster.workers) / len(beats)
 
 
 def test_heartbeats_scale_with_cluster_size_unless_set() -> None:
     assert [heartbeat_interval(n) for n in (1, 25, 100, 250, 10_000)] == [0.5, 0.5, 2.0, 5.0, 5.0]
     graph = independent(400, duration=1.0)  # 100 s on 4 workers, 4 s on 100
-    small = SimCluster(workers=4, seed=0)
-    per_small = _heartbeats_per_worker(small, graph)
-    assert abs(per_small - small._done_time / 0.5) <= 1
-    big = SimCluster(workers=100, seed=0)
-    per_big = _heartbeats_per_worker(big, graph)
-    assert abs(per_big - big._done_time / 2.0) <= 1
+    assert _heartbeat_period(SimCluster(workers=4, seed=0), graph) == pytest.approx(0.5, rel=0.02)
+    assert _heartbeat_period(SimCluster(workers=100, seed=0), graph) == pytest.approx(2.0, rel=0.01)
     fixed = SimCluster(workers=100, seed=0, heartbeat_interval=0.5)
-    assert abs(_heartbeats_per_worker(fixed, graph) - fixed._done_time / 0.5) <= 1
+    assert _heartbeat_period(fixed, graph) == pytest.approx(0.5, rel=0.02)
     # A heartbeat timeout caps the interval: four heartbeats fit in it.
-    guarded = SimCluster(workers=100, seed=0, heartbeat_timeout=1.0)
-    assert abs(_heartbeats_per_worker(guarded, graph) - guarded._done_time / 0.25) <= 1
+    capped = SimCluster(workers=100, seed=0, heartbeat_timeout=1.0)
+    assert _heartbeat_period(capped, graph) == pytest.approx(0.25, rel=0.02)
 
 
 def test_bad_heartbeat_interval_is_one_line() -> None:
