@@ -265,7 +265,10 @@ class SchedulerState:
             allowed = [self.workers[n] for n in ts.restrictions if n in self.workers]
             candidates = [ws for ws in allowed if ws in self.running]
         elif ts.dependencies:
-            candidates = [ws for ws in held if ws.status == RUNNING]
+            candidates = []
+            for ws in held:  # (a loop: for one or two holders, cheaper than a comprehension)
+                if ws.status == RUNNING:
+                    candidates.append(ws)
             # Non-holders all lack every input; a couple of them is enough to compare.
             candidates.extend(self._candidate_pool(DEP_TASK_POOL))
         else:

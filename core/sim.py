@@ -253,7 +253,7 @@ class SimCluster:
             # Cut connections to the scheduler are gone for good: what was on them is lost,
             # and the worker will have to register again once it can reach the scheduler.
             for sw in self.workers.values():
-                if not sw.broken and self._cut(sw.name, SCHEDULER):
+                if not sw.broken and self._connection(sw.name, SCHEDULER)[1]:
                     sw.broken = True
 
     def skew_estimates(self, factor: float, prefix: str | None = None) -> None:
@@ -455,8 +455,6 @@ class SimCluster:
         self.faults[kind] = self.faults.get(kind, 0) + 1
 
     def _link(self, src: str, dst: str) -> Link:
-        if not self._links:  # no link was ever set: the default link everywhere
-            return self.default_link
         link = self._link_cache.get((src, dst))
         if link is None:
             links = self._links
@@ -474,14 +472,18 @@ class SimCluster:
             self._link_cache[(src, dst)] = link
         return link
 
-    def _cut(self, a: str, b: str) -> bool:
-        """Whether the connection between a and b is cut (a cut link cuts both ways)."""
-        return self._link(a, b).down or self._link(b, a).down
+    def _connection(self, src: str, dst: str) -> tuple[Link, bool]:
+        """The link from src to dst, and whether the connection between them is cut (a
+        cut link cuts both ways)."""
+        if not self._links:  # no link was ever set: the default link everywhere
+            return self.default_link, False
+        link = self._link(src, dst)
+        return link, link.down or self._link(dst, src).down
 
     def _arrival(self, src: str, dst: str, extra: float = 0.0) -> float | None:
         """When a message sent now from src reaches dst (FIFO per link), or None if cut."""
-        link = self._link(src, dst)
-        if link.down or self._link(dst, src).down:
+        link, cut = self._connection(src, dst)
+        if cut:
             return None
         delay = link.latency + extra
         if link.jitter:
@@ -689,8 +691,7 @@ class SimCluster:
 
     def _start_gather(self, sw: SimWorker, ins: p.GatherDep) -> None:
         holder = self.workers.get(ins.holder)
-        link = self._link(ins.holder, sw.name)
-        cut = link.down or self._link(sw.name, ins.holder).down
+        link, cut = self._connection(ins.holder, sw.name)
         if cut and holder is not None and holder.ws is not None and \
                 self.scheduler.workers.get(holder.name) is holder.ws:
             # The peer is alive and a member: the fetch waits for the link to come back.
