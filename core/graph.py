@@ -9,6 +9,7 @@ body (``func`` and ``args``, run in real mode) or a simulated one (``sim_duratio
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,32 +127,46 @@ class TaskGraph:
         return order
 
     def topological_order(self) -> list[str]:
-        """Keys with every task after its dependencies; GraphError names a cycle."""
+        """Keys with every task after its dependencies, as close to the order the tasks
+        were added as that allows (exactly that order when it already has dependencies
+        first, as graphs usually do); GraphError names a cycle."""
         tasks = self.tasks
+        seen: set[str] = set()
+        for key, spec in tasks.items():
+            for d in spec.deps:
+                if d not in seen and d in tasks:  # (deps outside the graph: known keys)
+                    return self._stable_topological_order()
+            seen.add(key)
+        return list(tasks)
+
+    def _stable_topological_order(self) -> list[str]:
+        """Kahn's algorithm, always taking the ready key that was added first."""
+        tasks = self.tasks
+        index = {key: i for i, key in enumerate(tasks)}
+        keys = list(tasks)
         indegree: dict[str, int] = {}  # keys with dependencies in the graph: how many left
         dependents: dict[str, list[str]] = {}
-        order: list[str] = []  # starts with the keys that depend on none, in graph order
-        for key, spec in tasks.items():
+        ready: list[int] = []  # a heap of the insertion indices of keys with none left
+        for i, (key, spec) in enumerate(tasks.items()):
             n = 0
             for d in spec.deps:
                 if d in tasks:
                     n += 1
-                    waiting = dependents.get(d)
-                    if waiting is None:
-                        dependents[d] = [key]
-                    else:
-                        waiting.append(key)
+                    dependents.setdefault(d, []).append(key)
             if n:
                 indegree[key] = n
             else:
-                order.append(key)
-        for key in order:  # (a list iterated while it grows: a queue)
+                ready.append(i)
+        order: list[str] = []
+        while ready:
+            key = keys[heapq.heappop(ready)]
+            order.append(key)
             for dep in dependents.get(key, ()):
                 n = indegree[dep] - 1
                 indegree[dep] = n
                 if n == 0:
-                    order.append(dep)
-        if len(order) != len(self.tasks):
+                    heapq.heappush(ready, index[dep])
+        if len(order) != len(tasks):
             raise GraphError(f"cycle among keys: {_find_cycle(self, indegree)}")
         return order
 

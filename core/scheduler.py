@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import Any
 
 from squall.core import protocol as p
@@ -39,6 +40,8 @@ DEFAULT_BANDWIDTH = 100e6  # bytes/s until told otherwise
 DEFAULT_NBYTES = 1024  # size assumed for an output of unknown size
 CANDIDATE_POOL = 10  # workers looked at per placement decision, whatever the cluster size
 DEP_TASK_POOL = 2  # non-holders looked at besides the holders, for tasks with inputs
+_NOTHING_HELD: dict[Any, int] = {}  # (read only) the holders of a task without inputs
+_INFINITY = float("inf")
 
 
 def heartbeat_interval(n_workers: int) -> float:
@@ -161,9 +164,10 @@ class SchedulerState:
         self._rr = 0  # round-robin pointer over ``running`` for root-task placement
         self._runs = 0  # assignments so far: each ComputeTask gets the next run id
         self._running_list: list[WorkerInfo] = []
-        # decide_worker's memo of occupancy() per worker, valid for one estimator version;
-        # a worker's entry is dropped whenever a task is assigned to it or taken from it.
-        self._occupancies: dict[WorkerInfo, float] = {}
+        # decide_worker's memo of occupancy() per thread of each worker, valid for one
+        # estimator version; a worker's entry is dropped whenever a task is assigned to it
+        # or taken from it.
+        self._occupancy_per_thread: dict[WorkerInfo, float] = {}
         self._occupancies_version = -1
         self._out: list[Any] = []
         self._stimulus_id = ""
@@ -233,7 +237,8 @@ class SchedulerState:
     def transfer_cost(self, ts: TaskState, ws: WorkerInfo) -> float:
         """Seconds to bring the inputs of ``ts`` that ``ws`` lacks."""
         total, held = self._input_bytes(ts)
-        return self._transfer_time(total - held.get(ws, 0), ws)
+        lacking = total - held.get(ws, 0)
+        return lacking / (ws.bandwidth or self.bandwidth) if lacking else 0.0
 
     def _input_bytes(self, ts: TaskState) -> tuple[int, dict[WorkerInfo, int]]:
         """Bytes of all the inputs of ``ts``, and of those each holder has (holders in
@@ -247,9 +252,6 @@ class SchedulerState:
                 held[ws] = held.get(ws, 0) + nbytes
         return total, held
 
-    def _transfer_time(self, nbytes: int, ws: WorkerInfo) -> float:
-        return nbytes / (ws.bandwidth or self.bandwidth) if nbytes else 0.0
-
     def decide_worker(self, ts: TaskState) -> WorkerInfo | None:
         """The running worker where ``ts`` is expected to start soonest, or None: the
         least occupancy per thread plus transfer time of the inputs it lacks.
@@ -260,7 +262,10 @@ class SchedulerState:
         """
         if not self.running:
             return None
-        total, held = self._input_bytes(ts)
+        if ts.dependencies:
+            total, held = self._input_bytes(ts)
+        else:
+            total, held = 0, _NOTHING_HELD
         if ts.restrictions:
             allowed = [self.workers[n] for n in ts.restrictions if n in self.workers]
             candidates = [ws for ws in allowed if ws in self.running]
@@ -274,35 +279,32 @@ class SchedulerState:
         else:
             candidates = self._candidate_pool(CANDIDATE_POOL)
         # (A worker listed twice costs the same twice, so it cannot win twice.)
-        occupancy = self.occupancy
-        transfer_time = self._transfer_time
-        # Occupancies are remembered until the worker's queue or an estimate changes:
-        # placing a batch of root tasks looks at the same few workers again and again.
-        known = self._occupancies
+        # Occupancies per thread are remembered until the worker's queue or an estimate
+        # changes: placing a batch of root tasks looks at the same few workers again and again.
+        known = self._occupancy_per_thread
         if self._occupancies_version != self.estimator.version:
             known.clear()
             self._occupancies_version = self.estimator.version
+        occupancy = self.occupancy
+        bandwidth = self.bandwidth
         best: WorkerInfo | None = None
-        best_start = best_nbytes = 0.0
+        best_start = _INFINITY
+        best_nbytes = 0
         for ws in candidates:
-            occ = known.get(ws)
-            if occ is None:
-                occ = known[ws] = occupancy(ws)
-            start = occ / ws.nthreads
+            start = known.get(ws)
+            if start is None:
+                start = known[ws] = occupancy(ws) / ws.nthreads
             if total:
-                start += transfer_time(total - held.get(ws, 0), ws)
-            if best is None or start < best_start or (start == best_start
-                                                      and ws.nbytes < best_nbytes):
+                lacking = total - held.get(ws, 0)
+                if lacking:  # the transfer time of the inputs it lacks (as in transfer_cost)
+                    start += lacking / (ws.bandwidth or bandwidth)
+            if start < best_start or (start == best_start and ws.nbytes < best_nbytes):
                 best, best_start, best_nbytes = ws, start, ws.nbytes
         return best
 
     def _candidate_pool(self, size: int) -> list[WorkerInfo]:
         """Up to ``size`` idle workers; if none is idle, the next ones round-robin."""
-        pool: list[WorkerInfo] = []
-        for ws in self.idle:
-            pool.append(ws)
-            if len(pool) >= size:
-                return pool
+        pool = list(islice(self.idle, size))
         if pool:
             return pool
         workers = self._running_list
@@ -315,16 +317,24 @@ class SchedulerState:
 
     # ------------------------------------------------------------------ transitions engine
 
-    def transitions(self, recommendations: dict[TaskState, str]) -> None:
-        """Apply recommendations, and those they cause, until none are left."""
+    def transitions(self, recommendations: dict[TaskState, str],
+                    queued: Iterable[tuple[TaskState, str]] = ()) -> None:
+        """Apply recommendations, and those they cause, until none are left; then each
+        ``queued`` one in turn, with all it causes before the next."""
         cap = 20 * len(self.tasks) + 1000
         count = 0
         table = self._table
         log = self.transition_log.append
         observers = self.observers
         sid = self._stimulus_id
+        after = iter(queued)
         try:
-            while recommendations:
+            while True:
+                if not recommendations:
+                    nxt = next(after, None)
+                    if nxt is None:
+                        break
+                    recommendations[nxt[0]] = nxt[1]
                 ts, finish = recommendations.popitem()
                 start = ts.state
                 if start == finish or start == FORGOTTEN:
@@ -571,7 +581,7 @@ class SchedulerState:
         ts.state = PROCESSING
         ts.processing_on = ws
         ws.processing[ts] = None
-        self._occupancies.pop(ws, None)
+        self._occupancy_per_thread.pop(ws, None)
         ws.prefix_counts[ts.prefix] = ws.prefix_counts.get(ts.prefix, 0) + 1
         deps = []
         needs = ws.needs
@@ -594,7 +604,7 @@ class SchedulerState:
 
     def _unassign(self, ts: TaskState, ws: WorkerInfo) -> None:
         del ws.processing[ts]
-        self._occupancies.pop(ws, None)
+        self._occupancy_per_thread.pop(ws, None)
         n = ws.prefix_counts[ts.prefix] - 1
         if n:
             ws.prefix_counts[ts.prefix] = n
@@ -612,22 +622,25 @@ class SchedulerState:
         self._update_idleness(ws)
 
     def _update_idleness(self, ws: WorkerInfo) -> None:
+        """Keep ``ws`` in ``idle`` (fewer tasks than threads) or ``saturated`` (more), or in
+        neither (exactly busy, or not running)."""
         idle, saturated = self.idle, self.saturated
-        n = len(ws.processing)
-        running = ws.status == RUNNING
-        removed = False
-        if running and n < ws.nthreads:
+        excess = len(ws.processing) - ws.nthreads if ws.status == RUNNING else 0
+        if excess < 0:
             idle[ws] = None
-        elif ws in idle:
-            del idle[ws]
-            removed = True
-        if running and n > ws.nthreads:
-            saturated[ws] = None
-        elif ws in saturated:
+            if ws not in saturated:
+                return
             del saturated[ws]
-            removed = True
-        if not removed:
-            return
+        elif excess > 0:
+            saturated[ws] = None
+            if ws not in idle:
+                return
+            del idle[ws]
+        else:
+            if ws not in idle and ws not in saturated:
+                return
+            idle.pop(ws, None)
+            saturated.pop(ws, None)
         self._set_removals += 1
         if self._set_removals > 4 * (len(idle) + len(saturated)) + 64:
             # A dict keeps deleted slots until it resizes, and iteration walks over them:
@@ -678,14 +691,10 @@ class SchedulerState:
                     blame=ts.exception_blame or ts.key))
             elif ts.state == RELEASED:
                 recs[ts] = WAITING
-        # Apply in submission order: dependencies enter waiting before their dependents.
-        self._apply_in_order(recs)
-
-    def _apply_in_order(self, recs: dict[TaskState, str]) -> None:
-        # In the order the client listed them (one at a time, so a task's dependencies
-        # pulled into "waiting" by it are placed before later roots).
-        for ts, finish in recs.items():
-            self.transitions({ts: finish})
+        # In the order the client listed them, one at a time: dependencies enter waiting
+        # before their dependents, and a task's dependencies pulled into "waiting" by it
+        # are placed before later roots.
+        self.transitions({}, queued=recs.items())
 
     def _handle_client_releases_keys(self, msg: p.ClientReleasesKeys) -> None:
         recs: dict[TaskState, str] = {}

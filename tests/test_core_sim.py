@@ -202,6 +202,28 @@ def test_graph_errors_are_one_line_and_name_the_keys(build, fragment: str) -> No
     assert "a-0" in message or "nope" in message
 
 
+def test_topological_order_keeps_the_order_tasks_were_added_where_it_can() -> None:
+    in_order = TaskGraph()
+    for key, deps in (("z-0", ()), ("y-0", ("z-0",)), ("x-0", ()), ("w-0", ("x-0", "y-0"))):
+        in_order.add(key, deps=list(deps))
+    assert in_order.topological_order() == ["z-0", "y-0", "x-0", "w-0"]
+    # a dependent added before its dependency moves just behind it, nothing else moves
+    g = TaskGraph()
+    for key, deps in (("a-0", ()), ("c-0", ("b-0",)), ("d-0", ()), ("b-0", ("a-0",))):
+        g.add(key, deps=list(deps))
+    assert g.topological_order() == ["a-0", "d-0", "b-0", "c-0"]
+
+
+def test_the_simulator_prioritises_tasks_in_the_order_they_were_added() -> None:
+    g = TaskGraph()
+    for key, deps in (("r-0", ()), ("s-0", ("r-0",)), ("r-1", ()), ("s-1", ("r-1",))):
+        g.add_spec(TaskSpec(key, deps=deps, sim_duration=0.01))
+    c = SimCluster(workers=1, seed=0)
+    assert c.run(g).results_ok
+    priorities = [c.scheduler.tasks[k].priority for k in ("r-0", "s-0", "r-1", "s-1")]
+    assert priorities == sorted(priorities)
+
+
 class _Unpicklable:
     def __reduce__(self):
         raise TypeError("this object refuses to be pickled")
