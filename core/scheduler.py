@@ -11,13 +11,13 @@ stimuli give the same instructions in every process, whatever the hash seed.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any
 
 from squall.core import protocol as p
 from squall.core.estimates import DurationEstimator
+from squall.core.translog import TransitionLog
 
 RELEASED = "released"
 WAITING = "waiting"
@@ -152,7 +152,7 @@ class SchedulerState:
         self.bandwidth = bandwidth
         self.heartbeat_timeout = heartbeat_timeout
         self.time = 0.0
-        self.transition_log: deque[tuple[str, str, str, str]] = deque(maxlen=transition_log_size)
+        self.transition_log = TransitionLog(transition_log_size)
         self.transition_counter = 0
         self.stale_reports = 0  # results from workers not assigned the task, ignored
         self.observers: list[Observer] = []
@@ -221,6 +221,7 @@ class SchedulerState:
         if stimulus.time > self.time:
             self.time = stimulus.time
         handler(stimulus)
+        self.transition_log.trim()
         return out
 
     def occupancy(self, ws: WorkerInfo) -> float:
@@ -324,7 +325,7 @@ class SchedulerState:
         cap = 20 * len(self.tasks) + 1000
         count = 0
         table = self._table
-        log = self.transition_log.append
+        log = self.transition_log.add
         observers = self.observers
         sid = self._stimulus_id
         after = iter(queued)
@@ -876,7 +877,7 @@ class SchedulerState:
         self._unassign(ts, old)
         self._assign(ts, ws)
         self.transition_counter += 1
-        self.transition_log.append((ts.key, PROCESSING, PROCESSING, self._stimulus_id))
+        self.transition_log.add((ts.key, PROCESSING, PROCESSING, self._stimulus_id))
         for obs in self.observers:
             obs(self, ts, PROCESSING, PROCESSING, self._stimulus_id)
 

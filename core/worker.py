@@ -20,11 +20,11 @@ Task states on the worker (a task with no record is "released"):
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from squall.core import protocol as p
+from squall.core.translog import TransitionLog
 
 WAITING = "waiting"
 READY = "ready"
@@ -123,7 +123,7 @@ class WorkerState:
         self._compute_after_flight: dict[str, p.ComputeTask] = {}
         self.nbytes = 0  # bytes of tasks in memory
         self.time = 0.0
-        self.transition_log: deque[tuple[str, str, str, str]] = deque(maxlen=transition_log_size)
+        self.transition_log = TransitionLog(transition_log_size)
         self.transition_counter = 0
         self.observers: list[WorkerObserver] = []
         self._out: list[Any] = []
@@ -155,6 +155,7 @@ class WorkerState:
             self._ensure_communicating()
         if self.ready and len(self.executing) < self.nthreads:
             self._ensure_computing()
+        self.transition_log.trim()
         return out
 
     def heartbeat(self, time: float, stimulus_id: str) -> p.Heartbeat:
@@ -179,7 +180,7 @@ class WorkerState:
             )
         ts.state = new
         self.transition_counter += 1
-        self.transition_log.append((ts.key, old, new, self._sid))
+        self.transition_log.add((ts.key, old, new, self._sid))
         if self.observers:
             for obs in self.observers:
                 obs(self, ts, old, new, self._sid)

@@ -215,7 +215,7 @@ def _force_move(state: SchedulerState, ts: TaskState, ws: WorkerInfo) -> None:
     state._unassign(ts, old)
     state._assign(ts, ws)
     state.transition_counter += 1
-    state.transition_log.append((ts.key, PROCESSING, PROCESSING, state.stimulus_id))
+    state.transition_log.add((ts.key, PROCESSING, PROCESSING, state.stimulus_id))
     for obs in state.observers:
         obs(state, ts, PROCESSING, PROCESSING, state.stimulus_id)
 
