@@ -179,7 +179,7 @@ class SimCluster:
         self.all_workers: list[SimWorker] = []  # every incarnation, for busy time
         self._events: list[tuple[float, int, Callable[..., None], tuple[Any, ...], bool]] = []
         self._seq = 0
-        self._pending = 0  # events that are not periodic
+        self._periodic = 0  # events queued that are periodic housekeeping (ticks, heartbeats)
         self._sid = 0
         self._digest = hashlib.sha256()  # (hardware-accelerated here: twice blake2b's speed)
         self._unhashed: list[Any] = []
@@ -325,21 +325,27 @@ class SimCluster:
             t, _, fn, args, periodic = pop(events)
             self.now = t
             if not periodic:
-                self._pending -= 1
                 stuck_since = None
-            elif self._pending == 0:
-                if stuck_since is None:
-                    stuck_since = t
-                elif t - stuck_since > self.stall_timeout:
-                    self._stuck(f"no progress for {self.stall_timeout:g} virtual seconds")
+            else:
+                self._periodic -= 1
+                if len(events) == self._periodic:  # nothing but housekeeping left
+                    if stuck_since is None:
+                        stuck_since = t
+                    elif t - stuck_since > self.stall_timeout:
+                        self._stuck(f"no progress for {self.stall_timeout:g} virtual seconds")
             if t > max_time:
                 self._stuck(f"virtual time passed max_time={max_time:g}")
             fn(*args)
-            if validator is not None and self._pending == 0:
+            if validator is not None and len(events) == self._periodic:
                 validator.quiescent(self)
         self._done_time = self.now
         if validator is not None:
             validator.check_end(self)
+
+    @property
+    def pending(self) -> int:
+        """Events queued that are not periodic housekeeping: 0 when the cluster is quiet."""
+        return len(self._events) - self._periodic
 
     def _death_unnoticed(self) -> bool:
         known = self.scheduler.workers
@@ -440,8 +446,8 @@ class SimCluster:
     def _push(self, t: float, fn: Callable[..., None], args: tuple[Any, ...],
               periodic: bool = False) -> None:
         self._seq = seq = self._seq + 1
-        if not periodic:
-            self._pending += 1
+        if periodic:
+            self._periodic += 1
         heapq.heappush(self._events, (t, seq, fn, args, periodic))
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -480,12 +486,12 @@ class SimCluster:
         link = self._link(src, dst)
         return link, link.down or self._link(dst, src).down
 
-    def _arrival(self, src: str, dst: str, extra: float = 0.0) -> float | None:
+    def _arrival(self, src: str, dst: str) -> float | None:
         """When a message sent now from src reaches dst (FIFO per link), or None if cut."""
         link, cut = self._connection(src, dst)
         if cut:
             return None
-        delay = link.latency + extra
+        delay = link.latency
         if link.jitter:
             delay += link.jitter * (2 * self.rng["network"].random() - 1)
             delay = max(delay, 0.0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from squall.core import protocol as p
@@ -452,14 +453,16 @@ class WorkerState:
                 continue
             batch = [ts]
             total = ts.nbytes
-            # other keys waiting on the same peer travel in the same transfer
-            for i, (_, _, other) in enumerate(to_fetch):
-                if total >= FETCH_BATCH_BYTES or i >= 64:  # bounded scan of the heap
-                    break
-                if other.state == FETCH and other is not ts and holder in other.who_has \
-                        and other not in batch:
-                    batch.append(other)
-                    total += other.nbytes
+            # other keys waiting on the same peer travel in the same transfer (a bounded
+            # scan of the heap; most entries are on other peers, so that is checked first)
+            if total < FETCH_BATCH_BYTES:
+                for _, _, other in islice(to_fetch, 64):
+                    if holder in other.who_has and other.state == FETCH and other is not ts \
+                            and other not in batch:
+                        batch.append(other)
+                        total += other.nbytes
+                        if total >= FETCH_BATCH_BYTES:
+                            break
             for t in batch:
                 t.coming_from = holder
                 self._set_state(t, FLIGHT)

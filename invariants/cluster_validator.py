@@ -142,7 +142,7 @@ class Validator:
         """Every wanted key has a result: full check, then end to end; at quiescence also
         agreement and liveness."""
         self.check_full()
-        if getattr(cluster, "_pending", 0) == 0:
+        if getattr(cluster, "pending", 0) == 0:
             self._run(QUIESCENT_INVARIANTS)
             self._run(LIVENESS_INVARIANTS)
         self._run(END_INVARIANTS)
@@ -155,7 +155,7 @@ class Validator:
             return
         self._quiet_at = counts
         self.check_full()
-        if getattr(cluster, "_pending", 0) == 0:
+        if getattr(cluster, "pending", 0) == 0:
             self._run(QUIESCENT_INVARIANTS)
             self._run(LIVENESS_INVARIANTS)
 

@@ -58,8 +58,8 @@ class SteppedCluster(SimCluster):
         while events and events[0][0] <= until:
             t, _, fn, args, periodic = heapq.heappop(events)
             self.now = t
-            if not periodic:
-                self._pending -= 1
+            if periodic:
+                self._periodic -= 1
             fn(*args)
         self.now = until
 

@@ -823,7 +823,7 @@ def _finished_run(graph: Any = None, workers: int = 2) -> SimCluster:
     """A small run that ended cleanly, validator attached, nothing left in flight."""
     c = SimCluster(workers=workers, seed=0, validate=True)
     c.run(graph if graph is not None else make_workload("independent", 4))
-    assert c._pending == 0
+    assert c.pending == 0
     return c
 
 
