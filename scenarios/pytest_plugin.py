@@ -40,6 +40,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sim_cluster(**kwargs): SimCluster arguments for the "
                                        "sim_cluster fixture")
     register_profiles()
+    # Checked here, before collection: under xdist a collection error in the workers
+    # would surface as an INTERNALERROR traceback instead of this one line.
+    folder = config.getoption("squall_traces")
+    if folder and not Path(folder).is_dir():
+        raise pytest.UsageError(f"--squall-traces: {folder!r} is not a directory")
     # HYPOTHESIS_PROFILE picks one (pytest's --hypothesis-profile, if given, wins).
     name = os.environ.get("HYPOTHESIS_PROFILE")
     if name and not getattr(config.option, "hypothesis_profile", None):
@@ -71,10 +76,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     folder = config.getoption("squall_traces")
     if not folder:
         return
-    path = Path(folder)
-    if not path.is_dir():
-        raise pytest.UsageError(f"--squall-traces: {folder!r} is not a directory")
-    for trace in sorted(path.glob("*.jsonl")):
+    for trace in sorted(Path(folder).glob("*.jsonl")):
         items.append(TraceItem.from_parent(session, name=f"squall-trace[{trace.name}]",
                                            trace=trace))
 

@@ -212,3 +212,10 @@ def test_recorded_traces_replay_as_tests_through_the_plugin(tmp_path: Path) -> N
          "--squall-traces", str(tmp_path / "nope"), str(empty)],
         capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad.returncode != 0 and "is not a directory" in bad.stderr + bad.stdout
+    # under xdist too: one line, not an internal error from the workers' collection
+    bad = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+         "--squall-traces", str(tmp_path / "nope"), str(empty)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode != 0 and "is not a directory" in bad.stderr + bad.stdout
+    assert "INTERNALERROR" not in bad.stderr + bad.stdout
