@@ -16,7 +16,9 @@ So it tries no heartbeat timeout, a shorter one, no heartbeats, fewer of them, a
 slower clock (``tick_interval``); and, for a worker cut off from everyone, the verdict the
 heartbeat timeout would reach without the wait: the worker dies (a ``KillWorker``, which
 the scheduler hears of at once), at the time the timeout would notice or sooner. A
-candidate with more faults is kept only when its trace is shorter.
+candidate with more faults is kept only when its trace is shorter. When the clock ticks
+(stealing, or a heartbeat timeout), long tasks are also cut short by whole ticks, the
+faults after the cut striking as much sooner.
 
 Last, when nothing above helps, it drops many tasks at once: Hypothesis leaves filler tasks
 whose only part is where the failing task is placed, and no drop of one or two keeps the
@@ -212,6 +214,38 @@ def _sooner(sc: Scenario) -> Iterator[Scenario]:
             yield replace(sc, cluster=replace(c, heartbeat_interval=longer))
     if (timeout is not None or c.stealing) and c.tick_interval * 2 <= SLOWEST_TICK:
         yield replace(sc, cluster=replace(c, tick_interval=round(c.tick_interval * 2, 3)))
+    if timeout is not None or c.stealing:
+        yield from _shortened(sc)
+
+
+SHORTEN_TICKS = (20, 10, 5, 2, 1)  # the cuts _shortened tries, in clock ticks
+
+
+def _shortened(sc: Scenario) -> Iterator[Scenario]:
+    """``sc`` with its long tasks shorter and what follows them sooner: every task longer
+    than the cut loses the cut, and every fault at or after it strikes that much sooner.
+    A failure that needs long tasks only for what happens between them (stealing acts on
+    clock ticks) then takes fewer ticks to reach. The cut is a whole number of ticks, so
+    the faults keep their place among the ticks (scaling time instead moved them off it,
+    and the failures with it)."""
+    w = sc.workload
+    if not isinstance(w, ExplicitGraph):
+        return
+    tick = sc.cluster.tick_interval
+    longest = max((t.sim_duration or 0.0 for t in w.tasks), default=0.0)
+    for ticks in SHORTEN_TICKS:
+        cut = round(ticks * tick, 3)
+        if cut >= longest:
+            continue
+        tasks = tuple(replace(t, duration=_less(t.duration, cut),
+                              sim_duration=_less(t.sim_duration, cut)) for t in w.tasks)
+        chaos = tuple(replace(f, at=round(f.at - cut, 2)) if f.at >= cut else f
+                      for f in sc.chaos)
+        yield replace(sc, workload=ExplicitGraph(tasks=tasks), chaos=chaos)
+
+
+def _less(seconds: float | None, cut: float) -> float | None:
+    return round(seconds - cut, 3) if seconds is not None and seconds > cut else seconds
 
 
 # Many tasks fewer at once: Hypothesis leaves filler tasks that only decide where the

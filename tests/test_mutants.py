@@ -220,6 +220,23 @@ def test_minimize_drops_fillers_that_only_placed_the_failing_task() -> None:
     assert len(small.workload.tasks) <= 3  # type: ignore[union-attr]
 
 
+def test_minimize_shortens_long_tasks_a_stealing_failure_waited_through() -> None:
+    # steal-to-stale-record as exploration seed 3 left it: two 2 s tasks, and w0 killed
+    # and replaced at 2.6 s just as the balancer steals for it; of its 39 stimuli most are
+    # the clock ticks of the 2 s nothing happens in. Time scaled down moves the kill off
+    # its tick and the failure goes; cut by whole ticks, the tasks keep it.
+    tasks = (TaskDef("a-2", duration=2.0, sim_duration=2.0, nbytes=100),
+             TaskDef("a-3", duration=2.0, sim_duration=2.0, nbytes=100),
+             TaskDef("a-4", duration=0.01, sim_duration=0.01, nbytes=100))
+    big = Scenario(workload=ExplicitGraph(tasks=tasks),
+                   cluster=ClusterShape(workers=2, stealing=True, tick_interval=0.2,
+                                        max_time=600.0),
+                   chaos=(KillWorker(at=0.5, worker="w0"), JoinWorker(at=2.0, worker="w0"),
+                          KillWorker(at=2.6, worker="w0"), JoinWorker(at=2.6, worker="w0")))
+    small = _minimized_to_30(MUTANTS["steal-to-stale-record"], big, more_than=35)
+    assert max(t.sim_duration or 0 for t in small.workload.tasks) < 2.0  # type: ignore[union-attr]
+
+
 def _minimized_to_30(m: Mutant, big: Scenario, *, more_than: int) -> Scenario:
     """``big`` (which passes, and fails with ``m`` on after more than ``more_than``
     stimuli) minimized: to 30 stimuli or fewer, failing the same way, passing without ``m``."""
