@@ -170,8 +170,12 @@ class TaskGraph:
             raise GraphError(f"cycle among keys: {_find_cycle(self, indegree)}")
         return order
 
-    def to_msgs(self) -> tuple[TaskSpecMsg, ...]:
-        return tuple(spec.to_msg() for spec in self.tasks.values())
+    def to_msgs(self, order: Iterable[str] | None = None) -> tuple[TaskSpecMsg, ...]:
+        """The tasks as messages, in ``order`` (default: the order they were added)."""
+        if order is None:
+            return tuple([spec.to_msg() for spec in self.tasks.values()])
+        specs = self.tasks
+        return tuple([specs[key].to_msg() for key in order])
 
 
 def _find_cycle(graph: TaskGraph, indegree: dict[str, int]) -> list[str]:

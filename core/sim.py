@@ -301,7 +301,7 @@ class SimCluster:
         self._wanted = set(wanted)
         self._send_to_scheduler(None, [p.UpdateGraph(
             stimulus_id=self._new_sid("update-graph"), time=self.now, client=CLIENT,
-            tasks=tuple(graph[k].to_msg() for k in order), wanted=tuple(wanted))])
+            tasks=graph.to_msgs(order), wanted=tuple(wanted))])
         self._started = True
         self._schedule_periodic()
         self._loop()

@@ -46,7 +46,7 @@ class SteppedCluster(SimCluster):
         self.submitted += 1
         self._send_to_scheduler(None, [p.UpdateGraph(
             stimulus_id=self._new_sid("update-graph"), time=self.now, client=CLIENT,
-            tasks=tuple(graph[k].to_msg() for k in order), wanted=tuple(wanted))])
+            tasks=graph.to_msgs(order), wanted=tuple(wanted))])
         if not self._started:
             self._started = True
             self._schedule_periodic()
