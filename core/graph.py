@@ -142,17 +142,16 @@ class TaskGraph:
     def _stable_topological_order(self) -> list[str]:
         """Kahn's algorithm, always taking the ready key that was added first."""
         tasks = self.tasks
-        index = {key: i for i, key in enumerate(tasks)}
         keys = list(tasks)
         indegree: dict[str, int] = {}  # keys with dependencies in the graph: how many left
-        dependents: dict[str, list[str]] = {}
+        dependents: dict[str, list[int]] = {}  # key -> insertion indices of its dependents
         ready: list[int] = []  # a heap of the insertion indices of keys with none left
         for i, (key, spec) in enumerate(tasks.items()):
             n = 0
             for d in spec.deps:
                 if d in tasks:
                     n += 1
-                    dependents.setdefault(d, []).append(key)
+                    dependents.setdefault(d, []).append(i)
             if n:
                 indegree[key] = n
             else:
@@ -161,11 +160,12 @@ class TaskGraph:
         while ready:
             key = keys[heapq.heappop(ready)]
             order.append(key)
-            for dep in dependents.get(key, ()):
+            for j in dependents.get(key, ()):
+                dep = keys[j]
                 n = indegree[dep] - 1
                 indegree[dep] = n
                 if n == 0:
-                    heapq.heappush(ready, index[dep])
+                    heapq.heappush(ready, j)
         if len(order) != len(tasks):
             raise GraphError(f"cycle among keys: {_find_cycle(self, indegree)}")
         return order

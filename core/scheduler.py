@@ -232,14 +232,18 @@ class SchedulerState:
             d = durations.get(prefix)
             total += count * (self.estimator.duration(prefix) if d is None else d)
         if ws.fetch_bytes:
-            total += ws.fetch_bytes / (ws.bandwidth or self.bandwidth)
+            total += self._transfer_time(ws.fetch_bytes, ws)
         return total
 
     def transfer_cost(self, ts: TaskState, ws: WorkerInfo) -> float:
         """Seconds to bring the inputs of ``ts`` that ``ws`` lacks."""
         total, held = self._input_bytes(ts)
         lacking = total - held.get(ws, 0)
-        return lacking / (ws.bandwidth or self.bandwidth) if lacking else 0.0
+        return self._transfer_time(lacking, ws) if lacking else 0.0
+
+    def _transfer_time(self, nbytes: int, ws: WorkerInfo) -> float:
+        """Seconds to bring ``nbytes`` to ``ws``."""
+        return nbytes / (ws.bandwidth or self.bandwidth)
 
     def _input_bytes(self, ts: TaskState) -> tuple[int, dict[WorkerInfo, int]]:
         """Bytes of all the inputs of ``ts``, and of those each holder has (holders in
@@ -287,7 +291,7 @@ class SchedulerState:
             known.clear()
             self._occupancies_version = self.estimator.version
         occupancy = self.occupancy
-        bandwidth = self.bandwidth
+        transfer_time = self._transfer_time
         best: WorkerInfo | None = None
         best_start = _INFINITY
         best_nbytes = 0
@@ -297,8 +301,8 @@ class SchedulerState:
                 start = known[ws] = occupancy(ws) / ws.nthreads
             if total:
                 lacking = total - held.get(ws, 0)
-                if lacking:  # the transfer time of the inputs it lacks (as in transfer_cost)
-                    start += lacking / (ws.bandwidth or bandwidth)
+                if lacking:  # the inputs it lacks
+                    start += transfer_time(lacking, ws)
             if start < best_start or (start == best_start and ws.nbytes < best_nbytes):
                 best, best_start, best_nbytes = ws, start, ws.nbytes
         return best

@@ -328,7 +328,7 @@ class SimCluster:
                 stuck_since = None
             else:
                 self._periodic -= 1
-                if len(events) == self._periodic:  # nothing but housekeeping left
+                if self.pending == 0:  # nothing but housekeeping left
                     if stuck_since is None:
                         stuck_since = t
                     elif t - stuck_since > self.stall_timeout:
@@ -336,7 +336,7 @@ class SimCluster:
             if t > max_time:
                 self._stuck(f"virtual time passed max_time={max_time:g}")
             fn(*args)
-            if validator is not None and len(events) == self._periodic:
+            if validator is not None and self.pending == 0:
                 validator.quiescent(self)
         self._done_time = self.now
         if validator is not None:
