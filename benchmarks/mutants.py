@@ -1,4 +1,4 @@
-"""Bug-finding power: explore with each planted bug (squall.scenarios.mutants) on, then as
+"""Bug-finding power: explore with each planted bug (squall.mutants.catalog) on, then as
 long with none, and print the figures BENCHMARKS.md records.
 
     python benchmarks/mutants.py [--budget 60] [--jobs 2] [--json mutants.json]
@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 
-from squall.scenarios.mutants import CATALOG, mutant, run_mutants
+from squall.mutants.catalog import CATALOG, mutant, run_mutants
 
 SECONDS, STIMULI = 60.0, 30
 

@@ -77,8 +77,8 @@ def best_rate(fn: Callable[[Any, int], int], client: Any, size: int, repeat: int
 
 
 def squall_cluster() -> tuple[Any, Any]:
-    from squall.core.client import Client
-    from squall.core.cluster import LocalCluster
+    from squall.core.runtime.client import Client
+    from squall.core.runtime.cluster import LocalCluster
 
     cluster = LocalCluster(workers=WORKERS, threads=THREADS, validate=False)
     return cluster, Client(cluster)

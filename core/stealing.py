@@ -720,7 +720,7 @@ def balance_snapshot(snapshot: dict[str, Any], rounds: int = 1) -> dict[str, lis
 @click.option("--rounds", default=1, show_default=True, help="balancing rounds to run")
 def balance_command(snapshot_path: str, rounds: int) -> None:
     """Run balancing rounds on a scheduler snapshot; print {worker: [task keys]} as JSON."""
-    from squall.scenarios.cli import SquallError
+    from squall.cli.main import SquallError
 
     if rounds < 1:
         raise SquallError(f"--rounds must be >= 1, got {rounds}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from squall.core.oracle import error_problem
 from squall.core.scheduler import ERRED, MEMORY, NO_WORKER, PROCESSING, WAITING
 from squall.core.worker import MEMORY as W_MEMORY
 from squall.invariants.base import (
@@ -189,44 +190,21 @@ def error_correct(cv: Any) -> Found:
     expected = cv.expected()
     tasks = cv.state.tasks
     graph = cv.cluster.graph
-    downstream: dict[str, set[str]] = {}  # blamed key -> the keys its failure reaches
     for key, (kind, value) in cv.cluster.results.items():
         want = expected.get(key)
-        if isinstance(want, str):
-            if kind != "erred":
+        if kind != "erred":
+            if isinstance(want, str):
                 return (f"task {key!r}", f"should raise ({want}) but was reported {kind}")
-            blame = str(value).removeprefix("error:")
-            blamed = tasks.get(blame)
-            # a task upstream given up after its workers died (KilledWorker) explains it too
-            killed = blamed is not None and blamed.state == ERRED and (
-                blamed.exception or "").startswith("KilledWorker")
-            if blame not in graph or not (graph[blame].fails or killed):
-                return (f"task {key!r}", f"reported {value}, but {blame!r} does not raise")
-            if blame not in downstream:
-                downstream[blame] = _downstream(cv, blame)
-            if key not in downstream[blame]:
-                return (f"task {key!r}", f"reported {value}, but {blame!r} is not upstream "
-                        "of it")
-        elif kind == "erred":
-            blamed = tasks.get(str(value).removeprefix("error:"))
-            exc = blamed.exception if blamed is not None and blamed.state == ERRED else None
-            if not (exc or "").startswith("KilledWorker"):
-                return (f"task {key!r}", f"should succeed but was reported {value} "
-                        f"({exc or 'no KilledWorker on record'})")
+            continue
+        blame = str(value).removeprefix("error:")
+        blamed = tasks.get(blame)
+        # a task given up after its workers died (KilledWorker) explains it too
+        killed = blamed is not None and blamed.state == ERRED and (
+            blamed.exception or "").startswith("KilledWorker")
+        problem = error_problem(graph, key, blame, want, killed=killed)
+        if problem is not None:
+            return (f"task {key!r}", problem)
     return None
-
-
-def _downstream(cv: Any, key: str) -> set[str]:
-    """``key`` and every task that depends on it, directly or not."""
-    dependents = cv.graph_dependents()
-    seen = {key}
-    stack = [key]
-    while stack:
-        for d in dependents.get(stack.pop(), ()):
-            if d not in seen:
-                seen.add(d)
-                stack.append(d)
-    return seen
 
 
 @end_invariant("e2e.no-duplicate-run",

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from squall.core.oracle import expected_results
 from squall.core.scheduler import TaskState
-from squall.core.sim import expected_results
 from squall.core.worker import WorkerState, WTask
 from squall.invariants.catalog import invariant
 from squall.invariants.cluster_checks import (

@@ -101,7 +101,7 @@ def explore_job(job: int, seed: int, space: str, deadline: float,
     Returns the counts and, on a failure, the shrunk scenario with the error text of a
     crash ("" for a violation or wrong results). ``keep_going``: count failures and go
     on, shrinking nothing (to measure the exploration rate). ``mutant``: the name of a
-    planted bug (``squall.scenarios.mutants``) switched on for the whole job.
+    planted bug (``squall.mutants.catalog``) switched on for the whole job.
     """
     with _mutant_on(mutant):
         return _explore_job(job, seed, space, deadline, progress, max_scenarios, keep_going)
@@ -111,7 +111,7 @@ def _mutant_on(name: str | None) -> Any:
     """The context in which mutant ``name`` is live (imported only when one is asked for)."""
     if name is None:
         return contextlib.nullcontext()
-    from squall.scenarios.mutants import switched_on
+    from squall.mutants.catalog import switched_on
 
     return switched_on(name)
 

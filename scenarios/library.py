@@ -6,7 +6,7 @@ seconds in the simulator with strict mode on.
 
 from __future__ import annotations
 
-from squall.scenarios.faults import (
+from squall.chaos.injectors import (
     JoinWorker,
     KillWorker,
     Partition,

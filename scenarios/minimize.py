@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterator
 
 from msgspec.structs import replace
 
+from squall.chaos.injectors import AnyFault, KillWorker, Partition
 from squall.core.outcome import Outcome
-from squall.scenarios.faults import AnyFault, KillWorker, Partition
 from squall.scenarios.model import ExplicitGraph, Scenario, ScenarioError
 
 MIN_HEARTBEAT_TIMEOUT = 0.2  # a shorter timeout is not shrunk further

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from squall.chaos.injectors import AnyFault
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
-from squall.scenarios.faults import AnyFault
 from squall.scenarios.workloads import WORKLOADS
 
 

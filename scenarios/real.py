@@ -28,19 +28,19 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from squall.core import protocol as p
-from squall.core.graph import TaskGraph, TaskSpec
-from squall.core.outcome import Outcome, Violation
-from squall.core.sim import expected_results, task_value
-from squall.scenarios.faults import (
+from squall.chaos.injectors import (
     ChaosDriver,
     Heal,
     JoinWorker,
     Partition,
-    SlowLink,
+    SlowNetwork,
     links_between,
     timeline,
 )
+from squall.core import protocol as p
+from squall.core.graph import TaskGraph, TaskSpec
+from squall.core.oracle import error_problem, expected_results, task_value
+from squall.core.outcome import Outcome, Violation
 from squall.scenarios.model import DEFAULT_TICK, Scenario
 from squall.scenarios.trace import CHAOS, End, Stim, TraceWriter, WorkerStart
 
@@ -99,7 +99,7 @@ def unsupported_in_real_mode(scenario: Scenario) -> str | None:
 def needs_network(scenario: Scenario) -> bool:
     """Whether the scenario slows or cuts links: then every connection goes through a proxy."""
     return bool(scenario.cluster.links) or any(
-        isinstance(f, SlowLink | Partition | Heal) for f in scenario.chaos)
+        isinstance(f, SlowNetwork | Partition | Heal) for f in scenario.chaos)
 
 
 class _RealSurface:
@@ -244,8 +244,8 @@ def run_real(scenario: Scenario, *, trace: str | Path | None = None,
              progress: Callable[[int, int], None] | None = None) -> Outcome:
     """Run ``scenario`` on a LocalCluster; see the module docstring. ``progress(done,
     total)`` is called as keys finish."""
-    from squall.core.client import Client
-    from squall.core.cluster import LocalCluster
+    from squall.core.runtime.client import Client
+    from squall.core.runtime.cluster import LocalCluster
     from squall.scenarios.runner import violation_from
 
     c = scenario.cluster
@@ -349,27 +349,11 @@ def run_real(scenario: Scenario, *, trace: str | Path | None = None,
 
 
 def _error_explained(graph: TaskGraph, key: str, error: str, want: Any) -> bool:
-    """As in the simulator: an error is right when it is blamed ("(error:KEY)") on a task
-    upstream of ``key`` that raises (timing decides which, when several do), or when the
-    scheduler gave up on a task whose workers kept dying (KilledWorker)."""
-    if "KilledWorker" in error:
-        return True
-    if not isinstance(want, str):
-        return False
+    """The oracle's rule, on a real error's text: it names its blame as "(error:KEY)", and a
+    task given up after its workers kept dying says KilledWorker."""
     start = error.rfind("(error:")
-    blame = error[start + 7:error.find(")", start)] if start >= 0 else ""
-    if blame not in graph.tasks or not graph[blame].fails:
-        return False
-    seen, todo = {key}, [key]
-    while todo:
-        k = todo.pop()
-        if k == blame:
-            return True
-        for d in graph[k].deps:
-            if d not in seen:
-                seen.add(d)
-                todo.append(d)
-    return False
+    blame = error[start + 7:error.find(")", start)] if start >= 0 else key
+    return error_problem(graph, key, blame, want, killed="KilledWorker" in error) is None
 
 
 def _finish_trace(writer: TraceWriter, outcome: Outcome, validate: bool) -> None:

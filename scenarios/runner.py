@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from squall.chaos.injectors import ChaosDriver, SlowNetwork
 from squall.core.outcome import Outcome, Violation
 from squall.core.scheduler import InvalidTransition, LivelockError
 from squall.core.sim import SimCluster, SimulationError
 from squall.core.worker import InvalidWorkerTransition
-from squall.scenarios.faults import ChaosDriver, SlowLink
 from squall.scenarios.model import Scenario, ScenarioError
 from squall.scenarios.trace import SimRecorder, TraceWriter
 
@@ -97,7 +97,7 @@ def build_sim(scenario: Scenario, *, validate: bool = True) -> SimCluster:
         max_time=c.max_time,
     )
     for link in c.links:
-        SlowLink(worker=link.worker, latency=link.latency, bandwidth=link.bandwidth,
+        SlowNetwork(worker=link.worker, latency=link.latency, bandwidth=link.bandwidth,
                  jitter=link.jitter).apply(cluster)
     cluster.faults.clear()  # the starting links are the cluster's shape, not faults
     return cluster
@@ -226,10 +226,10 @@ def check_runnable(scenario: Scenario) -> None:
     if scenario.runtime != "real":
         return
     try:
-        from squall.core.cluster import ClusterError  # noqa: F401
+        from squall.core.runtime.cluster import ClusterError  # noqa: F401
     except ImportError:
         raise RuntimeUnavailable(
-            "runtime 'real' is not available: squall.core.cluster (LocalCluster) is not "
+            "runtime 'real' is not available: squall.core.runtime.cluster (LocalCluster) is not "
             "installed in this build; use --runtime sim") from None
     from squall.scenarios.real import unsupported_in_real_mode
 
@@ -241,7 +241,7 @@ def check_runnable(scenario: Scenario) -> None:
 def _run_real(scenario: Scenario, *, trace: str | Path | None, validate: bool,
               progress: Callable[[int, int], None] | None = None) -> Outcome:
     check_runnable(scenario)
-    from squall.core.cluster import ClusterError
+    from squall.core.runtime.cluster import ClusterError
     from squall.scenarios.real import run_real
 
     try:

@@ -15,8 +15,7 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from squall.core.graph import TaskGraph, TaskSpec
-from squall.scenarios.faults import (
+from squall.chaos.injectors import (
     ChaosDriver,
     Fault,
     Heal,
@@ -24,11 +23,12 @@ from squall.scenarios.faults import (
     KillWorker,
     Partition,
     PauseWorker,
-    Skew,
-    SlowLink,
+    SkewEstimates,
+    SlowNetwork,
 )
+from squall.core.graph import TaskGraph, TaskSpec
+from squall.core.sim.stepping import SteppedCluster
 from squall.scenarios.model import ExplicitGraph
-from squall.scenarios.stepping import SteppedCluster
 from squall.scenarios.strategies import PREFIXES, graphs, stealing_available
 
 HEARTBEAT_TIMEOUT = 2.0  # partitions are noticed: a cut-off worker is removed in time
@@ -95,7 +95,7 @@ class ClusterMachine(RuleBasedStateMachine):
     @rule(i=st.integers(0, MAX_WORKER_INDEX), latency=st.sampled_from((0.05, 0.5)),
           bandwidth=st.sampled_from((None, 1e6)))
     def slow_link(self, i: int, latency: float, bandwidth: float | None) -> None:
-        self._fault(SlowLink(at=self._c.now, worker=f"w{i}", latency=latency,
+        self._fault(SlowNetwork(at=self._c.now, worker=f"w{i}", latency=latency,
                              bandwidth=bandwidth))
 
     @rule(i=st.integers(0, MAX_WORKER_INDEX))
@@ -121,7 +121,7 @@ class ClusterMachine(RuleBasedStateMachine):
         c = self._c
         if prefix is not None and c.submitted:
             prefix = f"g{c.submitted - 1}{prefix}"
-        self._fault(Skew(at=c.now, factor=factor, prefix=prefix))
+        self._fault(SkewEstimates(at=c.now, factor=factor, prefix=prefix))
 
     @precondition(lambda self: self.cluster is not None
                   and len(self.cluster.workers) < MAX_WORKER_INDEX)

@@ -18,15 +18,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
-from squall.scenarios.faults import (
+from squall.chaos.injectors import (
     AnyFault,
     Heal,
     JoinWorker,
     KillWorker,
     Partition,
     PauseWorker,
-    Skew,
-    SlowLink,
+    SkewEstimates,
+    SlowNetwork,
 )
 from squall.scenarios.model import ClusterShape, ExplicitGraph, Generated, Scenario, TaskDef
 from squall.scenarios.workloads import WORKLOADS
@@ -128,9 +128,9 @@ def faults(workers: int) -> st.SearchStrategy[AnyFault]:
         st.builds(KillWorker, at=FAULT_TIMES, worker=name),
         st.builds(PauseWorker, at=FAULT_TIMES, worker=name,
                   seconds=st.sampled_from((0.5, 0.1, 3.0))),
-        st.builds(Skew, at=FAULT_TIMES, factor=st.sampled_from((10.0, 0.1, 100.0, 0.01)),
+        st.builds(SkewEstimates, at=FAULT_TIMES, factor=st.sampled_from((10.0, 0.1, 100.0, 0.01)),
                   prefix=st.sampled_from((None, *PREFIXES))),
-        st.builds(SlowLink, at=FAULT_TIMES, worker=name,
+        st.builds(SlowNetwork, at=FAULT_TIMES, worker=name,
                   latency=st.sampled_from((0.05, 0.5)), bandwidth=st.sampled_from((None, 1e6))),
         st.builds(Partition, at=FAULT_TIMES, worker=name),
         st.builds(JoinWorker, at=FAULT_TIMES, worker=st.one_of(st.none(), name),
@@ -180,7 +180,7 @@ def chaos_schedules(draw: st.DrawFn, workers: int, *, max_faults: int = 3,
     if kinds == "joins":
         return tuple(draw(st.lists(joins(), min_size=min_faults, max_size=max_faults)))
     if kinds == "restarts":
-        slow = st.builds(SlowLink, at=FAULT_TIMES,
+        slow = st.builds(SlowNetwork, at=FAULT_TIMES,
                          worker=st.integers(0, max(0, workers - 1)).map(lambda i: f"w{i}"),
                          latency=st.sampled_from((0.05, 0.5)))
         drawn = draw(st.lists(st.one_of(restarts(workers), slow.map(lambda f: (f,))),
@@ -228,7 +228,7 @@ SCENARIO_SPACES: dict[str, dict[str, int]] = {
     "stealing": {"tasks": 50, "workers": 4, "faults": 3, "stealing": 1},
     "medium": {"tasks": 200, "workers": 8, "faults": 8, "generated": 1},
     "storm": {"tasks": 80, "workers": 6, "faults": 12, "min_faults": 5},
-    # aimed at bugs the spaces above rarely reach (see squall.scenarios.mutants):
+    # aimed at bugs the spaces above rarely reach (see squall.mutants.catalog):
     # a task given up after 0 or 1 deaths of its workers (the retry limit at work)
     "fragile": {"tasks": 30, "workers": 3, "faults": 3, "min_faults": 1, "fragile": 1},
     # workers restarting at the same address while steals and messages are in flight

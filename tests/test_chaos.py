@@ -31,10 +31,9 @@ from squall.chaos.injectors import (
     timeline,
 )
 from squall.chaos.schedule import RATE_KINDS, ChaosSchedule
+from squall.cli.main import main
 from squall.core import protocol as p
 from squall.core.sim import SimCluster
-from squall.scenarios import faults as scenario_faults
-from squall.scenarios.cli import main
 from squall.scenarios.library import named_scenario
 from squall.scenarios.model import (
     ClusterShape,
@@ -91,10 +90,6 @@ def test_every_injector_round_trips_through_json() -> None:
     kinds = [json.loads(msgspec.json.encode(f))["kind"] for f in ALL_KINDS]
     assert kinds == ["kill", "pause", "slow-link", "partition", "heal", "skew", "join"]
 
-
-def test_scenario_modules_use_the_one_definition() -> None:
-    assert scenario_faults.SlowLink is SlowNetwork and scenario_faults.Skew is SkewEstimates
-    assert scenario_faults.KillWorker is KillWorker and scenario_faults.ChaosDriver is ChaosDriver
 
 
 @pytest.mark.parametrize("fault, fragment", [

@@ -27,9 +27,9 @@ from squall.chaos.injectors import (
 )
 from squall.chaos.schedule import ChaosSchedule
 from squall.chaos.toxiproxy import connect_client
-from squall.core.client import Client
-from squall.core.cluster import ClusterError, LocalCluster
-from squall.core.launcher import REJOIN_EXIT
+from squall.core.runtime.client import Client
+from squall.core.runtime.cluster import ClusterError, LocalCluster
+from squall.core.runtime.launcher import REJOIN_EXIT
 from squall.scenarios.model import ClusterShape, Generated, Scenario
 from squall.scenarios.replay import replay_trace
 from squall.scenarios.runner import run_scenario

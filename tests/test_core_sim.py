@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from squall.cli.main import main
 from squall.core import protocol as p
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
 from squall.core.scheduler import SchedulerState, heartbeat_interval
 from squall.core.sim import SimCluster
-from squall.scenarios.cli import main
 from squall.scenarios.workloads import WORKLOADS, independent, make_workload, tree_reduction
 
 

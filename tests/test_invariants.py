@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from squall.cli.main import main
 from squall.core import protocol as p
 from squall.core import worker as worker_module
 from squall.core.scheduler import (
@@ -38,7 +39,6 @@ from squall.invariants import (
     WorkerValidator,
 )
 from squall.invariants.validator import Reporter
-from squall.scenarios.cli import main
 from squall.scenarios.workloads import WORKLOADS, make_workload
 
 CASES: dict[str, Callable[[], InvariantViolation]] = {}

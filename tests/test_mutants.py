@@ -8,15 +8,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from squall.chaos.injectors import Heal, JoinWorker, KillWorker, Partition, SkewEstimates
+from squall.cli.main import main
 from squall.core.scheduler import SchedulerState
 from squall.core.worker import WorkerState
 from squall.invariants import BY_ID
-from squall.scenarios.cli import main
-from squall.scenarios.explore import explore
-from squall.scenarios.faults import Heal, JoinWorker, KillWorker, Partition, Skew
-from squall.scenarios.minimize import minimize, size
-from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario, TaskDef
-from squall.scenarios.mutants import (
+from squall.mutants.catalog import (
     CATALOG,
     MUTANTS,
     Mutant,
@@ -26,6 +23,9 @@ from squall.scenarios.mutants import (
     same_failure,
     switched_on,
 )
+from squall.scenarios.explore import explore
+from squall.scenarios.minimize import minimize, size
+from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario, TaskDef
 from squall.scenarios.replay import REPRODUCED, replay_trace
 from squall.scenarios.runner import run_scenario
 from squall.scenarios.strategies import SCENARIO_SPACES
@@ -171,7 +171,7 @@ def test_minimize_drops_what_the_failure_does_not_need() -> None:
     extra = tuple(TaskDef(f"z-{i}", sim_duration=0.2) for i in range(3))
     big = msgspec.structs.replace(
         KILL, workload=ExplicitGraph(tasks=KILL.workload.tasks + extra),  # type: ignore[union-attr]
-        cluster=ClusterShape(workers=2), chaos=(Skew(at=0.05, factor=10.0), *KILL.chaos))
+        cluster=ClusterShape(workers=2), chaos=(SkewEstimates(at=0.05, factor=10.0), *KILL.chaos))
     m = MUTANTS["dead-worker-tasks-stranded"]
     with m.active():
         first = run_scenario(big)
@@ -181,7 +181,7 @@ def test_minimize_drops_what_the_failure_does_not_need() -> None:
     assert out.violations[0].invariant == first.violations[0].invariant
     assert size(small, out) < size(big, first)
     assert len(small.workload.tasks) < len(big.workload.tasks)  # type: ignore[union-attr]
-    assert not any(isinstance(f, Skew) for f in small.chaos)
+    assert not any(isinstance(f, SkewEstimates) for f in small.chaos)
     assert run_scenario(small).ok  # still the mutant's doing
 
 

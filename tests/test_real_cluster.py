@@ -19,17 +19,17 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from squall.core import net
+from squall.cli.main import main
 from squall.core import protocol as p
-from squall.core.client import Client, KilledWorker, RemoteTraceback
-from squall.core.cluster import LocalCluster
 from squall.core.graph import GraphError, TaskGraph
-from squall.core.launcher import REJOIN_EXIT
+from squall.core.runtime import transport as net
+from squall.core.runtime.client import Client, KilledWorker, RemoteTraceback
+from squall.core.runtime.cluster import LocalCluster
+from squall.core.runtime.launcher import REJOIN_EXIT
+from squall.core.runtime.scheduler_server import SchedulerServer
+from squall.core.runtime.worker_server import RegistrationError, WorkerServer
 from squall.core.scheduler import MEMORY, SchedulerState
-from squall.core.scheduler_server import SchedulerServer
 from squall.core.worker import WorkerState
-from squall.core.worker_server import RegistrationError, WorkerServer
-from squall.scenarios.cli import main
 
 TIMEOUT = 30.0
 

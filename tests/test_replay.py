@@ -9,11 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from squall.chaos.injectors import (
+    Heal,
+    JoinWorker,
+    KillWorker,
+    Partition,
+    PauseWorker,
+    SkewEstimates,
+)
+from squall.cli.main import main
 from squall.core import protocol as p
 from squall.core.scheduler import SchedulerState
 from squall.core.sim import SimCluster
-from squall.scenarios.cli import main
-from squall.scenarios.faults import Heal, JoinWorker, KillWorker, Partition, PauseWorker, Skew
 from squall.scenarios.model import ClusterShape, Generated, Scenario
 from squall.scenarios.replay import DIVERGED, MATCH, replay_trace
 from squall.scenarios.runner import run_scenario
@@ -22,7 +29,7 @@ from squall.scenarios.trace import FORMAT_VERSION, SimRecorder, TraceWriter, rea
 CHAOTIC = Scenario(
     name="chaotic", workload=Generated(name="random-dag", tasks=400),
     cluster=ClusterShape(workers=3, threads=2, jitter=0.001, heartbeat_timeout=2.0),
-    chaos=(Skew(at=0.1, factor=5.0), KillWorker(at=0.3, worker="w1"),
+    chaos=(SkewEstimates(at=0.1, factor=5.0), KillWorker(at=0.3, worker="w1"),
            PauseWorker(at=0.4, worker="w0", seconds=0.5), Partition(at=0.5, worker="w2"),
            JoinWorker(at=0.8, worker="w1"), Heal(at=3.0)),
     seed=7)
@@ -58,7 +65,7 @@ def test_same_scenario_and_seed_give_identical_trace_files(tmp_path: Path) -> No
 
 def test_same_scenario_and_seed_give_identical_traces_in_strict_mode(tmp_path: Path) -> None:
     sc = Scenario(workload=Generated(name="random-dag", tasks=200),
-                  cluster=ClusterShape(workers=3, jitter=0.001), chaos=(Skew(at=0.1, factor=4.0),
+                  cluster=ClusterShape(workers=3, jitter=0.001), chaos=(SkewEstimates(at=0.1, factor=4.0),
                                                                          JoinWorker(at=0.2)),
                   seed=5)
     a = run_scenario(sc, trace=tmp_path / "a.jsonl")

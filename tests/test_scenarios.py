@@ -10,20 +10,20 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from squall.core.protocol import Tick
-from squall.core.scheduler import SchedulerState
-from squall.scenarios.cli import main
-from squall.scenarios.explore import explore
-from squall.scenarios.faults import (
+from squall.chaos.injectors import (
     ChaosDriver,
     Heal,
     JoinWorker,
     KillWorker,
     Partition,
     PauseWorker,
-    Skew,
-    SlowLink,
+    SkewEstimates,
+    SlowNetwork,
 )
+from squall.cli.main import main
+from squall.core.protocol import Tick
+from squall.core.scheduler import SchedulerState
+from squall.scenarios.explore import explore
 from squall.scenarios.library import all_scenarios, named_scenario
 from squall.scenarios.model import (
     ClusterShape,
@@ -100,8 +100,8 @@ def test_library_scenarios_pass_in_strict_mode(name: str) -> None:
 def test_every_fault_kind_acts_on_the_cluster() -> None:
     sc = Scenario(workload=Generated(name="independent", tasks=40, params={"duration": 0.3}),
                   cluster=ClusterShape(workers=3, heartbeat_timeout=2.0),
-                  chaos=(Skew(at=0.0, factor=3.0), PauseWorker(at=0.05, worker="w0", seconds=1),
-                         SlowLink(at=0.1, worker="w1", latency=0.2),
+                  chaos=(SkewEstimates(at=0.0, factor=3.0), PauseWorker(at=0.05, worker="w0", seconds=1),
+                         SlowNetwork(at=0.1, worker="w1", latency=0.2),
                          Partition(at=0.15, worker="w2"), KillWorker(at=0.2, worker="w1"),
                          JoinWorker(at=0.3), Heal(at=3.0)))
     out = run_scenario(sc, validate=False)  # about the faults; strict mode: open bugs

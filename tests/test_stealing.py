@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from squall.cli.main import main
 from squall.core import protocol as p
 from squall.core.estimates import DurationEstimator
 from squall.core.graph import TaskGraph, TaskSpec
@@ -25,7 +26,6 @@ from squall.core.stealing import (
     load_snapshot,
 )
 from squall.core.worker import WorkerState
-from squall.scenarios.cli import main
 from squall.scenarios.workloads import independent
 
 MB = 1_000_000

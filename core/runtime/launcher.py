@@ -128,7 +128,7 @@ def _close_all(conns: list[Any]) -> None:
 def _keys(config: ClusterConfig) -> Any:
     if config.keys_dir is None:
         return None
-    from squall.core.net import load_keys
+    from squall.core.runtime.transport import load_keys
 
     return load_keys(config.keys_dir)
 
@@ -137,7 +137,7 @@ def scheduler_main(config: ClusterConfig, control: Any, report: Any, inherited: 
                    log_queue: Any) -> None:
     _close_all(inherited)
     child_logging(log_queue)
-    from squall.core.scheduler_server import SchedulerServer
+    from squall.core.runtime.scheduler_server import SchedulerServer
 
     try:
         server = SchedulerServer(
@@ -158,7 +158,7 @@ def worker_main(config: ClusterConfig, address: str, name: str, incarnation: int
                 control: Any, inherited: list[Any], log_queue: Any, port: int = 0) -> None:
     _close_all(inherited)
     child_logging(log_queue)
-    from squall.core.worker_server import RegistrationError, WorkerServer
+    from squall.core.runtime.worker_server import RegistrationError, WorkerServer
 
     server = WorkerServer(
         address, name=name, nthreads=config.threads, listen=f"tcp://{config.host}:{port}",

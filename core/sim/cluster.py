@@ -30,7 +30,6 @@ import heapq
 import os
 import random
 import time as wallclock
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,14 +38,13 @@ import msgspec
 
 from squall.core import protocol as p
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
+from squall.core.oracle import error_problem, expected_results, output_bytes, task_value
 from squall.core.outcome import Outcome
 from squall.core.scheduler import SchedulerState, heartbeat_interval
 from squall.core.worker import WorkerState
 
 SCHEDULER = "scheduler"
 CLIENT = "client"
-DEFAULT_OUTPUT_BYTES = 100
-_MASK = (1 << 61) - 1
 AUTO = "auto"  # heartbeat_interval: scaled with the number of workers, as the scheduler says
 GATHER_RETRY = 1.0  # virtual seconds between attempts to fetch across a cut link
 _digest_encoder = msgspec.msgpack.Encoder()
@@ -63,41 +61,6 @@ _Execute, _GatherDep, _ReleaseData, _KeyInMemory = p.Execute, p.GatherDep, p.Rel
 
 class SimulationError(RuntimeError):
     """The simulated cluster was driven into something impossible (a runtime bug)."""
-
-
-def task_value(key: str, inputs: list[int]) -> int:
-    """The deterministic result of a simulated task: a mix of its key and its inputs."""
-    v = zlib.crc32(key.encode()) * 0x9E3779B1
-    for i, x in enumerate(inputs):
-        v += (i + 1) * x
-    return v & _MASK
-
-
-def output_bytes(spec: TaskSpec) -> int:
-    """The size of a simulated task's output."""
-    return DEFAULT_OUTPUT_BYTES if spec.nbytes is None else spec.nbytes
-
-
-def expected_results(graph: TaskGraph, order: list[str] | None = None) -> dict[str, int | str]:
-    """Sequential evaluation: each key's value, or "error:<key>" naming the failed task."""
-    out: dict[str, int | str] = {}
-    specs = graph.tasks
-    for key in order if order is not None else graph.topological_order():
-        spec = specs[key]
-        inputs = []
-        failed = None
-        for d in spec.deps:  # (a loop: cheaper than a comprehension for 0-3 inputs)
-            x = out[d]
-            if failed is None and type(x) is str:
-                failed = x
-            inputs.append(x)
-        if failed is not None:
-            out[key] = failed
-        elif spec.fails:
-            out[key] = f"error:{key}"
-        else:
-            out[key] = task_value(key, inputs)  # type: ignore[arg-type]
-    return out
 
 
 @dataclass(slots=True)
@@ -419,27 +382,10 @@ class SimCluster:
         return self._digest.hexdigest()[:32]
 
     def _error_explained(self, key: str, reported: str, want: int | str) -> bool:
-        """An error is right when it is blamed on a task upstream of ``key`` (or ``key``)
-        that raises -- which one, when several do, depends on timing -- or when the
-        scheduler gave up on a task whose workers kept dying (KilledWorker)."""
         blame = reported.removeprefix("error:")
         blamed = self.scheduler.tasks.get(blame)
         killed = blamed is not None and (blamed.exception or "").startswith("KilledWorker")
-        if not isinstance(want, str):
-            return killed
-        # A task upstream given up (KilledWorker) explains it as well as one that raises.
-        if blame not in self._specs or not (self._specs[blame].fails or killed):
-            return False
-        seen, todo = {key}, [key]
-        while todo:
-            k = todo.pop()
-            if k == blame:
-                return True
-            for d in self._specs[k].deps:
-                if d not in seen:
-                    seen.add(d)
-                    todo.append(d)
-        return False
+        return error_problem(self.graph or TaskGraph(), key, blame, want, killed=killed) is None
 
     # ------------------------------------------------------------------ events and network
 

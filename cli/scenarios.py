@@ -26,7 +26,7 @@ from squall.scenarios.model import Scenario, ScenarioError, load_scenario, scena
 
 def _error(message: str) -> click.ClickException:
     """The CLI's one-line bad-input error (imported late: cli.py imports this module)."""
-    from squall.scenarios.cli import SquallError
+    from squall.cli.main import SquallError
 
     return SquallError(message)
 
@@ -219,7 +219,7 @@ def _print_outcome(sc: Scenario, outcome: Outcome, log_path: str | None = None) 
               help="replay with this planted bug on (a trace `squall mutants` wrote)")
 def replay_cmd(trace: str, validate: bool, mutant: str | None) -> None:
     """Feed a trace's stimuli into fresh state machines and compare."""
-    from squall.scenarios.mutants import MUTANTS, switched_on
+    from squall.mutants.catalog import MUTANTS, switched_on
     from squall.scenarios.replay import replay_trace
     from squall.scenarios.trace import TraceError
 

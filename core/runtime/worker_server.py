@@ -29,9 +29,9 @@ from typing import Any
 import msgspec
 import zmq
 
-from squall.core import net
 from squall.core import protocol as p
 from squall.core.protocol import ProtocolError
+from squall.core.runtime import transport as net
 from squall.core.worker import RELEASED, WorkerState, WTask
 
 log = logging.getLogger("squall.worker")

@@ -39,10 +39,15 @@ from typing import Any, NamedTuple
 
 import zmq
 
-from squall.core import net
 from squall.core import protocol as p
-from squall.core.client import Client
-from squall.core.launcher import ClusterConfig, LogForwarding, default_start_method, launcher_main
+from squall.core.runtime import transport as net
+from squall.core.runtime.client import Client
+from squall.core.runtime.launcher import (
+    ClusterConfig,
+    LogForwarding,
+    default_start_method,
+    launcher_main,
+)
 
 
 class ClusterError(RuntimeError):

@@ -24,9 +24,9 @@ from typing import Any
 import msgspec
 import zmq
 
-from squall.core import net
 from squall.core import protocol as p
 from squall.core.protocol import ProtocolError
+from squall.core.runtime import transport as net
 from squall.core.scheduler import FORGOTTEN, SchedulerState, TaskState
 
 log = logging.getLogger("squall.scheduler")

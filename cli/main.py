@@ -89,7 +89,7 @@ def sim(workload: str, tasks: int, workers: int, threads: int, seed: int, steali
 
 
 # Commands defined beside the code they drive are added here.
-from squall.scenarios.commands import (  # noqa: E402
+from squall.cli.scenarios import (  # noqa: E402
     explore_cmd,
     replay_cmd,
     report_cmd,
@@ -107,21 +107,21 @@ from squall.core.stealing import balance_command  # noqa: E402
 
 cli.add_command(balance_command)
 
-from squall.chaos.cli import toxiproxy_command  # noqa: E402
+from squall.cli.toxiproxy import toxiproxy_command  # noqa: E402
 
 cli.add_command(toxiproxy_command)
 
-from squall.core.cluster_cli import keys_command, scheduler_command, worker_command  # noqa: E402
+from squall.cli.cluster import keys_command, scheduler_command, worker_command  # noqa: E402
 
 cli.add_command(scheduler_command)
 cli.add_command(worker_command)
 cli.add_command(keys_command)
 
-from squall.invariants.cli import invariants_command  # noqa: E402
+from squall.cli.invariants import invariants_command  # noqa: E402
 
 cli.add_command(invariants_command)
 
-from squall.scenarios.mutants import mutants_command  # noqa: E402
+from squall.mutants.catalog import mutants_command  # noqa: E402
 
 cli.add_command(mutants_command)
 

@@ -13,7 +13,7 @@ import click
 def toxiproxy_command(host: str, port: int, seed: int | None) -> None:
     """Run the built-in Toxiproxy-compatible proxy server until interrupted."""
     from squall.chaos.toxiproxy import serve
-    from squall.scenarios.cli import SquallError
+    from squall.cli.main import SquallError
 
     def ready(server: object) -> None:
         click.echo(f"squall toxiproxy: API on http://{host}:{getattr(server, 'port', port)}",

@@ -806,7 +806,7 @@ def mutants_command(budget: float, jobs: int, json_path: str | None, names: tupl
     from rich.console import Console
     from rich.table import Table
 
-    from squall.scenarios.cli import SquallError
+    from squall.cli.main import SquallError
 
     if not budget > 0:
         raise SquallError(f"--budget must be > 0 seconds, got {budget}")

@@ -27,10 +27,10 @@ from typing import Any
 
 import zmq
 
-from squall.core import net
 from squall.core import protocol as p
 from squall.core.graph import GraphError, TaskGraph, key_prefix
 from squall.core.protocol import ProtocolError
+from squall.core.runtime import transport as net
 
 GATHER_CHUNK = 5000  # keys asked of one worker in one request
 

@@ -15,11 +15,11 @@ import logging
 
 import click
 
-from squall.core import net
+from squall.core.runtime import transport as net
 
 
 def _error(message: str) -> click.ClickException:
-    from squall.scenarios.cli import SquallError
+    from squall.cli.main import SquallError
 
     return SquallError(message)
 
@@ -63,7 +63,7 @@ def keys_command(directory: str) -> None:
 def scheduler_command(listen: str, keys_dir: str | None, heartbeat_timeout: float,
                       allowed_failures: int, validate: bool, verbose: bool) -> None:
     """Run a scheduler until interrupted."""
-    from squall.core.scheduler_server import SchedulerServer
+    from squall.core.runtime.scheduler_server import SchedulerServer
 
     _logging(verbose)
     try:
@@ -97,7 +97,7 @@ def worker_command(scheduler: str, threads: int, name: str | None, listen: str |
                    keys_dir: str | None, heartbeat_interval: float, register_timeout: float,
                    validate: bool, verbose: bool) -> None:
     """Run a worker for the scheduler at SCHEDULER (tcp://HOST:PORT) until interrupted."""
-    from squall.core.worker_server import RegistrationError, WorkerServer
+    from squall.core.runtime.worker_server import RegistrationError, WorkerServer
 
     if threads < 1:
         raise _error(f"--threads must be >= 1, got {threads}")

@@ -1,0 +1,10 @@
+"""squall.core.sim: the deterministic simulator that drives the pure state machines.
+
+- ``cluster``: ``SimCluster``, the virtual-time event loop, the simulated network and the
+  fault surface (``kill_worker``, ``pause_worker``, ``set_link``, ``skew_estimates``,
+  ``add_worker``), with the stream digest of every stimulus delivered.
+"""
+
+from squall.core.sim.cluster import CLIENT, SCHEDULER, SimCluster, SimulationError, SimWorker
+
+__all__ = ["CLIENT", "SCHEDULER", "SimCluster", "SimWorker", "SimulationError"]

@@ -1,0 +1,1 @@
+"""squall.targets: the schedulers squall validates, each behind the ``Target`` seam."""
