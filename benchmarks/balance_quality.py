@@ -27,7 +27,7 @@ from typing import Any
 from squall.core import protocol as p
 from squall.core.graph import TaskGraph, TaskSpec
 from squall.core.sim import SimCluster
-from squall.core.stealing import load_snapshot
+from squall.core.snapshot import load_snapshot
 from squall.scenarios.workloads import independent, skewed_durations
 
 MiB = 1 << 20

@@ -6,7 +6,7 @@
 
 Addresses default to 127.0.0.1; binding anything else requires ``--keys`` (ZeroMQ CURVE:
 a peer without the cluster's key is refused, which matters because workers unpickle what
-they are sent). Wired into ``squall`` by scenarios/cli.py.
+they are sent). Registered in ``squall.cli.main``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,8 @@ import logging
 
 import click
 
+from squall.cli.errors import SquallError
 from squall.core.runtime import transport as net
-
-
-def _error(message: str) -> click.ClickException:
-    from squall.cli.main import SquallError
-
-    return SquallError(message)
 
 
 def _load_keys(keys: str | None) -> net.Keys | None:
@@ -30,7 +25,7 @@ def _load_keys(keys: str | None) -> net.Keys | None:
     try:
         return net.load_keys(keys)
     except net.KeysError as e:
-        raise _error(str(e)) from None
+        raise SquallError(str(e)) from None
 
 
 def _logging(verbose: bool) -> None:
@@ -45,7 +40,7 @@ def keys_command(directory: str) -> None:
     try:
         secret = net.create_keys(directory)
     except (net.KeysError, OSError) as e:
-        raise _error(str(e)) from None
+        raise SquallError(str(e)) from None
     click.echo(f"wrote {secret} (secret: keep it private) and {secret.with_suffix('.key')}")
 
 
@@ -72,7 +67,7 @@ def scheduler_command(listen: str, keys_dir: str | None, heartbeat_timeout: floa
                                  allowed_failures=allowed_failures, validate=validate)
         address = server.bind()
     except (net.AddressError, ImportError) as e:
-        raise _error(str(e)) from None
+        raise SquallError(str(e)) from None
     click.echo(f"squall scheduler: listening at {address}", err=True)
     try:
         server.serve()
@@ -100,7 +95,7 @@ def worker_command(scheduler: str, threads: int, name: str | None, listen: str |
     from squall.core.runtime.worker_server import RegistrationError, WorkerServer
 
     if threads < 1:
-        raise _error(f"--threads must be >= 1, got {threads}")
+        raise SquallError(f"--threads must be >= 1, got {threads}")
     _logging(verbose)
     try:
         server = WorkerServer(scheduler, name=name, nthreads=threads, listen=listen,
@@ -108,7 +103,7 @@ def worker_command(scheduler: str, threads: int, name: str | None, listen: str |
                               register_timeout=register_timeout, validate=validate)
         server.start()
     except (net.AddressError, RegistrationError, ImportError, OSError) as e:
-        raise _error(str(e)) from None
+        raise SquallError(str(e)) from None
     try:
         server.serve()
     except KeyboardInterrupt:

@@ -12,13 +12,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from squall.cli.balance import balance_command
+from squall.cli.cluster import keys_command, scheduler_command, worker_command
+from squall.cli.errors import SquallError
+from squall.cli.invariants import invariants_command
+from squall.cli.scenarios import explore_cmd, replay_cmd, report_cmd, run_cmd, scenarios_cmd
+from squall.cli.toxiproxy import toxiproxy_command
 from squall.core.graph import GraphError
-
-
-class SquallError(click.ClickException):
-    """Bad input a user gave: shown as one line, exit code 2."""
-
-    exit_code = 2
+from squall.mutants.catalog import mutants_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,42 +89,10 @@ def sim(workload: str, tasks: int, workers: int, threads: int, seed: int, steali
         sys.exit(1)
 
 
-# Commands defined beside the code they drive are added here.
-from squall.cli.scenarios import (  # noqa: E402
-    explore_cmd,
-    replay_cmd,
-    report_cmd,
-    run_cmd,
-    scenarios_cmd,
-)
-
-cli.add_command(scenarios_cmd)
-cli.add_command(run_cmd)
-cli.add_command(replay_cmd)
-cli.add_command(explore_cmd)
-cli.add_command(report_cmd)
-
-from squall.core.stealing import balance_command  # noqa: E402
-
-cli.add_command(balance_command)
-
-from squall.cli.toxiproxy import toxiproxy_command  # noqa: E402
-
-cli.add_command(toxiproxy_command)
-
-from squall.cli.cluster import keys_command, scheduler_command, worker_command  # noqa: E402
-
-cli.add_command(scheduler_command)
-cli.add_command(worker_command)
-cli.add_command(keys_command)
-
-from squall.cli.invariants import invariants_command  # noqa: E402
-
-cli.add_command(invariants_command)
-
-from squall.mutants.catalog import mutants_command  # noqa: E402
-
-cli.add_command(mutants_command)
+for command in (scenarios_cmd, run_cmd, replay_cmd, explore_cmd, report_cmd, balance_command,
+                toxiproxy_command, scheduler_command, worker_command, keys_command,
+                invariants_command, mutants_command):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> Any:

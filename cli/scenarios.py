@@ -20,29 +20,9 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from squall.core.outcome import Outcome, Violation
+from squall.cli.errors import SquallError
+from squall.core.outcome import Outcome, format_violation
 from squall.scenarios.model import Scenario, ScenarioError, load_scenario, scenario_to_json
-
-
-def _error(message: str) -> click.ClickException:
-    """The CLI's one-line bad-input error (imported late: cli.py imports this module)."""
-    from squall.cli.main import SquallError
-
-    return SquallError(message)
-
-
-def format_violation(v: Violation) -> str:
-    """A violation as a few indented lines: the invariant, the entity, where it struck."""
-    lines = [f"invariant {v.invariant} violated: {v.text}"]
-    if v.entity:
-        lines.append(f"  entity:     {v.entity}")
-    if v.detail:
-        lines.append(f"  detail:     {v.detail}")
-    if v.key:
-        lines.append(f"  transition: {v.key!r} {v.start} -> {v.finish}")
-    if v.stimulus_id:
-        lines.append(f"  stimulus:   {v.stimulus_id} at t={v.time:.6g}")
-    return "\n".join(lines)
 
 
 def resolve_scenario(spec: str) -> Scenario:
@@ -116,7 +96,7 @@ def run_cmd(scenario: str, runtime: str | None, seed: int | None, trace_path: st
             outcome = run_scenario(sc, trace=trace_path, validate=validate,
                                    progress=progress)
     except ScenarioError as e:
-        raise _error(str(e)) from None
+        raise SquallError(str(e)) from None
     _print_outcome(sc, outcome, log_path if sc.runtime == "real" else None)
     sys.exit(0 if outcome.ok else 1)
 
@@ -224,13 +204,13 @@ def replay_cmd(trace: str, validate: bool, mutant: str | None) -> None:
     from squall.scenarios.trace import TraceError
 
     if mutant is not None and mutant not in MUTANTS:
-        raise _error(f"--mutant: unknown mutant {mutant!r}; choose one of: "
+        raise SquallError(f"--mutant: unknown mutant {mutant!r}; choose one of: "
                      f"{', '.join(MUTANTS)}")
     try:
         with switched_on(mutant):
             result = replay_trace(trace, validate=validate)
     except TraceError as e:
-        raise _error(str(e)) from None
+        raise SquallError(str(e)) from None
     click.echo(f"squall replay: {result.message}")
     click.echo(f"  {result.stimuli} stimuli, {result.digests_checked} digests checked, "
                f"{result.wall_time:.2f} s")
@@ -269,11 +249,11 @@ def explore_cmd(budget: float, seed: int, jobs: int, space: str, out_dir: str) -
     from squall.scenarios.strategies import SCENARIO_SPACES
 
     if jobs < 1:
-        raise _error(f"--jobs must be >= 1, got {jobs}")
+        raise SquallError(f"--jobs must be >= 1, got {jobs}")
     if not budget > 0:
-        raise _error(f"--budget must be > 0 seconds, got {budget}")
+        raise SquallError(f"--budget must be > 0 seconds, got {budget}")
     if space not in SCENARIO_SPACES:
-        raise _error(f"--scenario-space: unknown space {space!r}; choose one of: "
+        raise SquallError(f"--scenario-space: unknown space {space!r}; choose one of: "
                           f"{', '.join(SCENARIO_SPACES)}")
     console = Console(stderr=True)
     started = time.monotonic()
@@ -332,5 +312,5 @@ def report_cmd(trace: str, output: str, png: str | None) -> None:
     try:
         write_report(trace, output, png=png)
     except TraceError as e:
-        raise _error(str(e)) from None
+        raise SquallError(str(e)) from None
     click.echo(f"squall report: wrote {output}" + (f" and {png}" if png else ""))

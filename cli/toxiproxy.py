@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from squall.cli.errors import SquallError
+
 
 @click.command("toxiproxy")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -13,7 +15,6 @@ import click
 def toxiproxy_command(host: str, port: int, seed: int | None) -> None:
     """Run the built-in Toxiproxy-compatible proxy server until interrupted."""
     from squall.chaos.toxiproxy import serve
-    from squall.cli.main import SquallError
 
     def ready(server: object) -> None:
         click.echo(f"squall toxiproxy: API on http://{host}:{getattr(server, 'port', port)}",

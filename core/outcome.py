@@ -41,3 +41,17 @@ class Outcome(msgspec.Struct, omit_defaults=True):
     @property
     def ok(self) -> bool:
         return self.results_ok and not self.violations
+
+
+def format_violation(v: Violation) -> str:
+    """A violation as a few indented lines: the invariant, the entity, where it struck."""
+    lines = [f"invariant {v.invariant} violated: {v.text}"]
+    if v.entity:
+        lines.append(f"  entity:     {v.entity}")
+    if v.detail:
+        lines.append(f"  detail:     {v.detail}")
+    if v.key:
+        lines.append(f"  transition: {v.key!r} {v.start} -> {v.finish}")
+    if v.stimulus_id:
+        lines.append(f"  stimulus:   {v.stimulus_id} at t={v.time:.6g}")
+    return "\n".join(lines)

@@ -108,7 +108,7 @@ def check_trace_regression(trace: Path) -> None:
     """Raise TraceRegression if the bug ``trace`` recorded is back (see module doc)."""
     import msgspec
 
-    from squall.cli.scenarios import format_violation
+    from squall.core.outcome import format_violation
     from squall.scenarios.replay import REPRODUCED, replay_trace
     from squall.scenarios.runner import run_scenario
     from squall.scenarios.trace import read_header

@@ -252,7 +252,7 @@ def _svg(fig: Figure) -> str:
 
 def write_report(trace: str | Path, output: str | Path, *, png: str | Path | None = None) -> None:
     """Write the HTML report of ``trace`` to ``output`` (and the timeline PNG to ``png``)."""
-    from squall.cli.scenarios import format_violation
+    from squall.core.outcome import format_violation
     from squall.scenarios.model import scenario_to_json
 
     tl, result = collect(trace)

@@ -31,7 +31,6 @@ from squall.chaos.injectors import (
     timeline,
 )
 from squall.chaos.schedule import RATE_KINDS, ChaosSchedule
-from squall.cli.main import main
 from squall.core import protocol as p
 from squall.core.sim import SimCluster
 from squall.scenarios.library import named_scenario
@@ -56,16 +55,6 @@ def _scenario(chaos: tuple[AnyFault, ...], *, workload: str = "random-dag", task
                                          heartbeat_timeout=TIMEOUT, jitter=0.0005,
                                          max_time=600.0),
                     chaos=chaos, seed=seed)
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ------------------------------------------------------------------ injectors are data
@@ -415,12 +404,12 @@ def test_skewed_estimates_change_placement_never_results(stealing: bool) -> None
 
 
 def test_squall_run_storm_in_the_simulator(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+                                           run_cli) -> None:
     trace = tmp_path / "storm.jsonl"
-    code, out, _ = _cli(["run", "storm", "--runtime", "sim", "--trace", str(trace)], capsys)
+    code, out, _ = run_cli(["run", "storm", "--runtime", "sim", "--trace", str(trace)])
     assert code == 0, out
     for row in ("tasks done and checked", "2000 of 2000", "faults injected", "kill 2",
                 "partition 1", "transitions", "invariant checks", "violations", "makespan"):
         assert row in out
-    code, out, _ = _cli(["replay", str(trace)], capsys)
+    code, out, _ = run_cli(["replay", str(trace)])
     assert code == 0 and "match" in out

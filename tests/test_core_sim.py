@@ -191,7 +191,6 @@ def test_intermediate_data_nobody_wants_is_freed() -> None:
     (lambda g: (g.add("a-0", deps=["b-0"]), g.add("b-0", deps=["a-0"]), g.validate()), "cycle"),
     (lambda g: (g.add("a-0", deps=["nope"]), g.validate()), "missing key(s): ['nope']"),
     (lambda g: (g.add("a-0"), g.add("a-0")), "duplicate key: 'a-0'"),
-    (lambda g: (g.add("a-0", lambda x: x, _Unpicklable()), g.validate()), "cannot be pickled"),
 ])
 def test_graph_errors_are_one_line_and_name_the_keys(build, fragment: str) -> None:
     with pytest.raises(GraphError) as info:
@@ -222,11 +221,6 @@ def test_the_simulator_prioritises_tasks_in_the_order_they_were_added() -> None:
     assert c.run(g).results_ok
     priorities = [c.scheduler.tasks[k].priority for k in ("r-0", "s-0", "r-1", "s-1")]
     assert priorities == sorted(priorities)
-
-
-class _Unpicklable:
-    def __reduce__(self):
-        raise TypeError("this object refuses to be pickled")
 
 
 @pytest.mark.parametrize("argv, fragment", [

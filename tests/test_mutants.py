@@ -9,7 +9,6 @@ import msgspec
 import pytest
 
 from squall.chaos.injectors import Heal, JoinWorker, KillWorker, Partition, SkewEstimates
-from squall.cli.main import main
 from squall.core.scheduler import SchedulerState
 from squall.core.worker import WorkerState
 from squall.invariants import BY_ID
@@ -41,16 +40,6 @@ KILL = Scenario(
     cluster=ClusterShape(workers=1),
     chaos=(KillWorker(at=0.1, worker="w0"), JoinWorker(at=0.6)),
 )
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ------------------------------------------------------------------ the catalog
@@ -153,15 +142,15 @@ def test_a_fixed_scenario_catches_a_worker_mutant(tmp_path: Path) -> None:
 
 
 def test_replay_switches_a_mutant_on_by_name(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                             run_cli) -> None:
     trace = tmp_path / "drift.jsonl"
     with switched_on("occupancy-drift"):
         assert not run_scenario(KILL, trace=trace).ok
-    code, out, _ = _cli(["replay", str(trace), "--mutant", "occupancy-drift"], capsys)
+    code, out, _ = run_cli(["replay", str(trace), "--mutant", "occupancy-drift"])
     assert code == 1 and "reproduced" in out  # the recorded violation recurs
-    code, out, _ = _cli(["replay", str(trace)], capsys)
+    code, out, _ = run_cli(["replay", str(trace)])
     assert code != 1, out  # without the bug, it does not
-    code, out, err = _cli(["replay", str(trace), "--mutant", "nope"], capsys)
+    code, out, err = run_cli(["replay", str(trace), "--mutant", "nope"])
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "unknown mutant 'nope'" in err
 
@@ -255,11 +244,11 @@ def _minimized_to_30(m: Mutant, big: Scenario, *, more_than: int) -> Scenario:
 
 
 def test_the_command_measures_a_mutant_and_writes_json(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, run_cli) -> None:
     out_json = tmp_path / "m.json"
-    code, out, _ = _cli(["mutants", "--mutant", "occupancy-drift", "--budget", "20",
+    code, out, _ = run_cli(["mutants", "--mutant", "occupancy-drift", "--budget", "20",
                          "--replays", "2", "--no-baseline", "--out", str(tmp_path / "t"),
-                         "--json", str(out_json)], capsys)
+                         "--json", str(out_json)])
     assert code == 0, out
     assert "occupancy-drift" in out
     assert any(i in out for i in MUTANTS["occupancy-drift"].caught_by)
@@ -281,15 +270,15 @@ def test_the_command_measures_a_mutant_and_writes_json(
     (["--replays", "0"], "--replays must be >= 1, got 0"),
 ])
 def test_bad_input_gets_a_one_line_error(argv: list[str], message: str,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _cli(["mutants", *argv], capsys)
+                                         run_cli) -> None:
+    code, out, err = run_cli(["mutants", *argv])
     assert code == 2
     assert out == ""
     assert len(err.strip().splitlines()) == 1 and message in err, err
 
 
-def test_the_catalog_can_be_listed(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(["mutants", "--list"], capsys)
+def test_the_catalog_can_be_listed(run_cli) -> None:
+    code, out, _ = run_cli(["mutants", "--list"])
     assert code == 0
     for m in CATALOG:
         assert m.name in out

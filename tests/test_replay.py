@@ -17,7 +17,6 @@ from squall.chaos.injectors import (
     PauseWorker,
     SkewEstimates,
 )
-from squall.cli.main import main
 from squall.core import protocol as p
 from squall.core.scheduler import SchedulerState
 from squall.core.sim import SimCluster
@@ -33,16 +32,6 @@ CHAOTIC = Scenario(
            PauseWorker(at=0.4, worker="w0", seconds=0.5), Partition(at=0.5, worker="w2"),
            JoinWorker(at=0.8, worker="w1"), Heal(at=3.0)),
     seed=7)
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # Strict mode is off where a test is about recording chaos (kills, rejoins, partitions),
@@ -93,7 +82,7 @@ def test_a_trace_has_header_incarnations_faults_digests_and_outcome(tmp_path: Pa
     assert "wall_time" not in lines[-1]["outcome"] or lines[-1]["outcome"]["wall_time"] == 0
 
 
-def test_replay_of_a_clean_trace_matches(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_replay_of_a_clean_trace_matches(tmp_path: Path, run_cli
                                          ) -> None:
     path = tmp_path / "t.jsonl"
     out = run_scenario(Scenario(workload=Generated(name="tree", tasks=600),
@@ -102,7 +91,7 @@ def test_replay_of_a_clean_trace_matches(tmp_path: Path, capsys: pytest.CaptureF
     result = replay_trace(path)  # strict mode on in the replay too
     assert result.verdict == MATCH, result.message
     assert result.stimuli == out.n_stimuli and result.digests_checked >= 1
-    code, stdout, _ = _cli(["replay", str(path)], capsys)
+    code, stdout, _ = run_cli(["replay", str(path)])
     assert code == 0 and "match" in stdout
 
 
@@ -130,7 +119,7 @@ def test_a_user_driven_cluster_can_be_recorded_and_replayed(tmp_path: Path) -> N
 
 
 def test_replay_diverges_naming_the_first_differing_stimulus(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "t.jsonl"
     run_scenario(CHAOTIC, trace=path, validate=False)
@@ -148,18 +137,18 @@ def test_replay_diverges_naming_the_first_differing_stimulus(
     result = replay_trace(path, validate=False)
     assert result.verdict == DIVERGED
     assert f"diverged at stimulus {target['stimulus_id']!r}" in result.message
-    code, stdout, _ = _cli(["replay", "--no-validate", str(path)], capsys)
+    code, stdout, _ = run_cli(["replay", "--no-validate", str(path)])
     assert code == 3 and target["stimulus_id"] in stdout
 
 
 def test_a_trace_with_a_stimulus_removed_diverges(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                                  run_cli) -> None:
     path = tmp_path / "t.jsonl"
     run_scenario(CHAOTIC, trace=path, validate=False)
     lines = path.read_bytes().splitlines(keepends=True)
     drop = [i for i, raw in enumerate(lines) if b'"op":"execute-success"' in raw][5]
     (tmp_path / "bad.jsonl").write_bytes(b"".join(lines[:drop] + lines[drop + 1:]))
-    code, stdout, _ = _cli(["replay", "--no-validate", str(tmp_path / "bad.jsonl")], capsys)
+    code, stdout, _ = run_cli(["replay", "--no-validate", str(tmp_path / "bad.jsonl")])
     assert code == 3 and "diverged at stimulus" in stdout
 
 
@@ -176,20 +165,20 @@ def test_a_trace_with_a_stimulus_removed_diverges(tmp_path: Path,
     (lambda ls: ls + [ls[-2]], "unexpected line after the outcome"),
 ])
 def test_unreadable_traces_give_one_line_with_the_line_number(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], mutate, fragment: str) -> None:
+        tmp_path: Path, run_cli, mutate, fragment: str) -> None:
     good = tmp_path / "good.jsonl"
     run_scenario(Scenario(workload=Generated(name="chain", tasks=5)), trace=good)
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b"".join(mutate(good.read_bytes().splitlines(keepends=True))))
-    code, out, err = _cli(["replay", str(bad)], capsys)
+    code, out, err = run_cli(["replay", str(bad)])
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("squall: error: ")
     assert fragment in err and str(bad) in err
 
 
-def test_missing_trace_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_missing_trace_file_is_one_line(tmp_path: Path, run_cli
                                         ) -> None:
-    code, _, err = _cli(["replay", str(tmp_path / "nope.jsonl")], capsys)
+    code, _, err = run_cli(["replay", str(tmp_path / "nope.jsonl")])
     assert code == 2 and err.count("\n") == 1 and "nope.jsonl" in err
 
 

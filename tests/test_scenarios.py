@@ -20,7 +20,6 @@ from squall.chaos.injectors import (
     SkewEstimates,
     SlowNetwork,
 )
-from squall.cli.main import main
 from squall.core.protocol import Tick
 from squall.core.scheduler import SchedulerState
 from squall.scenarios.explore import explore
@@ -39,17 +38,6 @@ from squall.scenarios.runner import build_sim, run_scenario
 from squall.scenarios.stateful import ClusterMachine
 from squall.scenarios.strategies import graphs, scenarios
 from squall.scenarios.trace import Stim, read_trace
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 # ------------------------------------------------------------------ model and library
 
@@ -74,11 +62,11 @@ def test_generated_graphs_are_acyclic_with_dependencies_before_dependents(
         seen.add(t.key)
 
 
-def test_the_library_names_the_atypical_workloads(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_library_names_the_atypical_workloads(run_cli) -> None:
     names = set(all_scenarios())
     assert {"many-tiny", "few-long", "skewed-durations", "large-data", "deep-chain",
             "wide-fan-in", "mixed", "late-joiner", "storm"} <= names
-    code, out, _ = _cli(["scenarios"], capsys)
+    code, out, _ = run_cli(["scenarios"])
     assert code == 0
     for name in names:
         assert name in out
@@ -146,31 +134,31 @@ def test_heal_star_reconnects_every_partitioned_worker() -> None:
     ('{"workload": ', "not valid JSON"),
 ])
 def test_bad_scenario_files_give_one_line_naming_the_field(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, fragment: str) -> None:
+        tmp_path: Path, run_cli, text: str, fragment: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(text)
-    code, _, err = _cli(["run", str(path)], capsys)
+    code, _, err = run_cli(["run", str(path)])
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("squall: error: ")
     assert fragment in err and "bad.json" in err
 
 
-def test_unknown_scenario_name_lists_the_names(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _cli(["run", "nope"], capsys)
+def test_unknown_scenario_name_lists_the_names(run_cli) -> None:
+    code, _, err = run_cli(["run", "nope"])
     assert code == 2 and "unknown scenario 'nope'" in err and "storm" in err
 
 
 def test_real_runtime_refuses_what_it_cannot_do_in_one_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, run_cli) -> None:
     path = tmp_path / "join.json"
     path.write_bytes(scenario_to_json(Scenario(
         workload=Generated(name="chain", tasks=3), chaos=(JoinWorker(at=0.1, threads=3),))))
-    code, _, err = _cli(["run", str(path), "--runtime", "real"], capsys)
+    code, _, err = run_cli(["run", str(path), "--runtime", "real"])
     assert code == 2 and err.count("\n") == 1
     assert "runtime 'real': chaos[0] (join)" in err
     path.write_bytes(scenario_to_json(Scenario(workload=Generated(name="chain", tasks=3),
                                                cluster=ClusterShape(tick_interval=0.5))))
-    code, _, err = _cli(["run", str(path), "--runtime", "real"], capsys)
+    code, _, err = run_cli(["run", str(path), "--runtime", "real"])
     assert code == 2 and err.count("\n") == 1
     assert "runtime 'real': cluster.tick_interval is the simulator's" in err
 
@@ -191,7 +179,7 @@ def test_the_tick_interval_sets_the_simulated_scheduler_clock(tmp_path: Path) ->
 
 @pytest.mark.real
 def test_a_real_run_is_checked_traced_and_replayed(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                                   run_cli) -> None:
     sc = Scenario(workload=ExplicitGraph(tasks=(
         TaskDef("a-0", sim_duration=0.05), TaskDef("a-1", sim_duration=0.05),
         TaskDef("b-2", deps=("a-0", "a-1"), sim_duration=0.01),
@@ -201,7 +189,7 @@ def test_a_real_run_is_checked_traced_and_replayed(tmp_path: Path,
     out = run_scenario(sc, trace=trace)
     assert out.ok, (out.violations, out.wrong)
     assert out.n_erred == 2 and out.n_stimuli > 10
-    code, stdout, _ = _cli(["replay", str(trace)], capsys)
+    code, stdout, _ = run_cli(["replay", str(trace)])
     assert code == 0 and "match" in stdout
 
 
@@ -209,24 +197,24 @@ def test_a_real_run_is_checked_traced_and_replayed(tmp_path: Path,
 
 
 def test_squall_run_writes_a_trace_that_replays(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                run_cli) -> None:
     trace = tmp_path / "k.jsonl"
-    code, out, _ = _cli(["run", "kill-mid-run", "--seed", "4", "--trace", str(trace)], capsys)
+    code, out, _ = run_cli(["run", "kill-mid-run", "--seed", "4", "--trace", str(trace)])
     assert code == 0 and "all correct" in out
     header = json.loads(trace.read_bytes().splitlines()[0])
     assert header["seed"] == 4 and header["scenario"]["name"] == "kill-mid-run"
-    code, out, _ = _cli(["replay", str(trace)], capsys)
+    code, out, _ = run_cli(["replay", str(trace)])
     assert code == 0
 
 
 def test_squall_run_reads_a_scenario_file(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+                                          run_cli) -> None:
     sc = Scenario(workload=ExplicitGraph(tasks=(TaskDef("a-0"), TaskDef("b-1", deps=("a-0",)),
                                                 TaskDef("bad-2", deps=("a-0",), fails=True))),
                   cluster=ClusterShape(workers=2))
     path = tmp_path / "s.json"
     path.write_bytes(scenario_to_json(sc))
-    code, out, _ = _cli(["run", str(path)], capsys)
+    code, out, _ = run_cli(["run", str(path)])
     assert code == 0 and "all correct" in out
 
 
@@ -261,7 +249,7 @@ def _break_worker_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_explore_finds_a_broken_state_machine_shrinks_it_and_replay_reproduces_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli
 ) -> None:
     _break_worker_bytes(monkeypatch)
     result = explore(budget=120, seed=3, jobs=1, out_dir=tmp_path, max_scenarios=400)
@@ -276,7 +264,7 @@ def test_explore_finds_a_broken_state_machine_shrinks_it_and_replay_reproduces_i
     replayed = replay_trace(trace)
     assert replayed.verdict == REPRODUCED and replayed.violation is not None
     assert replayed.violation.invariant == "worker.nbytes-sum"
-    code, out, _ = _cli(["replay", str(trace)], capsys)
+    code, out, _ = run_cli(["replay", str(trace)])
     assert code == 1 and "worker.nbytes-sum" in out
     # fixed again (the monkeypatch undone): the same trace no longer reproduces it
     monkeypatch.undo()
@@ -284,9 +272,9 @@ def test_explore_finds_a_broken_state_machine_shrinks_it_and_replay_reproduces_i
 
 
 def test_explore_cli_with_two_jobs_prints_counts_or_the_failure(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(["explore", "--budget", "3", "--jobs", "2", "--seed", "5",
-                         "--out", str(tmp_path)], capsys)
+        tmp_path: Path, run_cli) -> None:
+    code, out, _ = run_cli(["explore", "--budget", "3", "--jobs", "2", "--seed", "5",
+                         "--out", str(tmp_path)])
     if code == 0:
         assert "no violation in" in out and "transitions" in out and "invariant checks" in out
         n = int(out.split("no violation in ")[1].split()[0])
@@ -295,10 +283,10 @@ def test_explore_cli_with_two_jobs_prints_counts_or_the_failure(
         assert code == 1 and "shrunk scenario:" in out and "squall replay" in out
 
 
-def test_explore_refuses_bad_arguments_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_explore_refuses_bad_arguments_in_one_line(run_cli) -> None:
     for argv, fragment in ((["explore", "--jobs", "0"], "--jobs must be >= 1"),
                            (["explore", "--scenario-space", "huge"], "unknown space 'huge'")):
-        code, _, err = _cli(argv, capsys)
+        code, _, err = run_cli(argv)
         assert code == 2 and err.count("\n") == 1 and fragment in err
 
 
@@ -306,45 +294,45 @@ def test_explore_refuses_bad_arguments_in_one_line(capsys: pytest.CaptureFixture
 
 
 def test_report_writes_a_self_contained_page_and_a_png(tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]
+                                                       run_cli
                                                        ) -> None:
     trace = tmp_path / "storm.jsonl"
     storm = named_scenario("storm")
     run_scenario(msgspec.structs.replace(storm, workload=Generated(name="mixed", tasks=120),
                                          runtime="sim"), trace=trace)
     page, png = tmp_path / "r.html", tmp_path / "r.png"
-    code, _, _ = _cli(["report", str(trace), "-o", str(page), "--png", str(png)], capsys)
+    code, _, _ = run_cli(["report", str(trace), "-o", str(page), "--png", str(png)])
     assert code == 0
     text = page.read_text()
     assert text.count("<svg") == 2 and "<script" not in text and "http" not in text.split(
         "<svg")[0]
     assert "tasks executing per worker" in text and "occupancy" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    code, _, err = _cli(["report", str(tmp_path / "none.jsonl")], capsys)
+    code, _, err = run_cli(["report", str(tmp_path / "none.jsonl")])
     assert code == 2 and err.count("\n") == 1
 
 
 def test_report_marks_the_violation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+                                    run_cli) -> None:
     _break_worker_bytes(monkeypatch)
     trace = tmp_path / "v.jsonl"
     out = run_scenario(Scenario(workload=Generated(name="tree", tasks=8)), trace=trace)
     assert out.violations and out.violations[0].invariant == "worker.nbytes-sum"
     page = tmp_path / "v.html"
-    code, _, _ = _cli(["report", str(trace), "-o", str(page)], capsys)
+    code, _, _ = run_cli(["report", str(trace), "-o", str(page)])
     assert code == 0
     text = page.read_text()
     assert "violation: worker.nbytes-sum" in text and "stimuli before it" in text
 
 
 def test_run_reports_a_violation_with_exit_1_and_the_replay_command(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli
 ) -> None:
     _break_worker_bytes(monkeypatch)
     path = tmp_path / "s.json"
     path.write_bytes(scenario_to_json(Scenario(workload=Generated(name="chain", tasks=4))))
     trace = tmp_path / "t.jsonl"
-    code, out, _ = _cli(["run", str(path), "--trace", str(trace)], capsys)
+    code, out, _ = run_cli(["run", str(path), "--trace", str(trace)])
     assert code == 1 and "worker.nbytes-sum" in out and f"squall replay {trace}" in out
 
 

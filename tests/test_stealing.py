@@ -19,12 +19,8 @@ from squall.core.estimates import DurationEstimator
 from squall.core.graph import TaskGraph, TaskSpec
 from squall.core.scheduler import SchedulerState
 from squall.core.sim import SimCluster, SimWorker
-from squall.core.stealing import (
-    SnapshotError,
-    WorkStealing,
-    balance_snapshot,
-    load_snapshot,
-)
+from squall.core.snapshot import SnapshotError, balance_snapshot, load_snapshot
+from squall.core.stealing import WorkStealing
 from squall.core.worker import WorkerState
 from squall.scenarios.workloads import independent
 

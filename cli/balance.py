@@ -1,0 +1,38 @@
+"""``squall balance SNAPSHOT.json``: balancing rounds on a scheduler snapshot (the format
+is ``squall.core.snapshot.load_snapshot``'s), printed as ``{worker: [task keys]}``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from squall.cli.errors import SquallError
+from squall.core.snapshot import SnapshotError, balance_snapshot
+
+
+@click.command("balance")
+@click.argument("snapshot_path", metavar="SNAPSHOT.json")
+@click.option("--rounds", default=1, show_default=True, help="balancing rounds to run")
+def balance_command(snapshot_path: str, rounds: int) -> None:
+    """Run balancing rounds on a scheduler snapshot; print {worker: [task keys]} as JSON."""
+    if rounds < 1:
+        raise SquallError(f"--rounds must be >= 1, got {rounds}")
+    try:
+        with open(snapshot_path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise SquallError(f"cannot read snapshot {snapshot_path!r}: "
+                          f"{e.strerror or type(e).__name__}") from None
+    except UnicodeDecodeError:
+        raise SquallError(f"snapshot {snapshot_path!r} is not UTF-8 text") from None
+    try:
+        snapshot = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SquallError(f"snapshot {snapshot_path!r} is not valid JSON: {e.msg} at line "
+                          f"{e.lineno} column {e.colno}") from None
+    try:
+        result = balance_snapshot(snapshot, rounds)
+    except SnapshotError as e:
+        raise SquallError(f"snapshot {snapshot_path!r}: {e}") from None
+    click.echo(json.dumps(result))
