@@ -18,7 +18,8 @@ import platform
 import sys
 import time
 
-from squall.mutants.catalog import CATALOG, mutant, run_mutants
+from squall.mutants.catalog import CATALOG, mutant
+from squall.mutants.measure import run_mutants
 
 SECONDS, STIMULI = 60.0, 30
 

@@ -3,6 +3,9 @@
 - ``injectors``: ``KillWorker``, ``PauseWorker``, ``SlowNetwork``, ``Partition`` (and
   ``Heal``), ``SkewEstimates``, ``JoinWorker`` -- small serialisable structs acting only
   through the fault surface -- and ``ChaosDriver``, which applies them and counts them.
+- ``kinds``: the registry every fault kind registers in (``@fault_kind``), with its label
+  and colour in reports and how it is drawn; strategies, rate schedules, scenario
+  decoding, the minimizer and the report find the kinds there.
 - ``schedule``: ``ChaosSchedule``, timed faults given, or drawn at rates from a seed
   (``from_rates``), or with the rates themselves drawn from the seed (``swarm``).
 - ``network``: real-mode links through one Toxiproxy proxy per connection

@@ -10,10 +10,13 @@ Three ways to get one:
   draws which kinds take part and their rates, so different seeds stress different mixes
   instead of every run getting a little of everything.
 
-A drawn schedule is still plain data (``faults``, a tuple of injectors, plus the seed and
-rates it came from): it goes into a ``Scenario`` and a trace like any other. It keeps the
-cluster able to finish: a killed worker's name joins again shortly after, every partition
-and pause has an end, and at most one of the named workers is out of action at a time.
+Every registered kind with an ``at_rate`` class method takes part (``rate_kinds()``, in
+the order they registered: the order in which the seed draws them); ``at_rate`` draws each
+fault's details. A drawn schedule is still plain data (``faults``, a tuple of injectors,
+plus the seed and rates it came from): it goes into a ``Scenario`` and a trace like any
+other. It keeps the cluster able to finish: a killed worker's name joins again shortly
+after, every partition and pause has an end, and at most one of the named workers is out
+of action at a time.
 """
 
 from __future__ import annotations
@@ -24,32 +27,20 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import msgspec
 
-from squall.chaos.injectors import (
-    AnyFault,
-    Fault,
-    JoinWorker,
-    KillWorker,
-    Partition,
-    PauseWorker,
-    SkewEstimates,
-    SlowNetwork,
-    timeline,
-)
-
-RATE_KINDS = ("kill", "pause", "slow-link", "partition", "skew", "join")
-SKEW_FACTORS = (10.0, 0.1, 3.0, 0.3)
-LATENCIES = (0.005, 0.02, 0.05)
-BANDWIDTHS = (None, 50e6, 10e6)
-PAUSES = (0.1, 0.5, 1.0, 2.0)
+from squall.chaos.injectors import Fault, timeline
+from squall.chaos.kinds import Faults, as_faults, rate_kinds
 
 
 class ChaosSchedule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    faults: tuple[AnyFault, ...] = ()
+    faults: Faults = ()
     seed: int | None = None  # where a drawn schedule came from
     rates: dict[str, float] = {}  # kind -> faults per second it was drawn with
 
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "faults", as_faults(self.faults, "faults"))
+
     @classmethod
-    def timed(cls, *faults: AnyFault) -> ChaosSchedule:
+    def timed(cls, *faults: Fault) -> ChaosSchedule:
         return cls(faults=tuple(faults))
 
     @classmethod
@@ -60,12 +51,13 @@ class ChaosSchedule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
         duration)``. ``prefixes``: what skews may target (besides every prefix).
         ``outage``: the longest a partition lasts (make it longer than the heartbeat
         timeout to have partitioned workers declared dead)."""
-        for kind, rate in rates.items():
-            if kind not in RATE_KINDS:
-                raise ValueError(f"unknown fault kind {kind!r} in rates; choose from "
-                                 f"{', '.join(RATE_KINDS)}")
+        drawn_kinds = rate_kinds()
+        for name, rate in rates.items():
+            if name not in drawn_kinds:
+                raise ValueError(f"unknown fault kind {name!r} in rates; choose from "
+                                 f"{', '.join(drawn_kinds)}")
             if not rate >= 0:
-                raise ValueError(f"rate of {kind!r} must be >= 0, got {rate}")
+                raise ValueError(f"rate of {name!r} must be >= 0, got {rate}")
         if not duration > 0:
             raise ValueError(f"duration must be > 0, got {duration}")
         names = [f"w{i}" for i in range(workers)] if isinstance(workers, int) else list(workers)
@@ -73,19 +65,19 @@ class ChaosSchedule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
             raise ValueError("a drawn chaos schedule needs at least one worker to act on")
         rng = random.Random(f"chaos:{seed}")
         arrivals: list[tuple[float, int, str]] = []
-        for order, kind in enumerate(RATE_KINDS):  # fixed order: same seed, same faults
-            rate = rates.get(kind, 0.0)
+        for order, name in enumerate(drawn_kinds):  # fixed order: same seed, same faults
+            rate = rates.get(name, 0.0)
             t = start
             while rate > 0:
                 t += rng.expovariate(rate)
                 if t >= start + duration:
                     break
-                arrivals.append((round(t, 3), order, kind))
+                arrivals.append((round(t, 3), order, name))
         arrivals.sort()
-        drawn = _Drawer(rng, names, prefixes, outage)
-        faults: list[AnyFault] = []
-        for t, _, kind in arrivals:
-            faults.extend(drawn.fault(kind, t))
+        drawer = RateDrawer(rng, names, prefixes, outage)
+        faults: list[Fault] = []
+        for t, _, name in arrivals:
+            faults.extend(drawn_kinds[name](drawer, t))
         faults.sort(key=lambda f: f.at)
         return cls(faults=tuple(faults), seed=seed, rates=dict(rates))
 
@@ -96,7 +88,8 @@ class ChaosSchedule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
         """Swarm mode: the seed draws which kinds take part (each with probability 1/2, at
         least one) and their rates (log-uniform in [max_rate / 20, max_rate] per second)."""
         rng = random.Random(f"swarm:{seed}")
-        kinds = [k for k in RATE_KINDS if rng.random() < 0.5] or [rng.choice(RATE_KINDS)]
+        drawn_kinds = rate_kinds()
+        kinds = [k for k in drawn_kinds if rng.random() < 0.5] or [rng.choice(list(drawn_kinds))]
         lo = math.log(max_rate / 20)
         rates = {k: round(math.exp(rng.uniform(lo, math.log(max_rate))), 4) for k in kinds}
         return cls.from_rates(seed, rates, workers=workers, duration=duration, start=start,
@@ -112,16 +105,17 @@ class ChaosSchedule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
             out[f.kind_name()] = out.get(f.kind_name(), 0) + 1
         return out
 
-    def __iter__(self) -> Iterator[AnyFault]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Fault]:  # type: ignore[override]
         return iter(self.faults)
 
     def __len__(self) -> int:
         return len(self.faults)
 
 
-class _Drawer:
-    """Turns (time, kind) arrivals into faults, keeping at most one named worker out of
-    action (dead, paused or cut off) at a time, so the run can always finish."""
+class RateDrawer:
+    """What a kind's ``at_rate`` draws with (a ``squall.chaos.kinds.RateDraw``): the seed's
+    random numbers, and who is out of action until when, so that at most one named worker
+    is at a time and the run can always finish."""
 
     def __init__(self, rng: random.Random, names: list[str], prefixes: Sequence[str],
                  outage: float) -> None:
@@ -131,40 +125,12 @@ class _Drawer:
         self.outage = outage
         self.busy_until: dict[str, float] = {}  # worker -> when it is back in action
 
-    def _victim(self, t: float) -> str | None:
+    def victim(self, t: float) -> str | None:
         out = [n for n, until in self.busy_until.items() if until > t]
         if out and len(self.names) > 1:
             return None  # someone is already down: wait for them
         free = [n for n in self.names if self.busy_until.get(n, 0.0) <= t]
         return self.rng.choice(free) if free else None
 
-    def fault(self, kind: str, t: float) -> list[AnyFault]:
-        rng = self.rng
-        if kind == "skew":
-            prefix = rng.choice([None, *self.prefixes])
-            return [SkewEstimates(at=t, factor=rng.choice(SKEW_FACTORS), prefix=prefix)]
-        if kind == "join":
-            return [JoinWorker(at=t)]
-        if kind == "slow-link":
-            worker = rng.choice(self.names)
-            peers = ["*", "scheduler", *[n for n in self.names if n != worker]]
-            latency = rng.choice(LATENCIES)
-            return [SlowNetwork(at=t, worker=worker, peer=rng.choice(peers), latency=latency,
-                                jitter=round(latency * rng.choice((0.0, 0.4)), 4),
-                                bandwidth=rng.choice(BANDWIDTHS))]
-        victim = self._victim(t)
-        if victim is None:
-            return []
-        if kind == "kill":
-            back = round(t + rng.uniform(0.2, 1.0), 3)
-            self.busy_until[victim] = back
-            return [KillWorker(at=t, worker=victim), JoinWorker(at=back, worker=victim)]
-        if kind == "pause":
-            seconds = rng.choice(PAUSES)
-            self.busy_until[victim] = t + seconds
-            return [PauseWorker(at=t, worker=victim, seconds=seconds)]
-        # partition: from everyone, or only from the scheduler
-        seconds = round(rng.uniform(0.2, self.outage), 3)
-        self.busy_until[victim] = t + seconds + 1.0  # time to rejoin after the heal
-        return [Partition(at=t, worker=victim, peer=rng.choice(("*", "scheduler")),
-                          seconds=seconds)]
+    def out_until(self, name: str, until: float) -> None:
+        self.busy_until[name] = until

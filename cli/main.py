@@ -16,10 +16,10 @@ from squall.cli.balance import balance_command
 from squall.cli.cluster import keys_command, scheduler_command, worker_command
 from squall.cli.errors import SquallError
 from squall.cli.invariants import invariants_command
+from squall.cli.mutants import mutants_command
 from squall.cli.scenarios import explore_cmd, replay_cmd, report_cmd, run_cmd, scenarios_cmd
 from squall.cli.toxiproxy import toxiproxy_command
 from squall.core.graph import GraphError
-from squall.mutants.catalog import mutants_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -370,6 +370,11 @@ WorkerStimulus = (
     ComputeTask | FreeKeys | StealRequest | ExecuteSuccess | ExecuteFailure | GatherDepSuccess
     | GatherDepFailure
 )
+# What each state machine's handle() returns.
+SchedulerInstruction = ComputeTask | FreeKeys | StealRequest | KeyInMemory | KeyErred | KeyLost
+WorkerInstruction = (
+    Execute | GatherDep | ReleaseData | TaskFinished | TaskErred | MissingData | StealResponse
+)
 AnyMessage = (
     SchedulerStimulus
     | ComputeTask

@@ -1,7 +1,7 @@
 """The reference scheduler as a pure state machine.
 
 ``SchedulerState.handle(stimulus) -> list[instruction]``: no I/O, no clock, no random
-numbers. Task states follow ``TRANSITIONS``; any other move raises
+numbers. Task states (``SchedulerTaskState``) follow ``TRANSITIONS``; any other move raises
 ``InvalidTransition``. Every transition is logged with the stimulus that caused it and
 shown to the observers (strict mode plugs in there).
 
@@ -12,29 +12,60 @@ stimuli give the same instructions in every process, whatever the hash seed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from enum import StrEnum
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squall.core import protocol as p
 from squall.core.estimates import DurationEstimator
 from squall.core.translog import TransitionLog
 
-RELEASED = "released"
-WAITING = "waiting"
-NO_WORKER = "no-worker"
-PROCESSING = "processing"
-MEMORY = "memory"
-ERRED = "erred"
-FORGOTTEN = "forgotten"
-TASK_STATES = (RELEASED, WAITING, NO_WORKER, PROCESSING, MEMORY, ERRED, FORGOTTEN)
+if TYPE_CHECKING:
+    from squall.core.view import StealingView
+
+
+
+class SchedulerTaskState(StrEnum):
+    """A task's state on the scheduler. The value is the state's name in messages and
+    traces (a ``StrEnum`` member is that string: it compares, hashes and encodes as it)."""
+
+    RELEASED = "released"
+    WAITING = "waiting"
+    NO_WORKER = "no-worker"
+    PROCESSING = "processing"
+    MEMORY = "memory"
+    ERRED = "erred"
+    FORGOTTEN = "forgotten"
+
+
+class WorkerStatus(StrEnum):
+    """A worker's status, the scheduler's view of it."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    CLOSING = "closing"
+    DEAD = "dead"
+
+
+# This module's own names for the members: a module global is read about four times faster
+# than an enum attribute (Python 3.11), and the transitions read them all the time. Other
+# modules name a state through its enum (SchedulerTaskState.MEMORY), which never collides
+# with the worker's (WorkerTaskState.MEMORY).
+RELEASED = SchedulerTaskState.RELEASED
+WAITING = SchedulerTaskState.WAITING
+NO_WORKER = SchedulerTaskState.NO_WORKER
+PROCESSING = SchedulerTaskState.PROCESSING
+MEMORY = SchedulerTaskState.MEMORY
+ERRED = SchedulerTaskState.ERRED
+FORGOTTEN = SchedulerTaskState.FORGOTTEN
+TASK_STATES: tuple[SchedulerTaskState, ...] = tuple(SchedulerTaskState)
 # States in which a task uses resources for someone: released when nobody needs it.
 _HOLDS_CLAIM = (MEMORY, WAITING, NO_WORKER, PROCESSING)
 
-# Worker statuses, the scheduler's view.
-RUNNING = "running"
-PAUSED = "paused"
-CLOSING = "closing"
-DEAD = "dead"
+RUNNING = WorkerStatus.RUNNING
+PAUSED = WorkerStatus.PAUSED
+CLOSING = WorkerStatus.CLOSING
+DEAD = WorkerStatus.DEAD
 
 DEFAULT_BANDWIDTH = 100e6  # bytes/s until told otherwise
 DEFAULT_NBYTES = 1024  # size assumed for an output of unknown size
@@ -123,8 +154,10 @@ class WorkerInfo:
         return f"<Worker {self.name!r}#{self.incarnation} {self.status} {len(self.processing)}>"
 
 
-Observer = Callable[["SchedulerState", TaskState, str, str, str], None]
-TransitionFn = Callable[[TaskState, str], dict[TaskState, str]]
+Observer = Callable[["SchedulerState", TaskState, SchedulerTaskState, SchedulerTaskState, str],
+                    None]
+Recommendations = dict[TaskState, SchedulerTaskState]
+TransitionFn = Callable[[TaskState, str], Recommendations]
 
 
 class SchedulerState:
@@ -158,6 +191,7 @@ class SchedulerState:
         self.observers: list[Observer] = []
         # Extensions (work stealing) get the stimuli they care about.
         self.extensions: list[Any] = []
+        self.stealing: StealingView | None = None  # the work-stealing extension, if any
         self._incarnations = 0
         self._set_removals = 0  # deletions from idle/saturated since they were compacted
         self._generation = 0  # order of submission, for priorities
@@ -169,7 +203,7 @@ class SchedulerState:
         # or taken from it.
         self._occupancy_per_thread: dict[WorkerInfo, float] = {}
         self._occupancies_version = -1
-        self._out: list[Any] = []
+        self._out: list[p.SchedulerInstruction] = []
         self._stimulus_id = ""
         self._handlers: dict[type, Callable[[Any], None]] = {
             p.UpdateGraph: self._handle_update_graph,
@@ -184,7 +218,7 @@ class SchedulerState:
             p.Tick: self._handle_tick,
             p.SkewEstimates: self._handle_skew_estimates,
         }
-        self._table: dict[tuple[str, str], TransitionFn] = {
+        self._table: dict[tuple[SchedulerTaskState, SchedulerTaskState], TransitionFn] = {
             (RELEASED, WAITING): self._released_waiting,
             (RELEASED, FORGOTTEN): self._released_forgotten,
             (WAITING, PROCESSING): self._waiting_processing,
@@ -202,7 +236,7 @@ class SchedulerState:
 
     # ------------------------------------------------------------------ public API
 
-    TRANSITIONS: tuple[tuple[str, str], ...] = (
+    TRANSITIONS: tuple[tuple[SchedulerTaskState, SchedulerTaskState], ...] = (
         (RELEASED, WAITING), (RELEASED, FORGOTTEN),
         (WAITING, PROCESSING), (WAITING, NO_WORKER), (WAITING, RELEASED), (WAITING, ERRED),
         (NO_WORKER, PROCESSING), (NO_WORKER, RELEASED),
@@ -210,12 +244,12 @@ class SchedulerState:
         (MEMORY, RELEASED), (ERRED, RELEASED),
     )
 
-    def handle(self, stimulus: Any) -> list[Any]:
+    def handle(self, stimulus: p.SchedulerStimulus) -> list[p.SchedulerInstruction]:
         """Apply one stimulus; return the instructions it causes, in order."""
         handler = self._handlers.get(type(stimulus))
         if handler is None:
             raise TypeError(f"SchedulerState cannot handle {type(stimulus).__name__}")
-        out: list[Any] = []
+        out: list[p.SchedulerInstruction] = []
         self._out = out
         self._stimulus_id = stimulus.stimulus_id
         if stimulus.time > self.time:
@@ -277,7 +311,7 @@ class SchedulerState:
         elif ts.dependencies:
             candidates = []
             for ws in held:  # (a loop: for one or two holders, cheaper than a comprehension)
-                if ws.status == RUNNING:
+                if ws.status is RUNNING:
                     candidates.append(ws)
             # Non-holders all lack every input; a couple of them is enough to compare.
             candidates.extend(self._candidate_pool(DEP_TASK_POOL))
@@ -322,8 +356,8 @@ class SchedulerState:
 
     # ------------------------------------------------------------------ transitions engine
 
-    def transitions(self, recommendations: dict[TaskState, str],
-                    queued: Iterable[tuple[TaskState, str]] = ()) -> None:
+    def transitions(self, recommendations: Recommendations,
+                    queued: Iterable[tuple[TaskState, SchedulerTaskState]] = ()) -> None:
         """Apply recommendations, and those they cause, until none are left; then each
         ``queued`` one in turn, with all it causes before the next."""
         cap = 20 * len(self.tasks) + 1000
@@ -342,7 +376,7 @@ class SchedulerState:
                     recommendations[nxt[0]] = nxt[1]
                 ts, finish = recommendations.popitem()
                 start = ts.state
-                if start == finish or start == FORGOTTEN:
+                if start == finish or start is FORGOTTEN:
                     continue
                 fn = table.get((start, finish))
                 if fn is None:
@@ -378,12 +412,12 @@ class SchedulerState:
     def _needed(self, ts: TaskState) -> bool:
         return bool(ts.who_wants) or bool(ts.waiters)
 
-    def _released_waiting(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
-        recs: dict[TaskState, str] = {}
+    def _released_waiting(self, ts: TaskState, sid: str) -> Recommendations:
+        recs: Recommendations = {}
         ts.state = WAITING
         ts.waiting_on.clear()
         for dts in ts.dependencies:
-            if dts.state == ERRED:
+            if dts.state is ERRED:
                 recs[ts] = ERRED
                 ts.exception_blame = dts.exception_blame or dts.key
                 ts.exception = dts.exception
@@ -393,16 +427,16 @@ class SchedulerState:
             dts.waiters[ts] = None
             # A dependency whose last holder was just removed is still "memory" until its
             # own release (pending in this stimulus) runs: wait for it, don't place on it.
-            if dts.state != MEMORY or not dts.who_has:
+            if dts.state is not MEMORY or not dts.who_has:
                 ts.waiting_on[dts] = None
-                if dts.state == RELEASED:
+                if dts.state is RELEASED:
                     recs[dts] = WAITING
         if not ts.waiting_on:
             recs[ts] = PROCESSING
         return recs
 
-    def _released_forgotten(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
-        recs: dict[TaskState, str] = {}
+    def _released_forgotten(self, ts: TaskState, sid: str) -> Recommendations:
+        recs: Recommendations = {}
         ts.state = FORGOTTEN
         for dts in ts.dependencies:
             dts.dependents.pop(ts, None)
@@ -417,19 +451,19 @@ class SchedulerState:
         del self.tasks[ts.key]
         return recs
 
-    def _waiting_processing(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+    def _waiting_processing(self, ts: TaskState, sid: str) -> Recommendations:
         ws = self.decide_worker(ts)
         if ws is None:
             return self._waiting_no_worker(ts, sid)
         self._assign(ts, ws)
         return {}
 
-    def _waiting_no_worker(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+    def _waiting_no_worker(self, ts: TaskState, sid: str) -> Recommendations:
         ts.state = NO_WORKER
         self.unrunnable[ts] = None
         return {}
 
-    def _no_worker_processing(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+    def _no_worker_processing(self, ts: TaskState, sid: str) -> Recommendations:
         ws = self.decide_worker(ts)
         if ws is None:
             return {}
@@ -437,20 +471,20 @@ class SchedulerState:
         self._assign(ts, ws)
         return {}
 
-    def _waiting_released(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+    def _waiting_released(self, ts: TaskState, sid: str) -> Recommendations:
         ts.state = RELEASED
         return self._after_release(ts)
 
-    def _no_worker_released(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+    def _no_worker_released(self, ts: TaskState, sid: str) -> Recommendations:
         del self.unrunnable[ts]
         ts.state = RELEASED
         return self._after_release(ts)
 
-    def _after_release(self, ts: TaskState) -> dict[TaskState, str]:
+    def _after_release(self, ts: TaskState) -> Recommendations:
         """Common tail of every move into "released": wait again if still needed (keeping
         our claims on our inputs, so an input only we need is not freed and recomputed),
         else drop those claims and be forgotten once nothing refers to us."""
-        recs: dict[TaskState, str] = {}
+        recs: Recommendations = {}
         ts.waiting_on.clear()
         if ts.who_wants or any(d.state in (WAITING, PROCESSING, NO_WORKER) for d in ts.dependents):
             recs[ts] = WAITING
@@ -467,11 +501,11 @@ class SchedulerState:
             recs[ts] = FORGOTTEN
         return recs
 
-    def _waiting_erred(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+    def _waiting_erred(self, ts: TaskState, sid: str) -> Recommendations:
         return self._to_erred(ts)
 
-    def _to_erred(self, ts: TaskState) -> dict[TaskState, str]:
-        recs: dict[TaskState, str] = {}
+    def _to_erred(self, ts: TaskState) -> Recommendations:
+        recs: Recommendations = {}
         ts.state = ERRED
         ts.waiting_on.clear()
         for dts in ts.dependencies:
@@ -479,7 +513,7 @@ class SchedulerState:
             if dts.state in _HOLDS_CLAIM and not self._needed(dts):
                 recs[dts] = RELEASED
         for dts in ts.dependents:
-            if dts.state == WAITING:
+            if dts.state is WAITING:
                 dts.exception = ts.exception
                 dts.traceback = ts.traceback
                 dts.exception_blame = ts.exception_blame or ts.key
@@ -493,7 +527,7 @@ class SchedulerState:
             ))
         return recs
 
-    def _processing_memory(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+    def _processing_memory(self, ts: TaskState, sid: str) -> Recommendations:
         # Called by the task-finished handler after it set ts.nbytes; the worker is
         # the one the task was processing on.
         ws = ts.processing_on
@@ -503,11 +537,11 @@ class SchedulerState:
         ts.who_has[ws] = None
         ws.has_what[ts] = None
         ws.nbytes += ts.nbytes
-        recs: dict[TaskState, str] = {}
+        recs: Recommendations = {}
         for dts in ts.dependents:
             if ts in dts.waiting_on:
                 del dts.waiting_on[ts]
-                if not dts.waiting_on and dts.state == WAITING:
+                if not dts.waiting_on and dts.state is WAITING:
                     recs[dts] = PROCESSING
         for dts in ts.dependencies:
             waiters = dts.waiters
@@ -525,28 +559,28 @@ class SchedulerState:
             recs[ts] = RELEASED
         return recs
 
-    def _processing_released(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+    def _processing_released(self, ts: TaskState, sid: str) -> Recommendations:
         ws = ts.processing_on
         assert ws is not None
         self._unassign(ts, ws)
-        if ws.status != DEAD:
+        if ws.status is not DEAD:
             self._out.append(p.FreeKeys(stimulus_id=sid, time=self.time, worker=ws.name,
                                         keys=(ts.key,)))
         ts.state = RELEASED
         return self._after_release(ts)
 
-    def _processing_erred(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+    def _processing_erred(self, ts: TaskState, sid: str) -> Recommendations:
         ws = ts.processing_on
         assert ws is not None
         self._unassign(ts, ws)
         return self._to_erred(ts)
 
-    def _memory_released(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
-        recs: dict[TaskState, str] = {}
+    def _memory_released(self, ts: TaskState, sid: str) -> Recommendations:
+        recs: Recommendations = {}
         for ws in ts.who_has:
             del ws.has_what[ts]
             ws.nbytes -= ts.nbytes
-            if ws.status != DEAD:
+            if ws.status is not DEAD:
                 self._out.append(p.FreeKeys(stimulus_id=sid, time=self.time, worker=ws.name,
                                             keys=(ts.key,)))
         ts.who_has.clear()
@@ -557,7 +591,7 @@ class SchedulerState:
         for dts in ts.dependents:
             if dts.state in (PROCESSING, NO_WORKER):
                 recs[dts] = RELEASED
-            elif dts.state == WAITING:
+            elif dts.state is WAITING:
                 dts.waiting_on[ts] = None
         # Clients holding the result learn it is gone; they hear again when it is recomputed.
         for client in ts.who_wants:
@@ -565,14 +599,14 @@ class SchedulerState:
         recs.update(self._after_release(ts))
         return recs
 
-    def _erred_released(self, ts: TaskState, sid: str) -> dict[TaskState, str]:
+    def _erred_released(self, ts: TaskState, sid: str) -> Recommendations:
         ts.exception = None
         ts.traceback = ""
         ts.exception_blame = None
         ts.state = RELEASED
-        recs: dict[TaskState, str] = {}
+        recs: Recommendations = {}
         for dts in ts.dependents:
-            if dts.state == ERRED:
+            if dts.state is ERRED:
                 recs[dts] = RELEASED
         if not ts.dependents and not ts.who_wants:
             recs[ts] = FORGOTTEN
@@ -630,7 +664,7 @@ class SchedulerState:
         """Keep ``ws`` in ``idle`` (fewer tasks than threads) or ``saturated`` (more), or in
         neither (exactly busy, or not running)."""
         idle, saturated = self.idle, self.saturated
-        excess = len(ws.processing) - ws.nthreads if ws.status == RUNNING else 0
+        excess = len(ws.processing) - ws.nthreads if ws.status is RUNNING else 0
         if excess < 0:
             idle[ws] = None
             if ws not in saturated:
@@ -680,21 +714,21 @@ class SchedulerState:
                     raise KeyError(f"update-graph: task {spec.key!r} depends on unknown key {dep!r}")
                 ts.dependencies[dts] = None
                 dts.dependents[ts] = None
-        recs: dict[TaskState, str] = {}
+        recs: Recommendations = {}
         client = msg.client
         for key in msg.wanted:
             ts = tasks[key]
             ts.who_wants[client] = None
-            if ts.state == MEMORY:
+            if ts.state is MEMORY:
                 self._out.append(p.KeyInMemory(
                     stimulus_id=msg.stimulus_id, client=client, key=ts.key,
                     holders=tuple(w.name for w in ts.who_has), nbytes=ts.nbytes))
-            elif ts.state == ERRED:
+            elif ts.state is ERRED:
                 self._out.append(p.KeyErred(
                     stimulus_id=msg.stimulus_id, client=client, key=ts.key,
                     exception=ts.exception or "", traceback=ts.traceback,
                     blame=ts.exception_blame or ts.key))
-            elif ts.state == RELEASED:
+            elif ts.state is RELEASED:
                 recs[ts] = WAITING
         # In the order the client listed them, one at a time: dependencies enter waiting
         # before their dependents, and a task's dependencies pulled into "waiting" by it
@@ -702,7 +736,7 @@ class SchedulerState:
         self.transitions({}, queued=recs.items())
 
     def _handle_client_releases_keys(self, msg: p.ClientReleasesKeys) -> None:
-        recs: dict[TaskState, str] = {}
+        recs: Recommendations = {}
         for key in msg.keys:
             ts = self.tasks.get(key)
             if ts is None or msg.client not in ts.who_wants:
@@ -711,13 +745,13 @@ class SchedulerState:
             if not ts.who_wants and not ts.waiters:
                 if ts.state in (MEMORY, ERRED, WAITING, NO_WORKER, PROCESSING):
                     recs[ts] = RELEASED
-                elif ts.state == RELEASED and not ts.dependents:
+                elif ts.state is RELEASED and not ts.dependents:
                     recs[ts] = FORGOTTEN
         self.transitions(recs)
         # Released tasks that nobody refers to any more are forgotten.
         for key in msg.keys:
             ts = self.tasks.get(key)
-            if ts is not None and ts.state == RELEASED and not ts.dependents and not ts.who_wants:
+            if ts is not None and ts.state is RELEASED and not ts.dependents and not ts.who_wants:
                 self.transitions({ts: FORGOTTEN})
 
     def _handle_add_worker(self, msg: p.AddWorker) -> None:
@@ -751,7 +785,7 @@ class SchedulerState:
         self._update_idleness(ws)
         for ext in self.extensions:
             ext.remove_worker(ws)
-        recs: dict[TaskState, str] = {}
+        recs: Recommendations = {}
         for ts in list(ws.processing):
             if died:
                 ts.suspicious += 1
@@ -766,10 +800,10 @@ class SchedulerState:
                 recs[ts] = RELEASED
         # Tasks given up (KilledWorker) are erred first: releasing an input lost with the
         # worker would otherwise recommend them "released" over it, and retry them.
-        killed = {ts: finish for ts, finish in recs.items() if finish == ERRED}
+        killed = {ts: finish for ts, finish in recs.items() if finish is ERRED}
         if killed:
             self.transitions(killed)
-            recs = {ts: finish for ts, finish in recs.items() if finish != ERRED}
+            recs = {ts: finish for ts, finish in recs.items() if finish is not ERRED}
         for ts in list(ws.has_what):
             del ts.who_has[ws]
             del ws.has_what[ts]
@@ -781,7 +815,7 @@ class SchedulerState:
     def _handle_task_finished(self, msg: p.TaskFinished) -> None:
         ts = self.tasks.get(msg.key)
         ws = self.workers.get(msg.worker)
-        if ts is None or ws is None or ts.state != PROCESSING or ts.processing_on is not ws \
+        if ts is None or ws is None or ts.state is not PROCESSING or ts.processing_on is not ws \
                 or (msg.run_id and msg.run_id != ts.run_id):
             # (A report of an earlier assignment to the same worker, which was freed and
             # given the task again meanwhile, is stale too: its result may be gone.)
@@ -804,7 +838,7 @@ class SchedulerState:
     def _handle_task_erred(self, msg: p.TaskErred) -> None:
         ts = self.tasks.get(msg.key)
         ws = self.workers.get(msg.worker)
-        if ts is None or ws is None or ts.state != PROCESSING or ts.processing_on is not ws \
+        if ts is None or ws is None or ts.state is not PROCESSING or ts.processing_on is not ws \
                 or (msg.run_id and msg.run_id != ts.run_id):
             self._stale(msg.key, ws, ts)
             return
@@ -819,7 +853,7 @@ class SchedulerState:
         holder = self.workers.get(msg.holder)
         if ts is None:
             return
-        recs: dict[TaskState, str] = {}
+        recs: Recommendations = {}
         if holder is not None and holder in ts.who_has:
             del ts.who_has[holder]
             del holder.has_what[ts]
@@ -830,7 +864,7 @@ class SchedulerState:
         asker = self.workers.get(msg.worker)
         if asker is not None and ts not in recs:
             for dts in ts.dependents:
-                if dts.state == PROCESSING and dts.processing_on is asker:
+                if dts.state is PROCESSING and dts.processing_on is asker:
                     recs[dts] = RELEASED
         self.transitions(recs)
 
@@ -862,7 +896,7 @@ class SchedulerState:
 
     # ------------------------------------------------------------------ helpers for extensions
 
-    def emit(self, instruction: Any) -> None:
+    def emit(self, instruction: p.SchedulerInstruction) -> None:
         """Add an instruction to the current handle()'s output (for extensions)."""
         self._out.append(instruction)
 
@@ -872,10 +906,10 @@ class SchedulerState:
         same worker, which then gets the task anew). Logged and shown to observers as
         processing -> processing."""
         old = ts.processing_on
-        if ts.state != PROCESSING or old is None:
+        if ts.state is not PROCESSING or old is None:
             raise InvalidTransition(f"task {ts.key!r}: cannot move a {ts.state} task from "
                                     f"{old!r} to {ws!r} (stimulus {self._stimulus_id})")
-        if ws.status != RUNNING or self.workers.get(ws.name) is not ws:
+        if ws.status is not RUNNING or self.workers.get(ws.name) is not ws:
             raise InvalidTransition(f"task {ts.key!r}: cannot move to {ws!r}, not a running "
                                     f"worker (stimulus {self._stimulus_id})")
         self._unassign(ts, old)

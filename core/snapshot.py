@@ -11,8 +11,9 @@ from typing import Any
 
 from squall.core import protocol as p
 from squall.core.graph import key_prefix
-from squall.core.scheduler import PROCESSING, RELEASED, SchedulerState
+from squall.core.scheduler import SchedulerState, SchedulerTaskState
 from squall.core.stealing import STEAL_INTERVAL, WorkStealing
+from squall.core.worker import WorkerTaskState
 
 
 class SnapshotError(ValueError):
@@ -211,7 +212,7 @@ def load_snapshot(snapshot: Any, *, interval: float = STEAL_INTERVAL) -> LoadedS
     executing: dict[str, str] = {}
     for key, _, _, _, worker, st in tasks:
         ts = state.tasks[key]
-        assert ts.state == PROCESSING and ts.processing_on is state.workers[worker], ts
+        assert ts.state == SchedulerTaskState.PROCESSING and ts.processing_on is state.workers[worker], ts
         ts.restrictions = ()  # placement imposed; balancing is free to move it
         if st == "executing":
             executing[key] = worker
@@ -236,8 +237,8 @@ def balance_snapshot(snapshot: dict[str, Any], rounds: int = 1) -> dict[str, lis
         out = state.handle(p.Tick(stimulus_id=f"snapshot-round-{r}", time=t))
         for msg in out:
             if isinstance(msg, p.StealRequest):
-                answer = "executing" if loaded.executing.get(msg.key) == msg.worker \
-                    else RELEASED
+                answer = WorkerTaskState.EXECUTING \
+                    if loaded.executing.get(msg.key) == msg.worker else WorkerTaskState.RELEASED
                 state.handle(p.StealResponse(
                     stimulus_id=f"snapshot-answer-{msg.steal_id}", time=t, worker=msg.worker,
                     key=msg.key, steal_id=msg.steal_id, state=answer))

@@ -74,6 +74,7 @@ from squall.core.scheduler import (
     TaskState,
     WorkerInfo,
 )
+from squall.core.worker import WorkerTaskState
 
 STEAL_INTERVAL = 0.1  # seconds between balancing rounds
 STEAL_OVERHEAD = 0.005  # seconds a move costs besides transfers: request, answer, reassign
@@ -127,6 +128,7 @@ class WorkStealing:
         self._next_round = 0.0
         self._ids = 0
         state.extensions.append(self)
+        state.stealing = self
         # First, so that a steal is closed before any other observer (a validator) looks.
         state.observers.insert(0, self._on_transition)
 
@@ -174,10 +176,10 @@ class WorkStealing:
         else:
             self._close(rec)
         ts, thief = rec.ts, rec.thief
-        if msg.state != RELEASED:
+        if msg.state != WorkerTaskState.RELEASED:
             self.stats["refused"] += 1  # started, or done: it stays where it is
             return
-        if not orphan and state.workers.get(thief.name) is thief and thief.status == RUNNING:
+        if not orphan and state.workers.get(thief.name) is thief and thief.status is RUNNING:
             moved = self._moved.get(ts.key)
             origins = (moved[1] if moved else ()) + (rec.victim.name,)
             state.move_processing(ts, thief)
@@ -199,8 +201,8 @@ class WorkStealing:
                        sid: str) -> None:
         # Any move off the victim (finished, erred, released, rescheduled, reassigned)
         # ends the task's open steal: its answer will be stale.
-        if start == PROCESSING:
-            if finish != PROCESSING and self._moved:
+        if start is PROCESSING:
+            if finish is not PROCESSING and self._moved:
                 self._moved.pop(ts.key, None)
             if self.in_flight:
                 rec = self.in_flight.get(ts.key)
@@ -261,7 +263,7 @@ class WorkStealing:
         # Recent thieves may hold a task or two and still run dry before the next round.
         now = state.time
         for ws, until in list(self._recent.items()):
-            if now > until or ws.status != RUNNING or ws in state.idle:
+            if now > until or ws.status is not RUNNING or ws in state.idle:
                 del self._recent[ws]
             else:
                 pool.append(ws)

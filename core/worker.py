@@ -5,7 +5,7 @@ to fetch; its runtime (the simulator or a real process) executes task bodies, mo
 bytes and stores the values, and reports back with ExecuteSuccess/Failure and
 GatherDepSuccess/Failure. It never reads a clock: a stimulus's ``time`` is "now".
 
-Task states on the worker (a task with no record is "released"):
+Task states on the worker, ``WorkerTaskState`` (a task with no record is "released"):
   waiting    assigned to us, some inputs not here yet
   ready      assigned to us, inputs here, waiting for a thread
   executing  running on a thread
@@ -15,32 +15,62 @@ Task states on the worker (a task with no record is "released"):
   fetch      an input we need, to be fetched from a peer
   flight     an input being fetched
   missing    an input no known peer has; the scheduler has been told
+
+A task moves only along ``WORKER_TRANSITIONS``, through the transition table as on the
+scheduler: ``_transition(ts, finish)`` looks the move up (an absent one raises
+``InvalidWorkerTransition``), makes it, logs it and shows it to the observers, then runs
+the table's function for it: what follows from the move (queueing a ready task, starting
+a body, accounting for stored bytes, dropping a released task's record). A handler sets
+what the stimulus says (sizes, holders, flags) before it asks for a move, and sends the
+reports that name the stimulus after it. Every move into "released" ends in the one
+release path, ``_to_released``; ``_release`` is the one way to ask for it.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from enum import StrEnum
 from itertools import islice
 from typing import Any
 
 from squall.core import protocol as p
 from squall.core.translog import TransitionLog
 
-WAITING = "waiting"
-READY = "ready"
-EXECUTING = "executing"
-CANCELLED = "cancelled"
-MEMORY = "memory"
-ERROR = "error"
-FETCH = "fetch"
-FLIGHT = "flight"
-MISSING = "missing"
-RELEASED = "released"
-WORKER_TASK_STATES = (WAITING, READY, EXECUTING, CANCELLED, MEMORY, ERROR, FETCH, FLIGHT,
-                      MISSING, RELEASED)
 
-WORKER_TRANSITIONS: frozenset[tuple[str, str]] = frozenset({
+class WorkerTaskState(StrEnum):
+    """A task's state on a worker. The value is the state's name in messages and traces
+    (a ``StrEnum`` member is that string: it compares, hashes and encodes as it)."""
+
+    WAITING = "waiting"
+    READY = "ready"
+    EXECUTING = "executing"
+    CANCELLED = "cancelled"
+    MEMORY = "memory"
+    ERROR = "error"
+    FETCH = "fetch"
+    FLIGHT = "flight"
+    MISSING = "missing"
+    RELEASED = "released"
+
+
+# This module's own names for the states: a module global is read about four times faster
+# than an enum attribute (Python 3.11), and the transitions read them all the time. Other
+# modules name a state through its enum (WorkerTaskState.MEMORY), which never collides with
+# the scheduler's (SchedulerTaskState.MEMORY).
+WAITING = WorkerTaskState.WAITING
+READY = WorkerTaskState.READY
+EXECUTING = WorkerTaskState.EXECUTING
+CANCELLED = WorkerTaskState.CANCELLED
+MEMORY = WorkerTaskState.MEMORY
+ERROR = WorkerTaskState.ERROR
+FETCH = WorkerTaskState.FETCH
+FLIGHT = WorkerTaskState.FLIGHT
+MISSING = WorkerTaskState.MISSING
+RELEASED = WorkerTaskState.RELEASED
+WORKER_TASK_STATES: tuple[WorkerTaskState, ...] = tuple(WorkerTaskState)
+
+WORKER_TRANSITIONS: frozenset[tuple[WorkerTaskState, WorkerTaskState]] = frozenset({
     (RELEASED, WAITING), (RELEASED, READY), (RELEASED, FETCH),
     (WAITING, READY), (WAITING, RELEASED),
     (READY, EXECUTING), (READY, RELEASED),
@@ -51,12 +81,6 @@ WORKER_TRANSITIONS: frozenset[tuple[str, str]] = frozenset({
     (MISSING, FETCH), (MISSING, RELEASED), (MISSING, WAITING), (MISSING, READY),
     (MEMORY, RELEASED), (ERROR, RELEASED),
 })
-
-# old state -> the states it may move to (WORKER_TRANSITIONS, looked up without a tuple)
-_ALLOWED: dict[str, frozenset[str]] = {
-    old: frozenset(new for o, new in WORKER_TRANSITIONS if o == old)
-    for old in WORKER_TASK_STATES
-}
 
 DEFAULT_FETCH_LIMIT = 4  # concurrent transfers from peers
 FETCH_BATCH_BYTES = 50_000_000  # gather several keys from one peer in one transfer
@@ -103,7 +127,9 @@ class WTask:
         return self.key < other.key
 
 
-WorkerObserver = Callable[["WorkerState", WTask, str, str, str], None]
+WorkerObserver = Callable[["WorkerState", WTask, WorkerTaskState, WorkerTaskState, str], None]
+# What follows a move, given the task and the state it left (None: nothing does).
+Effects = Callable[[WTask, WorkerTaskState], None] | None
 
 
 class WorkerState:
@@ -127,7 +153,7 @@ class WorkerState:
         self.transition_log = TransitionLog(transition_log_size)
         self.transition_counter = 0
         self.observers: list[WorkerObserver] = []
-        self._out: list[Any] = []
+        self._out: list[p.WorkerInstruction] = []
         self._sid = ""
         self._handlers: dict[type, Callable[[Any], None]] = {
             p.ComputeTask: self._handle_compute_task,
@@ -138,14 +164,33 @@ class WorkerState:
             p.GatherDepSuccess: self._handle_gather_success,
             p.GatherDepFailure: self._handle_gather_failure,
         }
+        # Every move of WORKER_TRANSITIONS, from each state, and what follows it (None:
+        # nothing does; the handler that asked for the move has set what its stimulus said).
+        # A task entering "fetch" is queued by the caller: one asked for while it was on its
+        # way passes through "fetch" to be computed, not fetched.
+        to_ready, to_released = self._to_ready, self._to_released
+        self._table: dict[WorkerTaskState, dict[WorkerTaskState, Effects]] = {
+            RELEASED: {WAITING: None, READY: to_ready, FETCH: None},
+            WAITING: {READY: to_ready, RELEASED: to_released},
+            READY: {EXECUTING: self._ready_executing, RELEASED: to_released},
+            EXECUTING: {MEMORY: self._to_memory, ERROR: self._leaves_thread,
+                        CANCELLED: None},  # a cancelled body runs on
+            CANCELLED: {EXECUTING: None, RELEASED: to_released},
+            FETCH: {FLIGHT: None, RELEASED: to_released, WAITING: None, READY: to_ready},
+            FLIGHT: {MEMORY: self._to_memory, FETCH: None, MISSING: None, RELEASED: to_released},
+            MISSING: {FETCH: None, RELEASED: to_released, WAITING: None, READY: to_ready},
+            MEMORY: {RELEASED: to_released},
+            ERROR: {RELEASED: to_released},
+        }
 
     # ------------------------------------------------------------------ public API
 
-    def handle(self, stimulus: Any) -> list[Any]:
+    def handle(self, stimulus: p.WorkerStimulus) -> list[p.WorkerInstruction]:
+        """Apply one stimulus; return the instructions it causes, in order."""
         handler = self._handlers.get(type(stimulus))
         if handler is None:
             raise TypeError(f"WorkerState cannot handle {type(stimulus).__name__}")
-        out: list[Any] = []
+        out: list[p.WorkerInstruction] = []
         self._out = out
         self._sid = stimulus.stimulus_id
         if stimulus.time > self.time:
@@ -164,58 +209,91 @@ class WorkerState:
         return p.Heartbeat(
             stimulus_id=stimulus_id, time=time, worker=self.name,
             executing={ts.key: max(0.0, time - ts.start_time) for ts in self.executing
-                       if ts.state == EXECUTING},
+                       if ts.state is EXECUTING},
         )
 
     def in_memory(self) -> list[str]:
-        return [k for k, ts in self.tasks.items() if ts.state == MEMORY]
+        return [k for k, ts in self.tasks.items() if ts.state is MEMORY]
 
-    # ------------------------------------------------------------------ transitions
+    # ------------------------------------------------------------------ transitions engine
 
-    def _set_state(self, ts: WTask, new: str) -> None:
-        old = ts.state
-        if new not in _ALLOWED[old]:
+    def _transition(self, ts: WTask, finish: WorkerTaskState) -> None:
+        """Move ``ts`` to ``finish`` along the table: log the move and show it to the
+        observers, then carry out what follows from it (which may move other tasks)."""
+        start = ts.state
+        try:
+            effects = self._table[start][finish]
+        except KeyError:
             raise InvalidWorkerTransition(
-                f"worker {self.name!r}, task {ts.key!r}: no transition {old} -> {new} "
+                f"worker {self.name!r}, task {ts.key!r}: no transition {start} -> {finish} "
                 f"(stimulus {self._sid})"
-            )
-        ts.state = new
+            ) from None
+        ts.state = finish
         self.transition_counter += 1
-        self.transition_log.add((ts.key, old, new, self._sid))
+        self.transition_log.add((ts.key, start, finish, self._sid))
         if self.observers:
             for obs in self.observers:
-                obs(self, ts, old, new, self._sid)
+                obs(self, ts, start, finish, self._sid)
+        if effects is not None:
+            effects(ts, start)
 
-    def _forget(self, ts: WTask) -> None:
-        """Drop a released task's record and its links."""
-        for dts in ts.dependencies:
+    def _to_ready(self, ts: WTask, start: WorkerTaskState) -> None:
+        heapq.heappush(self.ready, _queued(ts))
+
+    def _ready_executing(self, ts: WTask, start: WorkerTaskState) -> None:
+        ts.start_time = self.time
+        self.executing[ts] = None
+        self._out.append(p.Execute(stimulus_id=self._sid, worker=self.name, key=ts.key))
+
+    def _leaves_thread(self, ts: WTask, start: WorkerTaskState) -> None:
+        del self.executing[ts]
+
+    def _to_memory(self, ts: WTask, start: WorkerTaskState) -> None:
+        """Its value (``ts.nbytes``) is stored here, computed or fetched: its waiting
+        dependents may be ready."""
+        if start is EXECUTING:
+            del self.executing[ts]
+        self.nbytes += ts.nbytes
+        for dts in ts.dependents:
+            if ts in dts.waiting_for:
+                del dts.waiting_for[ts]
+                if not dts.waiting_for and dts.state is WAITING:
+                    self._transition(dts, READY)
+
+    def _to_released(self, ts: WTask, start: WorkerTaskState) -> None:
+        """Every move into "released", the one release path: a stored value is dropped, a
+        body that ended gives its thread back, the record and its links go, and so do the
+        inputs fetched only for it."""
+        if start is MEMORY:
+            self.nbytes -= ts.nbytes
+            self._out.append(p.ReleaseData(stimulus_id=self._sid, worker=self.name,
+                                           keys=(ts.key,)))
+        elif start is CANCELLED:
+            del self.executing[ts]  # its body ended
+        deps = list(ts.dependencies)
+        for dts in deps:
             dts.dependents.pop(ts, None)
         for dts in ts.dependents:
             dts.dependencies.pop(ts, None)
             dts.waiting_for.pop(ts, None)
         self.tasks.pop(ts.key, None)
-
-    def _release(self, ts: WTask) -> None:
-        """Move ``ts`` to released and drop whatever only it needed."""
-        state = ts.state
-        if state == EXECUTING:
-            self._set_state(ts, CANCELLED)  # can't stop a thread: drop the result later
-            return
-        if state == CANCELLED:
-            return
-        if state == FLIGHT:
-            ts.discard = True  # arrives later; dropped then
-            ts.runnable = False
-            return
-        if state == MEMORY:
-            self.nbytes -= ts.nbytes
-            self._out.append(p.ReleaseData(stimulus_id=self._sid, worker=self.name,
-                                           keys=(ts.key,)))
-        self._set_state(ts, RELEASED)
-        deps = list(ts.dependencies)
-        self._forget(ts)
         for dts in deps:
             self._release_if_unneeded(dts)
+
+    # ------------------------------------------------------------------ releasing
+
+    def _release(self, ts: WTask) -> None:
+        """Nobody needs ``ts`` here any more: the one way to let it go. A running body
+        cannot be stopped: its task is cancelled, and released when the body ends. An input
+        on its way is dropped when it lands."""
+        state = ts.state
+        if state is EXECUTING:
+            self._transition(ts, CANCELLED)  # can't stop a thread: drop the result later
+        elif state is FLIGHT:
+            ts.discard = True  # arrives later; dropped then
+            ts.runnable = False
+        elif state is not CANCELLED:
+            self._transition(ts, RELEASED)
 
     def _release_if_unneeded(self, ts: WTask) -> None:
         """A fetched input nobody here needs any more is dropped."""
@@ -229,11 +307,11 @@ class WorkerState:
         if ts is None:
             ts = self.tasks[msg.key] = WTask(msg.key)
         ts.run_id = msg.run_id  # whatever happens below, its report answers this request
-        if ts.state == CANCELLED:
+        if ts.state is CANCELLED:
             ts.runnable = True
-            self._set_state(ts, EXECUTING)  # resumed: its result is wanted again
+            self._transition(ts, EXECUTING)  # resumed: its result is wanted again
             return
-        elif ts.state == MEMORY:
+        elif ts.state is MEMORY:
             ts.runnable = True
             self._out.append(p.TaskFinished(
                 stimulus_id=self._sid, time=self.time, worker=self.name, key=ts.key,
@@ -241,7 +319,7 @@ class WorkerState:
             return
         elif ts.runnable and ts.state in (WAITING, READY, EXECUTING, ERROR):
             return  # a duplicate request
-        elif ts.state == FLIGHT:
+        elif ts.state is FLIGHT:
             ts.runnable = True  # an input on its way: report it when it lands
             ts.discard = False
             self._compute_after_flight[ts.key] = msg
@@ -258,23 +336,19 @@ class WorkerState:
                 dts.nbytes = dep.nbytes
             ts.dependencies[dts] = None
             dts.dependents[ts] = None
-            if dts.state == MEMORY:
+            if dts.state is MEMORY:
                 continue
             ts.waiting_for[dts] = None
             if dts.state in (RELEASED, MISSING):
                 dts.who_has = list(dep.holders)
                 dts.nbytes = dep.nbytes
-                self._set_state(dts, FETCH)
+                self._transition(dts, FETCH)
                 heapq.heappush(self.to_fetch, _queued(dts))
-            elif dts.state == FETCH:
+            elif dts.state is FETCH:
                 dts.who_has = list(dep.holders)
-            elif dts.state == FLIGHT:
+            elif dts.state is FLIGHT:
                 dts.discard = False
-        if ts.waiting_for:
-            self._set_state(ts, WAITING)
-        else:
-            self._set_state(ts, READY)
-            heapq.heappush(self.ready, _queued(ts))
+        self._transition(ts, WAITING if ts.waiting_for else READY)
 
     def _handle_free_keys(self, msg: p.FreeKeys) -> None:
         for key in msg.keys:
@@ -283,10 +357,10 @@ class WorkerState:
                 continue
             if ts.state in (WAITING, READY, EXECUTING, CANCELLED, ERROR) or ts.runnable:
                 ts.runnable = False
-                if ts.dependents and ts.state == MEMORY:
+                if ts.dependents and ts.state is MEMORY:
                     continue  # still an input of a task here: keep it as a replica
                 self._release(ts)
-            elif ts.state == MEMORY and not ts.dependents:
+            elif ts.state is MEMORY and not ts.dependents:
                 self._release(ts)
 
     def _handle_steal_request(self, msg: p.StealRequest) -> None:
@@ -307,46 +381,34 @@ class WorkerState:
         ts = self.tasks.get(msg.key)
         if ts is None or ts.state not in (EXECUTING, CANCELLED):
             return
-        del self.executing[ts]
-        if ts.state == CANCELLED:
+        if ts.state is CANCELLED:
+            # The runtime stored the value nobody wants: it drops it.
             self._out.append(p.ReleaseData(stimulus_id=self._sid, worker=self.name,
                                            keys=(ts.key,)))
-            self._set_state(ts, RELEASED)
-            deps = list(ts.dependencies)
-            self._forget(ts)
-            for dts in deps:
-                self._release_if_unneeded(dts)
+            self._transition(ts, RELEASED)
             return
         ts.nbytes = msg.nbytes
-        self.nbytes += msg.nbytes
-        self._set_state(ts, MEMORY)
+        self._transition(ts, MEMORY)
         self._out.append(p.TaskFinished(
             stimulus_id=self._sid, time=msg.time, worker=self.name, key=ts.key,
             nbytes=msg.nbytes, duration=msg.duration, run_id=ts.run_id))
-        self._landed(ts)
         self._drop_inputs(ts)
 
     def _handle_execute_failure(self, msg: p.ExecuteFailure) -> None:
         ts = self.tasks.get(msg.key)
         if ts is None or ts.state not in (EXECUTING, CANCELLED):
             return
-        del self.executing[ts]
-        if ts.state == CANCELLED:
-            self._set_state(ts, RELEASED)
-            deps = list(ts.dependencies)
-            self._forget(ts)
-            for dts in deps:
-                self._release_if_unneeded(dts)
+        if ts.state is CANCELLED:
+            self._transition(ts, RELEASED)
             return
-        self._set_state(ts, ERROR)
+        self._transition(ts, ERROR)
         self._out.append(p.TaskErred(
             stimulus_id=self._sid, time=msg.time, worker=self.name, key=ts.key,
             exception=msg.exception, traceback=msg.traceback, run_id=ts.run_id))
         self._drop_inputs(ts)
         # The scheduler owns the error from here on; keep no record of it.
         ts.runnable = False
-        self._set_state(ts, RELEASED)
-        self._forget(ts)
+        self._transition(ts, RELEASED)
 
     def _drop_inputs(self, ts: WTask) -> None:
         """After ts ran, inputs fetched only for it are dropped."""
@@ -357,15 +419,6 @@ class WorkerState:
         for dts in deps:
             self._release_if_unneeded(dts)
 
-    def _landed(self, ts: WTask) -> None:
-        """``ts`` is now in memory here: its waiting dependents may become ready."""
-        for dts in ts.dependents:
-            if ts in dts.waiting_for:
-                del dts.waiting_for[ts]
-                if not dts.waiting_for and dts.state == WAITING:
-                    self._set_state(dts, READY)
-                    heapq.heappush(self.ready, _queued(dts))
-
     def _handle_gather_success(self, msg: p.GatherDepSuccess) -> None:
         self._gather_done(msg.holder, msg.nbytes, missing=())
 
@@ -375,14 +428,13 @@ class WorkerState:
     def _gather_done(self, holder: str, received: dict[str, int],
                      missing: tuple[str, ...]) -> None:
         for ts in self.in_flight.pop(holder, []):
-            if ts.state != FLIGHT:
+            if ts.state is not FLIGHT:
                 continue
             ts.coming_from = None
             compute = self._compute_after_flight.pop(ts.key, None)
             if ts.key in received:
                 ts.nbytes = received[ts.key]
-                self.nbytes += ts.nbytes
-                self._set_state(ts, MEMORY)
+                self._transition(ts, MEMORY)
                 if ts.discard and not ts.dependents and not ts.runnable:
                     ts.discard = False
                     self._release(ts)
@@ -392,29 +444,28 @@ class WorkerState:
                     self._out.append(p.TaskFinished(
                         stimulus_id=self._sid, time=self.time, worker=self.name, key=ts.key,
                         nbytes=ts.nbytes, duration=ts.duration, run_id=ts.run_id))
-                self._landed(ts)
                 continue
             # not received: this holder does not have it (or is unreachable)
             if holder in ts.who_has:
                 ts.who_has.remove(holder)
             if compute is not None and ts.runnable:
-                # Asked to compute it while it was on its way, and it did not come: compute.
+                # Asked to compute it while it was on its way, and it did not come: compute
+                # (by way of "fetch", not queued for fetching).
                 ts.runnable = False
                 ts.discard = False
-                self._set_state(ts, FETCH)
+                self._transition(ts, FETCH)
                 self._handle_compute_task(compute)
                 continue
             if ts.discard and not ts.dependents:
                 ts.discard = False
-                self._set_state(ts, RELEASED)
-                self._forget(ts)
+                self._transition(ts, RELEASED)
                 continue
             ts.discard = False
             if ts.who_has:
-                self._set_state(ts, FETCH)
+                self._transition(ts, FETCH)
                 heapq.heappush(self.to_fetch, _queued(ts))
             else:
-                self._set_state(ts, MISSING)
+                self._transition(ts, MISSING)
                 self._out.append(p.MissingData(
                     stimulus_id=self._sid, time=self.time, worker=self.name, key=ts.key,
                     holder=holder))
@@ -427,12 +478,9 @@ class WorkerState:
         executing = self.executing
         while ready and len(executing) < self.nthreads:
             ts = heapq.heappop(ready)[2]
-            if ts.state != READY or self.tasks.get(ts.key) is not ts:
+            if ts.state is not READY or self.tasks.get(ts.key) is not ts:
                 continue  # stale heap entry
-            self._set_state(ts, EXECUTING)
-            ts.start_time = self.time
-            executing[ts] = None
-            self._out.append(p.Execute(stimulus_id=self._sid, worker=self.name, key=ts.key))
+            self._transition(ts, EXECUTING)
 
     def _ensure_communicating(self) -> None:
         to_fetch = self.to_fetch
@@ -441,7 +489,7 @@ class WorkerState:
         while to_fetch and len(in_flight) < self.fetch_limit and len(busy) < 64:
             entry = heapq.heappop(to_fetch)
             ts = entry[2]
-            if ts.state != FETCH or self.tasks.get(ts.key) is not ts:
+            if ts.state is not FETCH or self.tasks.get(ts.key) is not ts:
                 continue
             for holder in ts.who_has:
                 if holder not in in_flight:
@@ -457,7 +505,7 @@ class WorkerState:
             # scan of the heap; most entries are on other peers, so that is checked first)
             if total < FETCH_BATCH_BYTES:
                 for _, _, other in islice(to_fetch, 64):
-                    if holder in other.who_has and other.state == FETCH and other is not ts \
+                    if holder in other.who_has and other.state is FETCH and other is not ts \
                             and other not in batch:
                         batch.append(other)
                         total += other.nbytes
@@ -465,7 +513,7 @@ class WorkerState:
                             break
             for t in batch:
                 t.coming_from = holder
-                self._set_state(t, FLIGHT)
+                self._transition(t, FLIGHT)
             in_flight[holder] = batch
             self._out.append(p.GatherDep(
                 stimulus_id=self._sid, worker=self.name, holder=holder,

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from squall.core.oracle import error_problem
-from squall.core.scheduler import ERRED, MEMORY, NO_WORKER, PROCESSING, WAITING
-from squall.core.worker import MEMORY as W_MEMORY
+from squall.core.scheduler import SchedulerTaskState
+from squall.core.worker import WorkerTaskState
 from squall.invariants.base import (
     CLUSTER,
     END,
@@ -35,7 +35,7 @@ cluster_invariant = registrar(QUIESCENT_INVARIANTS, CLUSTER)
 liveness_invariant = registrar(LIVENESS_INVARIANTS, LIVENESS)
 end_invariant = registrar(END_INVARIANTS, END_TO_END)
 
-IN_PLAY = (WAITING, PROCESSING, NO_WORKER)
+IN_PLAY = (SchedulerTaskState.WAITING, SchedulerTaskState.PROCESSING, SchedulerTaskState.NO_WORKER)
 Found = tuple[str, str] | None
 
 
@@ -57,7 +57,7 @@ def memory_agrees(cv: Any) -> Found:
         if wst is None:
             continue
         believed = {ts.key for ts in ws.has_what}
-        held = {k for k, wt in wst.tasks.items() if wt.state == W_MEMORY}
+        held = {k for k, wt in wst.tasks.items() if wt.state == WorkerTaskState.MEMORY}
         if believed != held:
             lost = sorted(believed - held)
             extra = sorted(held - believed)
@@ -73,7 +73,7 @@ def memory_agrees(cv: Any) -> Found:
                     "at quiescence, no task is processing: a processing task always has a "
                     "worker running it or a message on its way", scope=QUIESCENT)
 def processing_task_runs(cv: Any) -> Found:
-    stuck = [ts for ts in cv.state.tasks.values() if ts.state == PROCESSING]
+    stuck = [ts for ts in cv.state.tasks.values() if ts.state == SchedulerTaskState.PROCESSING]
     if not stuck:
         return None
     ts = stuck[0]
@@ -92,7 +92,7 @@ def processing_task_runs(cv: Any) -> Found:
                     "waiting, processing or in no-worker", scope=QUIESCENT)
 def waiting_task_progresses(cv: Any) -> Found:
     for ts in cv.state.tasks.values():
-        if ts.state != WAITING:
+        if ts.state != SchedulerTaskState.WAITING:
             continue
         dead_ends = [d for d in ts.waiting_on if d.state not in IN_PLAY]
         if dead_ends:
@@ -107,7 +107,7 @@ def waiting_task_progresses(cv: Any) -> Found:
                     "run, fetch or find", scope=QUIESCENT)
 def worker_tasks_settled(cv: Any) -> Found:
     for name, wst in cv.worker_states().items():
-        stuck = [wt for wt in wst.tasks.values() if wt.state != W_MEMORY]
+        stuck = [wt for wt in wst.tasks.values() if wt.state != WorkerTaskState.MEMORY]
         if stuck:
             wt = stuck[0]
             return (f"worker {name!r}, task {wt.key!r}",
@@ -154,7 +154,7 @@ def no_result_lost(cv: Any) -> Found:
         if kind != "memory":
             continue
         ts = tasks.get(key)
-        if ts is None or ts.state != MEMORY:
+        if ts is None or ts.state != SchedulerTaskState.MEMORY:
             return (f"task {key!r}", "reported in memory, but now "
                     f"{'forgotten' if ts is None else ts.state} on the scheduler")
         held = [ws.name for ws in ts.who_has if cv.holds(ws.name, key)]
@@ -199,7 +199,7 @@ def error_correct(cv: Any) -> Found:
         blame = str(value).removeprefix("error:")
         blamed = tasks.get(blame)
         # a task given up after its workers died (KilledWorker) explains it too
-        killed = blamed is not None and blamed.state == ERRED and (
+        killed = blamed is not None and blamed.state == SchedulerTaskState.ERRED and (
             blamed.exception or "").startswith("KilledWorker")
         problem = error_problem(graph, key, blame, want, killed=killed)
         if problem is not None:

@@ -9,18 +9,25 @@ why)`` when the cluster stalls. It drives one SchedulerValidator and one WorkerV
 per worker, and adds what needs them all: agreement at quiescence, liveness, end to end,
 and no body run twice.
 
-What it reads of the cluster: ``scheduler``, ``workers`` (live, by name: objects with
-``state`` and, in the simulator, ``data``), and for the end checks ``graph``,
-``results``, ``runs`` and the wanted keys. A replay of a trace provides the same shape.
+What it reads of the cluster is a ``squall.core.view.ClusterView``: ``scheduler``,
+``workers`` (live, by name: objects with ``state`` and, in the simulator, ``data``), and
+for the end checks ``graph``, ``wanted``, ``results``, ``runs``, ``now`` and ``pending``.
+A replay of a trace provides the same view.
+
+``phase`` says which checks are running, so that whoever catches a violation knows which
+kind found it: ``running`` (after each stimulus), ``quiescent`` (nothing in flight, wanted
+keys unfinished), ``stuck`` (the runtime gave up waiting) or ``end`` (every wanted key has
+a result). Checks that find nothing leave it ``running``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from typing import Any
 
 from squall.core.oracle import expected_results
-from squall.core.scheduler import TaskState
+from squall.core.scheduler import SchedulerState, TaskState
+from squall.core.view import ClusterView
 from squall.core.worker import WorkerState, WTask
 from squall.invariants.catalog import invariant
 from squall.invariants.cluster_checks import (
@@ -38,17 +45,24 @@ from squall.invariants.violation import InvariantViolation
 
 _DUPLICATE_RUN = invariant("e2e.no-duplicate-run")
 
+RUNNING = "running"  # checking what each stimulus touched
+QUIESCENT = "quiescent"  # nothing in flight, wanted keys unfinished: checking for stuck keys
+STUCK = "stuck"  # the runtime found the cluster stalled
+END = "end"  # every wanted key has a result: the full and end-to-end checks
+
 
 class Validator:
     """Strict mode for a cluster (see the module docstring for the hooks it offers).
 
     ``on_violation``: callbacks called with each InvariantViolation before it is raised
     (a trace writer closes its trace there). ``trace_path``: shown in violation messages.
-    ``checks``: invariant evaluations so far.
+    ``checks``: invariant evaluations so far. ``phase``: which checks run (or found a
+    violation): RUNNING, QUIESCENT, STUCK or END.
     """
 
-    def __init__(self, cluster: Any) -> None:
+    def __init__(self, cluster: ClusterView) -> None:
         self.cluster = cluster
+        self.phase = RUNNING
         self.reporter = Reporter()
         self.scheduler = SchedulerValidator(cluster.scheduler, reporter=self.reporter)
         self.workers: dict[WorkerState, WorkerValidator] = {}
@@ -64,8 +78,9 @@ class Validator:
         self._quiet_at: tuple[int, int] | None = None  # transition counts at the last check
         # (transition counts, time) when the cluster last went quiet with these counts
         self._quiet_since: tuple[tuple[int, int], float] | None = None
-        self._expected: tuple[Any, dict[str, Any]] | None = None
-        self._dependents: tuple[Any, dict[str, list[str]]] | None = None
+        # (graph, its size) they were computed for: a graph grows as graphs are submitted
+        self._expected: tuple[Any, int, dict[str, Any]] | None = None
+        self._dependents: tuple[Any, int, dict[str, list[str]]] | None = None
 
     # ------------------------------------------------------------------ shared settings
 
@@ -82,7 +97,7 @@ class Validator:
         self.reporter.trace_path = str(path)
 
     @property
-    def state(self) -> Any:
+    def state(self) -> SchedulerState:
         return self.cluster.scheduler
 
     @property
@@ -114,7 +129,7 @@ class Validator:
         if wv is not None:
             wv.after_stimulus(msg)
 
-    def quiescent(self, cluster: Any) -> None:
+    def quiescent(self, cluster: ClusterView) -> None:
         """Nothing is in flight. With wanted keys unfinished and nothing periodic that could
         still change the state, the cluster is stuck: say which keys, now, rather than
         after a stall timeout.
@@ -124,7 +139,7 @@ class Validator:
         Work stealing is no way out: at quiescence nothing runs, so a task still assigned
         somewhere is one its worker lost, whatever a later round might do with it by chance.
         """
-        if getattr(cluster.scheduler, "heartbeat_timeout", None) is not None:
+        if cluster.scheduler.heartbeat_timeout is not None:
             counts = self._counts()
             if self._quiet_since is None or self._quiet_since[0] != counts:
                 self._quiet_since = (counts, cluster.now)
@@ -132,30 +147,37 @@ class Validator:
             since = self._quiet_since[1]
             if any(ws.last_seen <= since for ws in self.state.workers.values()):
                 return
-        results = getattr(cluster, "results", None)
-        if results is None or len(results) >= len(self.wanted()):
+        if len(cluster.results) >= len(cluster.wanted):
             return
-        # Through the attribute, so that a wrapper a runner put there sees the call.
-        self.check_stuck(cluster, "quiescent: nothing in flight, wanted keys unfinished")
+        self.phase = QUIESCENT
+        self._check_stalled()
+        self.phase = RUNNING  # nothing found: the run goes on
 
-    def check_end(self, cluster: Any) -> None:
+    def check_end(self, cluster: ClusterView) -> None:
         """Every wanted key has a result: full check, then end to end; at quiescence also
         agreement and liveness."""
+        self.phase = END
         self.check_full()
-        if getattr(cluster, "pending", 0) == 0:
+        if cluster.pending == 0:
             self._run(QUIESCENT_INVARIANTS)
             self._run(LIVENESS_INVARIANTS)
         self._run(END_INVARIANTS)
+        self.phase = RUNNING
 
-    def check_stuck(self, cluster: Any, why: str) -> None:
-        """The cluster stalled: full check, then (when nothing is in flight) agreement and
-        liveness, which name the stuck keys."""
+    def check_stuck(self, cluster: ClusterView, why: str) -> None:
+        """The cluster stalled (``why``): full check, then (when nothing is in flight)
+        agreement and liveness, which name the stuck keys."""
+        self.phase = STUCK
+        self._check_stalled()
+        self.phase = RUNNING
+
+    def _check_stalled(self) -> None:
         counts = self._counts()
         if self._quiet_at == counts:
             return
         self._quiet_at = counts
         self.check_full()
-        if getattr(cluster, "pending", 0) == 0:
+        if self.cluster.pending == 0:
             self._run(QUIESCENT_INVARIANTS)
             self._run(LIVENESS_INVARIANTS)
 
@@ -190,28 +212,26 @@ class Validator:
     def expected(self) -> dict[str, Any]:
         """Each key's value by a sequential evaluation of the graph (or "error:<key>")."""
         graph = self.cluster.graph
-        if self._expected is None or self._expected[0] is not graph:
-            self._expected = (graph, expected_results(graph))
-        return self._expected[1]
+        cached = self._expected
+        if cached is None or cached[0] is not graph or cached[1] != len(graph):
+            cached = self._expected = (graph, len(graph), expected_results(graph))
+        return cached[2]
 
     def graph_dependents(self) -> dict[str, list[str]]:
         """key -> the keys of the graph that depend on it."""
         graph = self.cluster.graph
-        if self._dependents is None or self._dependents[0] is not graph:
+        cached = self._dependents
+        if cached is None or cached[0] is not graph or cached[1] != len(graph):
             dependents: dict[str, list[str]] = {}
             for spec in graph:
                 for d in spec.deps:
                     dependents.setdefault(d, []).append(spec.key)
-            self._dependents = (graph, dependents)
-        return self._dependents[1]
+            cached = self._dependents = (graph, len(graph), dependents)
+        return cached[2]
 
-    def wanted(self) -> set[str]:
-        """The keys the client wants (every key of the graph, if the runtime does not say)."""
-        wanted = getattr(self.cluster, "_wanted", None)
-        if wanted is not None:
-            return wanted  # type: ignore[no-any-return]
-        graph = getattr(self.cluster, "graph", None)
-        return set(graph.tasks) if graph is not None else set()
+    def wanted(self) -> Set[str]:
+        """The keys the client wants."""
+        return self.cluster.wanted
 
     # ------------------------------------------------------------------ internals
 

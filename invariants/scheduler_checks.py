@@ -10,21 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from squall.core.scheduler import (
-    CLOSING,
-    DEAD,
-    ERRED,
-    FORGOTTEN,
-    MEMORY,
-    NO_WORKER,
-    PAUSED,
-    PROCESSING,
-    RELEASED,
-    RUNNING,
-    TASK_STATES,
-    WAITING,
-    SchedulerState,
-)
+from squall.core.scheduler import TASK_STATES, SchedulerState, SchedulerTaskState, WorkerStatus
 from squall.invariants.base import CLUSTER, FULL, TASK, WORKER, Invariant, registrar
 
 TASK_INVARIANTS: list[Invariant] = []
@@ -34,12 +20,13 @@ CLUSTER_INVARIANTS: list[Invariant] = []
 task_invariant = registrar(TASK_INVARIANTS, TASK)
 transition_invariant = registrar(TRANSITION_INVARIANTS, TASK)
 # Worker "states" are its statuses: most invariants are about live workers.
-WORKER_LIVE = (RUNNING, PAUSED, CLOSING)
+WORKER_LIVE = (WorkerStatus.RUNNING, WorkerStatus.PAUSED, WorkerStatus.CLOSING)
 worker_invariant = registrar(WORKER_INVARIANTS, WORKER, WORKER_LIVE)
 cluster_invariant = registrar(CLUSTER_INVARIANTS, CLUSTER)
 
-IN_PLAY = (WAITING, PROCESSING, NO_WORKER)  # states of a task that still needs its inputs
-LIVE_STATES = tuple(s for s in TASK_STATES if s != FORGOTTEN)
+# states of a task that still needs its inputs
+IN_PLAY = (SchedulerTaskState.WAITING, SchedulerTaskState.PROCESSING, SchedulerTaskState.NO_WORKER)
+LIVE_STATES = tuple(s for s in TASK_STATES if s != SchedulerTaskState.FORGOTTEN)
 REL_TOL = 1e-9
 
 
@@ -51,14 +38,15 @@ def _keys(tasks: Any, n: int = 5) -> str:
 
 def _live(v: Any, ws: Any) -> bool:
     """``ws`` is the current record of its name and not dead."""
-    return v.state.workers.get(ws.name) is ws and ws.status != DEAD
+    return v.state.workers.get(ws.name) is ws and ws.status != WorkerStatus.DEAD
 
 
 # ---------------------------------------------------------------- task: each transition
 
 # processing -> processing: a steal's confirm moves a task to another worker
 # (SchedulerState.move_processing).
-ALLOWED = frozenset(SchedulerState.TRANSITIONS) | {(PROCESSING, PROCESSING)}
+ALLOWED = frozenset(SchedulerState.TRANSITIONS) | {
+    (SchedulerTaskState.PROCESSING, SchedulerTaskState.PROCESSING)}
 
 
 @transition_invariant("task.transition-allowed",
@@ -88,7 +76,7 @@ def known_state(v: Any, ts: Any) -> str | None:
                 "a task is the record registered under its key exactly when it is not forgotten")
 def registered_unless_forgotten(v: Any, ts: Any) -> str | None:
     registered = v.state.tasks.get(ts.key) is ts
-    if registered == (ts.state != FORGOTTEN):
+    if registered == (ts.state != SchedulerTaskState.FORGOTTEN):
         return None
     if registered:
         return "forgotten but still registered"
@@ -96,7 +84,8 @@ def registered_unless_forgotten(v: Any, ts: Any) -> str | None:
 
 
 @task_invariant("task.wanted-not-forgotten",
-                "a task a client still wants is never forgotten", states=(FORGOTTEN,))
+                "a task a client still wants is never forgotten",
+                states=(SchedulerTaskState.FORGOTTEN,))
 def wanted_not_forgotten(v: Any, ts: Any) -> str | None:
     return f"forgotten while wanted by {list(ts.who_wants)}" if ts.who_wants else None
 
@@ -108,7 +97,7 @@ def wanted_not_forgotten(v: Any, ts: Any) -> str | None:
                 "a task has a worker assigned (processing_on) exactly when it is processing",
                 states=LIVE_STATES)
 def processing_on_iff_processing(v: Any, ts: Any) -> str | None:
-    if (ts.processing_on is not None) == (ts.state == PROCESSING):
+    if (ts.processing_on is not None) == (ts.state == SchedulerTaskState.PROCESSING):
         return None
     if ts.processing_on is None:
         return "processing, but processing_on is None"
@@ -117,7 +106,7 @@ def processing_on_iff_processing(v: Any, ts: Any) -> str | None:
 
 @task_invariant("task.processing-on-one-worker",
                 "a processing task sits in the processing set of the worker it is assigned to",
-                states=(PROCESSING,))
+                states=(SchedulerTaskState.PROCESSING,))
 def processing_on_one_worker(v: Any, ts: Any) -> str | None:
     ws = ts.processing_on
     if ws is None or ts in ws.processing:
@@ -127,13 +116,13 @@ def processing_on_one_worker(v: Any, ts: Any) -> str | None:
 
 @task_invariant("task.processing-worker-running",
                 "a processing task is assigned to the live, running record of its worker "
-                "(never a dead or replaced one)", states=(PROCESSING,))
+                "(never a dead or replaced one)", states=(SchedulerTaskState.PROCESSING,))
 def processing_worker_running(v: Any, ts: Any) -> str | None:
     ws = ts.processing_on
     if ws is None:
         return None
     current = v.state.workers.get(ws.name)
-    if current is ws and ws.status != DEAD and ws in v.state.running:
+    if current is ws and ws.status != WorkerStatus.DEAD and ws in v.state.running:
         return None
     if current is None:
         return f"processing on {ws!r}, which the scheduler no longer knows"
@@ -148,7 +137,7 @@ def processing_worker_running(v: Any, ts: Any) -> str | None:
 @task_invariant("task.who-has-iff-memory",
                 "a task has holders (who_has) exactly when it is in memory", states=LIVE_STATES)
 def who_has_iff_memory(v: Any, ts: Any) -> str | None:
-    if bool(ts.who_has) == (ts.state == MEMORY):
+    if bool(ts.who_has) == (ts.state == SchedulerTaskState.MEMORY):
         return None
     if ts.who_has:
         return f"in state {ts.state} but held by {[w.name for w in ts.who_has]}"
@@ -156,7 +145,8 @@ def who_has_iff_memory(v: Any, ts: Any) -> str | None:
 
 
 @task_invariant("task.holders-record-it",
-                "every worker holding a task lists it in its has_what", states=(MEMORY,))
+                "every worker holding a task lists it in its has_what",
+                states=(SchedulerTaskState.MEMORY,))
 def holders_record_it(v: Any, ts: Any) -> str | None:
     for ws in ts.who_has:
         if ts not in ws.has_what:
@@ -165,7 +155,7 @@ def holders_record_it(v: Any, ts: Any) -> str | None:
 
 
 @task_invariant("task.holders-live", "every holder of a task is a live worker record",
-                states=(MEMORY,))
+                states=(SchedulerTaskState.MEMORY,))
 def holders_live(v: Any, ts: Any) -> str | None:
     for ws in ts.who_has:
         if not _live(v, ws):
@@ -174,14 +164,15 @@ def holders_live(v: Any, ts: Any) -> str | None:
 
 
 @task_invariant("task.nbytes-known-in-memory",
-                "a task in memory has a known size (nbytes >= 0)", states=(MEMORY,))
+                "a task in memory has a known size (nbytes >= 0)",
+                states=(SchedulerTaskState.MEMORY,))
 def nbytes_known_in_memory(v: Any, ts: Any) -> str | None:
     return None if ts.nbytes >= 0 else f"in memory with nbytes={ts.nbytes}"
 
 
 @task_invariant("task.memory-needed",
                 "a task in memory is wanted by a client or needed by a dependent",
-                states=(MEMORY,), neighbours=True)
+                states=(SchedulerTaskState.MEMORY,), neighbours=True)
 def memory_needed(v: Any, ts: Any) -> str | None:
     if ts.who_wants or ts.waiters:
         return None
@@ -190,7 +181,7 @@ def memory_needed(v: Any, ts: Any) -> str | None:
 
 @task_invariant("task.memory-not-waited-on",
                 "a task in memory is in no dependent's waiting_on",
-                states=(MEMORY,), neighbours=True)
+                states=(SchedulerTaskState.MEMORY,), neighbours=True)
 def memory_not_waited_on(v: Any, ts: Any) -> str | None:
     for d in ts.dependents:
         if ts in d.waiting_on:
@@ -214,7 +205,9 @@ def waiting_on_subset(v: Any, ts: Any) -> str | None:
 
 @task_invariant("task.waiting-on-only-when-waiting",
                 "only a waiting task waits on dependencies (waiting_on is empty otherwise)",
-                states=(RELEASED, NO_WORKER, PROCESSING, MEMORY, ERRED), neighbours=True)
+                states=(SchedulerTaskState.RELEASED, SchedulerTaskState.NO_WORKER,
+                        SchedulerTaskState.PROCESSING, SchedulerTaskState.MEMORY,
+                        SchedulerTaskState.ERRED), neighbours=True)
 def waiting_on_only_when_waiting(v: Any, ts: Any) -> str | None:
     if not ts.waiting_on:
         return None
@@ -223,11 +216,11 @@ def waiting_on_only_when_waiting(v: Any, ts: Any) -> str | None:
 
 @task_invariant("task.waiting-on-exact",
                 "a waiting task waits on exactly those of its dependencies not in memory",
-                states=(WAITING,), neighbours=True)
+                states=(SchedulerTaskState.WAITING,), neighbours=True)
 def waiting_on_exact(v: Any, ts: Any) -> str | None:
     waiting_on = ts.waiting_on
     for d in ts.dependencies:
-        if (d.state != MEMORY) != (d in waiting_on):
+        if (d.state != SchedulerTaskState.MEMORY) != (d in waiting_on):
             if d in waiting_on:
                 return f"waits on {d.key!r}, which is in memory"
             return f"does not wait on {d.key!r}, which is {d.state}"
@@ -236,17 +229,18 @@ def waiting_on_exact(v: Any, ts: Any) -> str | None:
 
 @task_invariant("task.waiting-waits-on-something",
                 "a waiting task has a dependency not yet in memory (else it would be placed)",
-                states=(WAITING,), neighbours=True)
+                states=(SchedulerTaskState.WAITING,), neighbours=True)
 def waiting_waits_on_something(v: Any, ts: Any) -> str | None:
     return None if ts.waiting_on else "waiting, but on nothing"
 
 
 @task_invariant("task.inputs-in-memory",
                 "a processing or no-worker task has every dependency in memory",
-                states=(PROCESSING, NO_WORKER), neighbours=True)
+                states=(SchedulerTaskState.PROCESSING, SchedulerTaskState.NO_WORKER),
+                neighbours=True)
 def inputs_in_memory(v: Any, ts: Any) -> str | None:
     for d in ts.dependencies:
-        if d.state != MEMORY:
+        if d.state != SchedulerTaskState.MEMORY:
             return f"{ts.state}, but its dependency {d.key!r} is {d.state}"
     return None
 
@@ -269,7 +263,7 @@ def links_symmetric(v: Any, ts: Any) -> str | None:
 def dependency_not_forgotten(v: Any, ts: Any) -> str | None:
     tasks = v.state.tasks
     for d in ts.dependencies:
-        if d.state == FORGOTTEN or tasks.get(d.key) is not d:
+        if d.state == SchedulerTaskState.FORGOTTEN or tasks.get(d.key) is not d:
             return f"depends on {d.key!r}, which is forgotten"
     first = v.deps_seen.setdefault(ts, len(ts.dependencies))
     if len(ts.dependencies) != first:
@@ -317,14 +311,14 @@ def in_play_dependents_wait(v: Any, ts: Any) -> str | None:
                 states=LIVE_STATES)
 def unrunnable_iff_no_worker(v: Any, ts: Any) -> str | None:
     listed = ts in v.state.unrunnable
-    if listed == (ts.state == NO_WORKER):
+    if listed == (ts.state == SchedulerTaskState.NO_WORKER):
         return None
     return f"in state {ts.state} but {'' if listed else 'not '}in the unrunnable set"
 
 
 @task_invariant("task.no-worker-unplaceable",
                 "a task is in no-worker only while no running worker may run it",
-                states=(NO_WORKER,))
+                states=(SchedulerTaskState.NO_WORKER,))
 def no_worker_unplaceable(v: Any, ts: Any) -> str | None:
     state = v.state
     if ts.restrictions:
@@ -339,9 +333,9 @@ def no_worker_unplaceable(v: Any, ts: Any) -> str | None:
                 "a task has an error blamed on some task exactly when it is erred",
                 states=LIVE_STATES)
 def blame_iff_erred(v: Any, ts: Any) -> str | None:
-    if (ts.exception_blame is not None) == (ts.state == ERRED):
+    if (ts.exception_blame is not None) == (ts.state == SchedulerTaskState.ERRED):
         return None
-    if ts.state == ERRED:
+    if ts.state == SchedulerTaskState.ERRED:
         return "erred, but no task is blamed"
     return f"in state {ts.state} with an error blamed on {ts.exception_blame!r}"
 
@@ -349,7 +343,8 @@ def blame_iff_erred(v: Any, ts: Any) -> str | None:
 @task_invariant("task.retries-within-limit",
                 "a task whose workers died under it more than allowed_failures times is not "
                 "run again: it is erred (KilledWorker)",
-                states=(WAITING, NO_WORKER, PROCESSING, MEMORY))
+                states=(SchedulerTaskState.WAITING, SchedulerTaskState.NO_WORKER,
+                        SchedulerTaskState.PROCESSING, SchedulerTaskState.MEMORY))
 def retries_within_limit(v: Any, ts: Any) -> str | None:
     # (A client submitting an erred key anew would start it over; the simulator never does.)
     limit = v.state.allowed_failures
@@ -369,9 +364,9 @@ def live_record(v: Any, ws: Any, ledger: Any) -> str | None:
     state = v.state
     if state.workers.get(ws.name) is not ws:
         return f"{ws!r} is not the record registered under {ws.name!r}"
-    if ws.status == DEAD:
+    if ws.status == WorkerStatus.DEAD:
         return f"{ws!r} is registered but dead"
-    if (ws in state.running) != (ws.status == RUNNING):
+    if (ws in state.running) != (ws.status == WorkerStatus.RUNNING):
         return f"status {ws.status} but {'' if ws in state.running else 'not '}in running"
     return None
 
@@ -462,7 +457,7 @@ def idleness_by_load(v: Any, ws: Any, ledger: Any) -> str | None:
     state = v.state
     n = len(ws.processing)
     idle, saturated = ws in state.idle, ws in state.saturated
-    if ws.status == RUNNING:
+    if ws.status == WorkerStatus.RUNNING:
         if idle == (n < ws.nthreads) and saturated == (n > ws.nthreads):
             return None
     elif not idle and not saturated:
@@ -472,7 +467,8 @@ def idleness_by_load(v: Any, ws: Any, ledger: Any) -> str | None:
 
 
 @worker_invariant("worker.dead-holds-nothing",
-                  "a removed worker processes nothing and holds nothing", states=(DEAD,))
+                  "a removed worker processes nothing and holds nothing",
+                  states=(WorkerStatus.DEAD,))
 def dead_holds_nothing(v: Any, ws: Any, ledger: Any) -> str | None:
     if not ws.processing and not ws.has_what:
         return None
@@ -502,7 +498,7 @@ def running_registered(v: Any, workers: Any) -> str | None:
     state = v.state
     for ws in workers:
         if ws in state.running and (state.workers.get(ws.name) is not ws
-                                    or ws.status != RUNNING):
+                                    or ws.status != WorkerStatus.RUNNING):
             return f"{ws!r} is in running but is not a live running record"
     if len(state.running) > len(state.workers):
         return f"{len(state.running)} running workers but {len(state.workers)} registered"
@@ -516,7 +512,7 @@ def unrunnable_exact(v: Any, workers: Any) -> str | None:
     if len(state.unrunnable) == v.n_no_worker:
         return None
     strays = [t for t in state.unrunnable
-              if t.state != NO_WORKER or state.tasks.get(t.key) is not t]
+              if t.state != SchedulerTaskState.NO_WORKER or state.tasks.get(t.key) is not t]
     return (f"{len(state.unrunnable)} unrunnable, {v.n_no_worker} registered tasks in "
             f"no-worker; strays: {_keys(strays)}")
 

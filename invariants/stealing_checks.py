@@ -1,7 +1,7 @@
 """Invariants of work stealing, written against a small interface.
 
-The stealing extension is the first object in ``SchedulerState.extensions`` that has an
-``in_flight`` attribute. What the checks read from it:
+The stealing extension is ``SchedulerState.stealing`` (``WorkStealing`` sets it), a
+``squall.core.view.StealingView``. What the checks read from it:
 
 - ``in_flight``: a mapping from a task (its key, or its TaskState) to the open steal of
   that task: an object or mapping with ``victim`` and ``thief`` (WorkerInfo records) and,
@@ -25,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from squall.core.scheduler import DEAD, FORGOTTEN, PROCESSING, RUNNING
-from squall.core.worker import EXECUTING, RELEASED
+from squall.core.scheduler import SchedulerState, SchedulerTaskState, WorkerStatus
+from squall.core.view import StealingView
+from squall.core.worker import WorkerTaskState
 from squall.invariants.base import STEAL, Invariant, registrar
 
 STEAL_INVARIANTS: list[Invariant] = []
@@ -36,12 +37,9 @@ response_invariant = registrar(RESPONSE_INVARIANTS, STEAL)
 OCCUPANCY_TOL = 1e-9
 
 
-def stealing_extension(state: Any) -> Any:
+def stealing_extension(state: SchedulerState) -> StealingView | None:
     """The stealing extension of ``state``, or None."""
-    for ext in state.extensions:
-        if hasattr(ext, "in_flight"):
-            return ext
-    return None
+    return state.stealing
 
 
 def field(entry: Any, name: str) -> Any:
@@ -68,7 +66,7 @@ def open_steals(v: Any, ext: Any, *, orphans: bool = False
 
 
 def _live(v: Any, ws: Any) -> bool:
-    return ws is not None and v.state.workers.get(ws.name) is ws and ws.status != DEAD
+    return ws is not None and v.state.workers.get(ws.name) is ws and ws.status != WorkerStatus.DEAD
 
 
 @steal_invariant("steal.in-flight-task-live",
@@ -76,10 +74,10 @@ def _live(v: Any, ws: Any) -> bool:
 def in_flight_task_live(v: Any, ext: Any) -> str | None:
     tasks = v.state.tasks
     for key, ts, entry in open_steals(v, ext):
-        if ts is None or ts.state == FORGOTTEN or tasks.get(key) is not ts:
+        if ts is None or ts.state == SchedulerTaskState.FORGOTTEN or tasks.get(key) is not ts:
             return f"a steal of {key!r} is in flight, but the task is forgotten"
         victim = field(entry, "victim")
-        if ts.state != PROCESSING or ts.processing_on is not victim:
+        if ts.state != SchedulerTaskState.PROCESSING or ts.processing_on is not victim:
             now = (f"processing on {ts.processing_on.name!r}" if ts.processing_on is not None
                    else ts.state)
             return (f"a steal of {key!r} from {getattr(victim, 'name', victim)!r} is in "
@@ -182,7 +180,8 @@ def idle_worker_fed(v: Any, ext: Any) -> str | None:
         for i, ws in enumerate(state.idle):
             if i >= LOOKED_AT:
                 break
-            if not ws.processing and ws.status == RUNNING and booked.get(ws, 0.0) <= 0.0:
+            if not ws.processing and ws.status == WorkerStatus.RUNNING \
+                    and booked.get(ws, 0.0) <= 0.0:
                 starving[ws] = None
     for ws in [w for w in since if w not in starving]:
         del since[ws]
@@ -220,7 +219,7 @@ def _spare_tasks(state: Any, ext: Any) -> dict[str, Any]:
     for i, victim in enumerate(state.saturated):
         if i >= LOOKED_AT:
             break
-        if victim.status != RUNNING:
+        if victim.status != WorkerStatus.RUNNING:
             continue
         per_thread = (state.occupancy(victim) + booked.get(victim, 0.0)) / victim.nthreads
         for j, ts in enumerate(reversed(victim.processing)):
@@ -240,7 +239,7 @@ def _spare_tasks(state: Any, ext: Any) -> dict[str, Any]:
                     "a task its victim reports executing is never moved away from it")
 def executing_never_stolen(v: Any, msg: Any, before: Any, opened: Any,
                            moved: bool) -> str | None:
-    if msg.state != EXECUTING or before is None or before.name != msg.worker:
+    if msg.state != WorkerTaskState.EXECUTING or before is None or before.name != msg.worker:
         return None
     ts = v.state.tasks.get(msg.key)
     if not _live(v, before) or ts is None or ts.processing_on is before:
@@ -255,7 +254,7 @@ def executing_never_stolen(v: Any, msg: Any, before: Any, opened: Any,
                     "(it is moved, or sent again)")
 def given_up_task_moved(v: Any, msg: Any, before: Any, opened: Any,
                         moved: bool) -> str | None:
-    if msg.state != RELEASED or opened is None:
+    if msg.state != WorkerTaskState.RELEASED or opened is None:
         return None
     steal_id, victim = opened
     if (steal_id is not None and steal_id != msg.steal_id) or victim.name != msg.worker:

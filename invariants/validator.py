@@ -30,30 +30,14 @@ from typing import Any
 
 from squall.core import protocol as p
 from squall.core.scheduler import (
-    CLOSING,
-    DEAD,
-    FORGOTTEN,
-    NO_WORKER,
-    PAUSED,
-    PROCESSING,
-    RUNNING,
     TASK_STATES,
     SchedulerState,
+    SchedulerTaskState,
     TaskState,
     WorkerInfo,
+    WorkerStatus,
 )
-from squall.core.worker import (
-    EXECUTING,
-    FETCH,
-    MISSING,
-    READY,
-    RELEASED,
-    WAITING,
-    WORKER_TASK_STATES,
-    WorkerState,
-    WTask,
-)
-from squall.core.worker import MEMORY as W_MEMORY
+from squall.core.worker import WORKER_TASK_STATES, WorkerState, WorkerTaskState, WTask
 from squall.invariants.base import FULL, INCREMENTAL, Invariant, by_state
 from squall.invariants.catalog import CATALOG
 from squall.invariants.scheduler_checks import (
@@ -77,7 +61,7 @@ from squall.invariants.worker_checks import (
 )
 
 RECENT = 32  # stimuli kept in the ring for violation reports
-WORKER_STATUSES = (RUNNING, PAUSED, CLOSING, DEAD)
+WORKER_STATUSES = tuple(WorkerStatus)
 Move = tuple[str, str, str]  # (key, start, finish): the transition that touched an entity
 NAMED: Move = ("", "", "")  # touched because the stimulus names it, not by a transition
 
@@ -181,9 +165,10 @@ _QUIET_FOR_NEIGHBOURS = frozenset({
     ("waiting", "processing"), ("waiting", "no-worker"), ("no-worker", "processing"),
     ("processing", "processing"),
 })
-_NEIGHBOURS_SEE = (W_MEMORY, RELEASED)
-_TAKEN_ON = (WAITING, READY)  # a task the worker was asked to compute, from ...
-_NOT_ASKED = (RELEASED, FETCH, MISSING)  # ... a state in which it was not
+_NEIGHBOURS_SEE = (WorkerTaskState.MEMORY, WorkerTaskState.RELEASED)
+# a task the worker was asked to compute, from a state in which it was not:
+_TAKEN_ON = (WorkerTaskState.WAITING, WorkerTaskState.READY)
+_NOT_ASKED = (WorkerTaskState.RELEASED, WorkerTaskState.FETCH, WorkerTaskState.MISSING)
 
 # A task's snapshot: (state, processing_on, prefix, holders, nbytes, inputs the worker lacks)
 Snapshot = tuple[str, WorkerInfo | None, str, tuple[WorkerInfo, ...], int, tuple[TaskState, ...]]
@@ -249,7 +234,7 @@ class SchedulerValidator:
             for ts, move in touched.items():
                 # A neighbour's move changes nothing the ledger counts, except what a
                 # processing task must fetch.
-                if move[0] == ts.key or move is NAMED or ts.state == PROCESSING:
+                if move[0] == ts.key or move is NAMED or ts.state == SchedulerTaskState.PROCESSING:
                     self._update(ts)
             for ts, move in touched.items():
                 # Touched only by a neighbour's move: what such a move can break.
@@ -388,7 +373,7 @@ class SchedulerValidator:
         return ledger
 
     def _snapshot(self, ts: TaskState) -> Snapshot | None:
-        if ts.state == FORGOTTEN or self.state.tasks.get(ts.key) is not ts:
+        if ts.state == SchedulerTaskState.FORGOTTEN or self.state.tasks.get(ts.key) is not ts:
             return None
         ws = ts.processing_on
         lacks = tuple(d for d in ts.dependencies if ws not in d.who_has) if ws else ()
@@ -413,7 +398,7 @@ class SchedulerValidator:
     def _apply(self, snap: Snapshot, sign: int, move: Move) -> None:
         state, ws, prefix, holders, nbytes, lacks = snap
         touched_w = self._touched_w
-        if state == NO_WORKER:
+        if state == SchedulerTaskState.NO_WORKER:
             self.n_no_worker += sign
         if ws is not None:
             if ws not in touched_w:
@@ -511,7 +496,8 @@ class WorkerValidator:
             detail = fn(self, wt, start, finish, sid)
             if detail is not None:
                 self._report(INVARIANT_OF[fn], wt.key, detail, move, sid)
-        if self.on_run is not None and (finish == EXECUTING and start == READY
+        if self.on_run is not None and (finish == WorkerTaskState.EXECUTING
+                                        and start == WorkerTaskState.READY
                                         or finish in _TAKEN_ON and start in _NOT_ASKED):
             self.on_run(self, wt, move, sid)
 
@@ -594,7 +580,7 @@ class WorkerValidator:
                              self._sid if sid is None else sid, ws.time, story)
 
     def _snapshot(self, wt: WTask) -> tuple[str, int] | None:
-        if wt.state == RELEASED or self.ws.tasks.get(wt.key) is not wt:
+        if wt.state == WorkerTaskState.RELEASED or self.ws.tasks.get(wt.key) is not wt:
             return None
         return (wt.state, wt.nbytes)
 
@@ -613,9 +599,9 @@ class WorkerValidator:
 
     def _apply(self, snap: tuple[str, int], sign: int) -> None:
         state, nbytes = snap
-        if state == W_MEMORY:
+        if state == WorkerTaskState.MEMORY:
             self.mem_bytes += sign * nbytes
-        elif state == READY:
+        elif state == WorkerTaskState.READY:
             self.n_ready += sign
 
     def _rebuild(self) -> None:

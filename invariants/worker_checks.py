@@ -11,20 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from squall.core.worker import (
-    CANCELLED,
-    ERROR,
-    EXECUTING,
-    FETCH,
-    FLIGHT,
-    MEMORY,
-    MISSING,
-    READY,
-    RELEASED,
-    WAITING,
-    WORKER_TASK_STATES,
-    WORKER_TRANSITIONS,
-)
+from squall.core.worker import WORKER_TASK_STATES, WORKER_TRANSITIONS, WorkerTaskState
 from squall.invariants.base import FULL, WORKER_STATE, WORKER_TASK, Invariant, registrar
 
 WTASK_INVARIANTS: list[Invariant] = []
@@ -34,9 +21,10 @@ wtask_invariant = registrar(WTASK_INVARIANTS, WORKER_TASK)
 wtransition_invariant = registrar(WTRANSITION_INVARIANTS, WORKER_TASK)
 wstate_invariant = registrar(WSTATE_INVARIANTS, WORKER_STATE)
 
-COMPUTE = (WAITING, READY, EXECUTING)  # a task the scheduler asked this worker to compute
-HOLDS_THREAD = (EXECUTING, CANCELLED)
-REGISTERED = tuple(s for s in WORKER_TASK_STATES if s != RELEASED)
+# a task the scheduler asked this worker to compute
+COMPUTE = (WorkerTaskState.WAITING, WorkerTaskState.READY, WorkerTaskState.EXECUTING)
+HOLDS_THREAD = (WorkerTaskState.EXECUTING, WorkerTaskState.CANCELLED)
+REGISTERED = tuple(s for s in WORKER_TASK_STATES if s != WorkerTaskState.RELEASED)
 
 
 def _keys(tasks: Any, n: int = 5) -> str:
@@ -75,7 +63,7 @@ def known_state(wv: Any, wt: Any) -> str | None:
                  "a worker's task is registered under its key exactly when it is not released")
 def registered_unless_released(wv: Any, wt: Any) -> str | None:
     registered = wv.ws.tasks.get(wt.key) is wt
-    if registered == (wt.state != RELEASED):
+    if registered == (wt.state != WorkerTaskState.RELEASED):
         return None
     return "released but still registered" if registered else (
         f"in state {wt.state} but not registered under its key")
@@ -94,7 +82,9 @@ def holds_thread_iff_executing(wv: Any, wt: Any) -> str | None:
 @wtask_invariant("wtask.runnable-matches-state",
                  "a task waiting, ready or executing is one the scheduler asked for "
                  "(runnable); a cancelled, fetch or missing one is not",
-                 states=(WAITING, READY, EXECUTING, CANCELLED, FETCH, MISSING))
+                 states=(WorkerTaskState.WAITING, WorkerTaskState.READY, WorkerTaskState.EXECUTING,
+                         WorkerTaskState.CANCELLED, WorkerTaskState.FETCH,
+                         WorkerTaskState.MISSING))
 def runnable_matches_state(wv: Any, wt: Any) -> str | None:
     if wt.runnable == (wt.state in COMPUTE):
         return None
@@ -117,7 +107,7 @@ def waiting_for_subset(wv: Any, wt: Any) -> str | None:
 def waiting_for_exact(wv: Any, wt: Any) -> str | None:
     waiting_for = wt.waiting_for
     for d in wt.dependencies:
-        if (d.state != MEMORY) != (d in waiting_for):
+        if (d.state != WorkerTaskState.MEMORY) != (d in waiting_for):
             if d in waiting_for:
                 return f"waits for {d.key!r}, which is in memory"
             return f"does not wait for {d.key!r}, which is {d.state}"
@@ -128,7 +118,7 @@ def waiting_for_exact(wv: Any, wt: Any) -> str | None:
                  "a task to compute is waiting exactly when some input is not here yet",
                  states=COMPUTE, neighbours=True)
 def waiting_iff_inputs_missing(wv: Any, wt: Any) -> str | None:
-    if (wt.state == WAITING) == bool(wt.waiting_for):
+    if (wt.state == WorkerTaskState.WAITING) == bool(wt.waiting_for):
         return None
     if wt.waiting_for:
         return f"{wt.state} while waiting for {_keys(wt.waiting_for)}"
@@ -166,14 +156,14 @@ def links_registered(wv: Any, wt: Any) -> str | None:
                  "a task names the peer it comes from exactly when it is in flight",
                  states=REGISTERED)
 def coming_from_iff_flight(wv: Any, wt: Any) -> str | None:
-    if (wt.coming_from is not None) == (wt.state == FLIGHT):
+    if (wt.coming_from is not None) == (wt.state == WorkerTaskState.FLIGHT):
         return None
     return f"in state {wt.state} with coming_from={wt.coming_from!r}"
 
 
 @wtask_invariant("wtask.flight-listed",
                  "a task in flight is listed among the transfers from the peer it comes from",
-                 states=(FLIGHT,))
+                 states=(WorkerTaskState.FLIGHT,))
 def flight_listed(wv: Any, wt: Any) -> str | None:
     peer = wt.coming_from
     if peer is None or wt in wv.ws.in_flight.get(peer, ()):
@@ -182,7 +172,8 @@ def flight_listed(wv: Any, wt: Any) -> str | None:
 
 
 @wtask_invariant("wtask.flight-from-holder",
-                 "a task is fetched only from a peer believed to hold it", states=(FLIGHT,))
+                 "a task is fetched only from a peer believed to hold it",
+                 states=(WorkerTaskState.FLIGHT,))
 def flight_from_holder(wv: Any, wt: Any) -> str | None:
     peer = wt.coming_from
     if peer is None or peer in wt.who_has:
@@ -192,14 +183,14 @@ def flight_from_holder(wv: Any, wt: Any) -> str | None:
 
 @wtask_invariant("wtask.fetch-has-holders",
                  "a task to fetch has at least one peer to fetch it from",
-                 states=(FETCH,), neighbours=True)
+                 states=(WorkerTaskState.FETCH,), neighbours=True)
 def fetch_has_holders(wv: Any, wt: Any) -> str | None:
     return None if wt.who_has else "to fetch, but no peer is known to hold it"
 
 
 @wtask_invariant("wtask.missing-has-no-holders",
                  "a task is missing only when no peer is known to hold it",
-                 states=(MISSING,), neighbours=True)
+                 states=(WorkerTaskState.MISSING,), neighbours=True)
 def missing_has_no_holders(wv: Any, wt: Any) -> str | None:
     return f"missing, yet peers {wt.who_has} are believed to hold it" if wt.who_has else None
 
@@ -208,12 +199,14 @@ def missing_has_no_holders(wv: Any, wt: Any) -> str | None:
                  "only a task in flight is marked to be dropped on arrival",
                  states=REGISTERED, neighbours=True)
 def discard_only_in_flight(wv: Any, wt: Any) -> str | None:
-    return f"in state {wt.state} but marked discard" if wt.discard and wt.state != FLIGHT \
+    return f"in state {wt.state} but marked discard" \
+        if wt.discard and wt.state != WorkerTaskState.FLIGHT \
         else None
 
 
 @wtask_invariant("wtask.memory-stored",
-                 "a task in memory has its value in the worker's store", states=(MEMORY,))
+                 "a task in memory has its value in the worker's store",
+                 states=(WorkerTaskState.MEMORY,))
 def memory_stored(wv: Any, wt: Any) -> str | None:
     data = wv.data
     if data is None or wt.key in data:
@@ -223,22 +216,23 @@ def memory_stored(wv: Any, wt: Any) -> str | None:
 
 @wtask_invariant("wtask.inputs-held-while-running",
                  "a task runs only with every input the scheduler gave it in memory on its "
-                 "worker", states=(EXECUTING,), neighbours=True)
+                 "worker", states=(WorkerTaskState.EXECUTING,), neighbours=True)
 def inputs_held_while_running(wv: Any, wt: Any) -> str | None:
     tasks = wv.ws.tasks
     lacking = [k for k in wv.inputs.get(wt.key, ())
-               if (d := tasks.get(k)) is None or d.state != MEMORY]
+               if (d := tasks.get(k)) is None or d.state != WorkerTaskState.MEMORY]
     return f"executing without its input(s) {lacking}" if lacking else None
 
 
 @wtask_invariant("wtask.ready-queued",
-                 "a ready task is in the ready queue", states=(READY,), scope=FULL)
+                 "a ready task is in the ready queue", states=(WorkerTaskState.READY,), scope=FULL)
 def ready_queued(wv: Any, wt: Any) -> str | None:
     return None if wt in wv.queued_ready else "ready, but not in the ready queue"
 
 
 @wtask_invariant("wtask.fetch-queued",
-                 "a task to fetch is in the fetch queue", states=(FETCH,), scope=FULL)
+                 "a task to fetch is in the fetch queue", states=(WorkerTaskState.FETCH,),
+                 scope=FULL)
 def fetch_queued(wv: Any, wt: Any) -> str | None:
     return None if wt in wv.queued_fetch else "to fetch, but not in the fetch queue"
 
@@ -281,7 +275,7 @@ def in_flight_consistent(wv: Any) -> str | None:
         if not batch:
             return f"an empty transfer from {peer!r}"
         for wt in batch:
-            if wt.state != FLIGHT or wt.coming_from != peer:
+            if wt.state != WorkerTaskState.FLIGHT or wt.coming_from != peer:
                 return (f"transfer from {peer!r} lists {wt.key!r}, which is {wt.state} "
                         f"(coming from {wt.coming_from!r})")
     return None
@@ -313,7 +307,7 @@ def store_matches_memory(wv: Any) -> str | None:
     if data is None:
         return None
     tasks = wv.ws.tasks
-    extra = sorted(k for k in data if k not in tasks or tasks[k].state != MEMORY)
+    extra = sorted(k for k in data if k not in tasks or tasks[k].state != WorkerTaskState.MEMORY)
     if extra:
         return f"the store holds {extra[:5]}, which are not in memory here"
     return None
@@ -322,6 +316,7 @@ def store_matches_memory(wv: Any) -> str | None:
 # ERROR tasks are dropped in the same stimulus that creates them (the scheduler owns the
 # error), so a registered task in "error" never outlives a stimulus.
 @wtask_invariant("wtask.error-not-kept",
-                 "a worker keeps no record of a task whose body raised", states=(ERROR,))
+                 "a worker keeps no record of a task whose body raised",
+                 states=(WorkerTaskState.ERROR,))
 def error_not_kept(wv: Any, wt: Any) -> str | None:
     return "an errored task is still registered" if wv.ws.tasks.get(wt.key) is wt else None

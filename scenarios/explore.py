@@ -17,6 +17,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,10 @@ class ScenarioFailed(AssertionError):
 
 
 ProgressFn = Callable[[int, ExploreStats], None]
+# Called with no argument, it gives the context every exploration job (and the run that
+# records the failure's trace) runs in: mutants switch a planted bug on this way
+# (``functools.partial(switched_on, name)``). Picklable, for jobs in other processes.
+JobContext = Callable[[], AbstractContextManager[Any]]
 
 
 def _batch_seed(seed: int, job: int, batch: int) -> int:
@@ -94,26 +99,21 @@ def _batch_seed(seed: int, job: int, batch: int) -> int:
 
 def explore_job(job: int, seed: int, space: str, deadline: float,
                 progress: ProgressFn | None = None, max_scenarios: int | None = None,
-                keep_going: bool = False, mutant: str | None = None,
+                keep_going: bool = False, job_context: JobContext | None = None,
                 ) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
     """Explore until ``deadline`` (time.monotonic) or the first failure.
 
     Returns the counts and, on a failure, the shrunk scenario with the error text of a
     crash ("" for a violation or wrong results). ``keep_going``: count failures and go
-    on, shrinking nothing (to measure the exploration rate). ``mutant``: the name of a
-    planted bug (``squall.mutants.catalog``) switched on for the whole job.
+    on, shrinking nothing (to measure the exploration rate). ``job_context``: the whole
+    job runs inside ``job_context()`` (see JobContext).
     """
-    with _mutant_on(mutant):
+    with _context(job_context):
         return _explore_job(job, seed, space, deadline, progress, max_scenarios, keep_going)
 
 
-def _mutant_on(name: str | None) -> Any:
-    """The context in which mutant ``name`` is live (imported only when one is asked for)."""
-    if name is None:
-        return contextlib.nullcontext()
-    from squall.mutants.catalog import switched_on
-
-    return switched_on(name)
+def _context(job_context: JobContext | None) -> AbstractContextManager[Any]:
+    return contextlib.nullcontext() if job_context is None else job_context()
 
 
 def _explore_job(job: int, seed: int, space: str, deadline: float,
@@ -186,12 +186,12 @@ def failure_trace_path(out_dir: str | Path, scenario: Scenario) -> Path:
 
 
 def record_failure(scenario: Scenario, error: str, out_dir: str | Path,
-                   mutant: str | None = None) -> Failure:
-    """Run the shrunk scenario once more (with ``mutant`` on), writing its trace."""
+                   job_context: JobContext | None = None) -> Failure:
+    """Run the shrunk scenario once more (inside ``job_context()``), writing its trace."""
     path = failure_trace_path(out_dir, scenario)
     if error:
         return Failure(scenario, None, error=error)
-    with _mutant_on(mutant):
+    with _context(job_context):
         outcome = run_scenario(scenario, trace=path, validate=True)
     return Failure(scenario, outcome, trace_path=str(path))
 
@@ -199,11 +199,12 @@ def record_failure(scenario: Scenario, error: str, out_dir: str | Path,
 def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = "small",
             out_dir: str | Path = "squall-traces", progress: ProgressFn | None = None,
             max_scenarios: int | None = None, keep_going: bool = False,
-            mutant: str | None = None) -> ExploreResult:
+            job_context: JobContext | None = None) -> ExploreResult:
     """Explore scenarios for ``budget`` seconds in ``jobs`` processes (see module doc).
 
     ``keep_going``: do not stop at a failure; count it (``stats.failures``) and go on.
-    ``mutant``: explore with that planted bug on (each job switches it on by name).
+    ``job_context``: every job runs inside ``job_context()`` (it switches a planted bug on
+    for ``squall mutants``), and so does the run that records the failure's trace.
     """
     if space not in SCENARIO_SPACES:
         raise ValueError(f"unknown scenario space {space!r}; choose one of: "
@@ -212,21 +213,22 @@ def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = "small"
     deadline = started + budget
     if jobs <= 1:
         stats, found = explore_job(0, seed, space, deadline, progress, max_scenarios,
-                                   keep_going, mutant)
-        failure = record_failure(found[0], found[1], out_dir, mutant) if found else None
+                                   keep_going, job_context)
+        failure = record_failure(found[0], found[1], out_dir, job_context) if found else None
         return ExploreResult(stats, time.monotonic() - started, 1, failure, [stats])
     return _explore_parallel(jobs, seed, space, deadline, started, out_dir, progress,
-                             max_scenarios, keep_going, mutant)
+                             max_scenarios, keep_going, job_context)
 
 
 def _job_main(job: int, seed: int, space: str, deadline: float, q: Any,
-              max_scenarios: int | None, keep_going: bool, mutant: str | None) -> None:
+              max_scenarios: int | None, keep_going: bool,
+              job_context: JobContext | None) -> None:
     def progress(j: int, stats: ExploreStats) -> None:
         q.put(("progress", j, msgspec.to_builtins(stats.__dict__)))
 
     try:
         stats, found = explore_job(job, seed, space, deadline, progress, max_scenarios,
-                                   keep_going, mutant)
+                                   keep_going, job_context)
     except BaseException:
         q.put(("crash", job, traceback.format_exc()))
         return
@@ -240,7 +242,7 @@ def _job_main(job: int, seed: int, space: str, deadline: float, q: Any,
 def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started: float,
                       out_dir: str | Path, progress: ProgressFn | None,
                       max_scenarios: int | None, keep_going: bool,
-                      mutant: str | None = None) -> ExploreResult:
+                      job_context: JobContext | None = None) -> ExploreResult:
     from squall.scenarios.model import scenario_from_json
 
     # fork: children inherit the parent's modules as they are (a test's monkeypatch too)
@@ -248,7 +250,7 @@ def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started
     q = ctx.Queue()
     per_job = [ExploreStats() for _ in range(jobs)]
     procs = [ctx.Process(target=_job_main, args=(j, seed, space, deadline, q, max_scenarios,
-                                                       keep_going, mutant),
+                                                       keep_going, job_context),
                          daemon=True) for j in range(jobs)]
     for proc in procs:
         proc.start()
@@ -299,5 +301,5 @@ def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started
     total = ExploreStats()
     for s in per_job:
         total.add(s)
-    failure = record_failure(found[0], found[1], out_dir, mutant) if found else None
+    failure = record_failure(found[0], found[1], out_dir, job_context) if found else None
     return ExploreResult(total, time.monotonic() - started, jobs, failure, per_job)

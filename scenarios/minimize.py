@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 
 from msgspec.structs import replace
 
-from squall.chaos.injectors import AnyFault, KillWorker, Partition
+from squall.chaos.injectors import Fault
 from squall.core.outcome import Outcome
 from squall.scenarios.model import ExplicitGraph, Scenario, ScenarioError
 
@@ -153,7 +153,7 @@ def _without(w: ExplicitGraph, gone: set[str] | frozenset[str]) -> ExplicitGraph
                                      for t in w.tasks if t.key not in gone))
 
 
-def _worker_of(f: AnyFault) -> str | None:
+def _worker_of(f: Fault) -> str | None:
     """The one worker a fault strikes, if it names one."""
     name = getattr(f, "worker", None)
     return name if isinstance(name, str) and name != "*" else None
@@ -184,19 +184,19 @@ def _sooner(sc: Scenario) -> Iterator[Scenario]:
     timeout = c.heartbeat_timeout
     if timeout is not None:
         for i, f in enumerate(chaos):
-            if not (isinstance(f, Partition) and f.peer == "*" and f.seconds is None):
+            verdict = f.timeout_verdict()  # a worker cut off for good: it dies
+            if verdict is None:
                 continue
-            if any(isinstance(g, KillWorker) and g.worker == f.worker and g.at >= f.at
-                   for g in chaos):
-                continue
+            if any(type(g) is type(verdict) and replace(g, at=f.at) == verdict
+                   and g.at >= f.at for g in chaos):
+                continue  # the verdict strikes already
             # The timeout's verdict without the wait: the cut-off worker dies, when the
             # timeout would notice it or (halving) sooner; with the failure detector or
             # without it, if it was there only for this worker.
             delay = timeout
             while delay >= 0.02:
-                death: tuple[AnyFault, ...] = (KillWorker(at=round(f.at + delay, 2),
-                                                          worker=f.worker),)
-                died = replace(sc, chaos=chaos[:i + 1] + death + chaos[i + 1:])
+                death = replace(verdict, at=round(f.at + delay, 2))
+                died = replace(sc, chaos=chaos[:i + 1] + (death,) + chaos[i + 1:])
                 yield replace(died, cluster=replace(c, heartbeat_timeout=None))
                 yield died
                 delay /= 2

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from squall.chaos.injectors import AnyFault
+from squall.chaos.kinds import Faults, as_faults
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
 from squall.scenarios.workloads import WORKLOADS
 
@@ -90,11 +90,14 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
                forbid_unknown_fields=True):
     workload: Workload
     cluster: ClusterShape = msgspec.field(default_factory=ClusterShape)
-    chaos: tuple[AnyFault, ...] = ()
+    chaos: Faults = ()  # of any kind registered when the scenario is decoded
     seed: int = 0
     runtime: Literal["sim", "real"] = "sim"
     name: str = ""
     description: str = ""
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "chaos", as_faults(self.chaos, "chaos"))
 
     def check(self) -> None:
         """Raise ScenarioError naming the first bad field."""

@@ -28,19 +28,12 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from squall.chaos.injectors import (
-    ChaosDriver,
-    Heal,
-    JoinWorker,
-    Partition,
-    SlowNetwork,
-    links_between,
-    timeline,
-)
+from squall.chaos.injectors import ChaosDriver, SurfaceProbe, describe_call, effects, timeline
 from squall.core import protocol as p
 from squall.core.graph import TaskGraph, TaskSpec
 from squall.core.oracle import error_problem, expected_results, task_value
 from squall.core.outcome import Outcome, Violation
+from squall.core.view import REAL, Target
 from squall.scenarios.model import DEFAULT_TICK, Scenario
 from squall.scenarios.trace import CHAOS, End, Stim, TraceWriter, WorkerStart
 
@@ -86,11 +79,28 @@ def real_graph(graph: TaskGraph) -> TaskGraph:
                      for spec in graph)
 
 
+class _RealLimits(SurfaceProbe):
+    """The real runtime's fault surface, as far as a fault can be checked before the run:
+    a surface call it cannot make raises ValueError."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__()
+        self.threads = threads
+
+    def add_worker(self, name: str | None = None, threads: int | None = None) -> str:
+        if threads not in (None, self.threads):
+            raise ValueError("a joining worker has the cluster's threads in real mode")
+        return ""
+
+
 def unsupported_in_real_mode(scenario: Scenario) -> str | None:
     """Why this scenario cannot run on real processes, or None."""
+    limits = _RealLimits(scenario.cluster.threads)
     for i, f in enumerate(scenario.chaos):
-        if isinstance(f, JoinWorker) and f.threads not in (None, scenario.cluster.threads):
-            return f"chaos[{i}] (join): a joining worker has the cluster's threads in real mode"
+        try:
+            f.apply(limits)
+        except ValueError as e:
+            return f"chaos[{i}] ({f.kind_name()}): {e}"
     if scenario.cluster.tick_interval != DEFAULT_TICK:
         return "cluster.tick_interval is the simulator's: the real scheduler sets its own"
     return None
@@ -99,21 +109,21 @@ def unsupported_in_real_mode(scenario: Scenario) -> str | None:
 def needs_network(scenario: Scenario) -> bool:
     """Whether the scenario slows or cuts links: then every connection goes through a proxy."""
     return bool(scenario.cluster.links) or any(
-        isinstance(f, SlowNetwork | Partition | Heal) for f in scenario.chaos)
+        "set_link" in effects(f) for f in scenario.chaos)
 
 
 class _RealSurface:
-    """The fault surface of a LocalCluster, recording each fault in the trace first."""
+    """The fault surface of a LocalCluster, recording each fault in the trace first. A
+    fault at a worker that is not alive is left out; any surface method not named here is
+    recorded and passed on as it is."""
 
     def __init__(self, cluster: Any, writer: TraceWriter | None, started: float) -> None:
         self.cluster = cluster
         self.writer = writer
         self.started = started
-        self.faults: dict[str, int] = {}
         self._n = 0
 
-    def _record(self, kind: str, target: str, params: dict[str, Any], count_as: str) -> None:
-        self.faults[count_as] = self.faults.get(count_as, 0) + 1
+    def _record(self, kind: str, target: str, params: dict[str, Any]) -> None:
         if self.writer is not None:
             self._n += 1
             self.writer.write(Stim(t=CHAOS, c=0, m=p.FaultInjected(
@@ -122,12 +132,12 @@ class _RealSurface:
 
     def kill_worker(self, name: str) -> None:
         if name in self.cluster.workers:
-            self._record("kill_worker", name, {}, "kill")
+            self._record("kill_worker", name, {})
             self.cluster.kill_worker(name)
 
     def pause_worker(self, name: str, seconds: float) -> None:
         if name in self.cluster.workers:
-            self._record("pause_worker", name, {"seconds": seconds}, "pause")
+            self._record("pause_worker", name, {"seconds": seconds})
             self.cluster.pause_worker(name, seconds)
 
     def set_link(self, src: str, dst: str, *, latency: float | None = None,
@@ -135,21 +145,31 @@ class _RealSurface:
                  down: bool | None = None) -> None:
         params = {k: v for k, v in (("latency", latency), ("jitter", jitter),
                                     ("bandwidth", bandwidth), ("down", down)) if v is not None}
-        self._record("set_link", f"{src}->{dst}", params,
-                     "link-down" if down else "link")
+        self._record("set_link", f"{src}->{dst}", params)
         self.cluster.set_link(src, dst, latency=latency, jitter=jitter, bandwidth=bandwidth,
                               down=down)
 
     def skew_estimates(self, factor: float, prefix: str | None = None) -> None:
         self._record("skew_estimates", "", {"factor": factor, **(
-            {"prefix": prefix} if prefix is not None else {})}, "skew")
+            {"prefix": prefix} if prefix is not None else {})})
         self.cluster.skew_estimates(factor, prefix)
 
     def add_worker(self, name: str | None = None, threads: int | None = None) -> str:
         if name is not None and name in self.cluster.workers:
             raise ValueError(f"worker {name!r} is alive")
-        self._record("add_worker", name or "", {}, "join")
+        self._record("add_worker", name or "", {})
         return str(self.cluster.add_worker(name))
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        forward = getattr(self.cluster, method)
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self._record(method, *describe_call(method, args, kwargs))
+            return forward(*args, **kwargs)
+
+        return recorded
 
 
 # A message one state machine receives because another one handled a stimulus carries
@@ -241,12 +261,15 @@ class _RealRecorder:
 
 def run_real(scenario: Scenario, *, trace: str | Path | None = None,
              validate: bool = True, timeout: float | None = None,
-             progress: Callable[[int, int], None] | None = None) -> Outcome:
-    """Run ``scenario`` on a LocalCluster; see the module docstring. ``progress(done,
-    total)`` is called as keys finish."""
+             progress: Callable[[int, int], None] | None = None,
+             target: Target | None = None) -> Outcome:
+    """Run ``scenario`` on a LocalCluster that ``target`` (default: the reference
+    scheduler) starts; see the module docstring. ``progress(done, total)`` is called as
+    keys finish."""
     from squall.core.runtime.client import Client
     from squall.core.runtime.cluster import LocalCluster
     from squall.scenarios.runner import violation_from
+    from squall.targets import ReferenceTarget
 
     c = scenario.cluster
     graph = scenario.graph()
@@ -259,22 +282,18 @@ def run_real(scenario: Scenario, *, trace: str | Path | None = None,
     driver: ChaosDriver | None = None
     makespan = 0.0
     counter = [0]
-    kwargs: dict[str, Any] = {}
-    if c.heartbeat_interval is not None:
-        kwargs["heartbeat_interval"] = c.heartbeat_interval
-    with LocalCluster(workers=c.workers, threads=c.threads, validate=validate,
-                      heartbeat_timeout=c.heartbeat_timeout, stealing=c.stealing,
-                      allowed_failures=c.allowed_failures, restart=False,
-                      record=writer is not None, proxy=needs_network(scenario),
-                      **kwargs) as cluster:
-        cluster.raw_recorders.append(lambda *a: counter.__setitem__(0, counter[0] + 1))
+    target = ReferenceTarget() if target is None else target
+    # (the links the cluster starts with are its shape, not faults: not recorded)
+    started = target.start(REAL, c, seed=scenario.seed, validate=validate,
+                           record=writer is not None, network=needs_network(scenario))
+    if not isinstance(started, LocalCluster):  # what squall's Client drives
+        raise TypeError(f"target {target.name!r}: its {REAL!r} runtime is not squall's "
+                        "LocalCluster")
+    with started as cluster:
         recorder = _RealRecorder(writer, c.threads) if writer is not None else None
         if recorder is not None:
+            target.log_stimuli(cluster, lambda *a: counter.__setitem__(0, counter[0] + 1))
             cluster.raw_recorders.append(recorder)
-        for link in c.links:  # the cluster's shape, not faults: not recorded
-            for src, dst in links_between(link.worker):
-                cluster.set_link(src, dst, latency=link.latency, jitter=link.jitter,
-                                 bandwidth=link.bandwidth)
         with Client(cluster) as client:
             futures = client.compute(real_graph(graph))
             t0 = time.monotonic()

@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from squall.chaos.injectors import ENDS_PROCESS
 from squall.core import protocol as p
+from squall.core.driver import StimulusDriver
+from squall.core.graph import TaskGraph
 from squall.core.outcome import Violation
 from squall.core.scheduler import SchedulerState
 from squall.core.worker import WorkerState
+from squall.invariants import Validator
 from squall.scenarios.runner import violation_from
 from squall.scenarios.trace import (
     CHAOS,
@@ -60,21 +64,34 @@ class ReplayResult:
         return EXIT_CODES[self.verdict]
 
 
-class ReplayWorker:
+class Replayed(StimulusDriver[Any]):
+    """A state machine fed recorded stimuli through the one driver loop: recorded (to no
+    one), handled and validated, but nothing is dispatched: every instruction is unrouted,
+    and ignored (what the instructions led to is in the trace, as the stimuli that
+    follow)."""
+
+    __slots__ = ()
+
+    def unrouted(self, instruction: Any) -> None:
+        pass
+
+
+class ReplayWorker(Replayed):
     """A worker incarnation during replay: what a validator may look at besides its state."""
 
-    __slots__ = ("name", "state", "incarnation", "alive")
+    __slots__ = ("incarnation", "alive")
 
     def __init__(self, name: str, state: WorkerState, incarnation: int) -> None:
-        self.name = name
-        self.state = state
+        super().__init__(name, state)
         self.incarnation = incarnation
         self.alive = True
 
 
 class ReplayCluster:
-    """The state machines being replayed, shaped like the parts of a SimCluster a
-    validator reads (``scheduler``, ``workers``, ``all_workers``, ``now``)."""
+    """The state machines being replayed, as a ``ClusterView`` (``squall.core.view``) for
+    the validator: ``scheduler``, ``workers``, ``all_workers``, ``now``. Replay runs no
+    end-of-run checks (the trace has the outcome): its graph, wanted keys, results and
+    runs stay empty, and nothing is in flight."""
 
     def __init__(self, header: Header) -> None:
         c = header.scenario.cluster
@@ -91,19 +108,23 @@ class ReplayCluster:
         self.all_workers: list[ReplayWorker] = []
         self.by_incarnation: dict[tuple[str, int], ReplayWorker] = {}
         self.now = 0.0
+        self.graph = TaskGraph()
+        self.wanted: set[str] = set()
+        self.results: dict[str, tuple[str, Any]] = {}
+        self.runs: dict[str, int] = {}
+        self.pending = 0
         self.validator: Any = None
         self.recorders: list[Callable[[str, Any], None]] = []
+        self.scheduler_driver = Replayed(SCHEDULER, self.scheduler)
+
+    def validate(self) -> Validator:
+        """Strict mode, as in the recording, for every stimulus from now on."""
+        self.validator = validator = Validator(self)
+        self.scheduler_driver.validator = validator.scheduler
+        return validator
 
     def digest(self) -> str:
         return state_digest(self.scheduler, [w.state for w in self.workers.values()])
-
-
-def _make_validator(cluster: ReplayCluster) -> Any:
-    try:
-        from squall.invariants import Validator
-    except ImportError:
-        return None
-    return Validator(cluster)
 
 
 Observer = Callable[[int, Stim, ReplayCluster], None]
@@ -117,10 +138,8 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
     lines = read_trace(path)
     _, header = next(lines)
     cluster = ReplayCluster(header)
-    if validate:
-        cluster.validator = _make_validator(cluster)
-    validator = cluster.validator
-    sched = cluster.scheduler
+    validator = cluster.validate() if validate else None
+    sched = cluster.scheduler_driver
     recent: list[tuple[str, Any]] = []
     last_sid: dict[tuple[str, int], tuple[int, str]] = {}  # receiver -> its last stimulus
     n = 0
@@ -141,16 +160,18 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
                 _apply_fault(cluster, msg)
                 recent.append((target, msg))
                 continue
+            driver: Replayed
             if target == SCHEDULER:
-                machine: Any = sched
+                driver = sched
                 receiver = (SCHEDULER, 0)
             else:
                 rw = cluster.by_incarnation.get((target, line.i))
                 if rw is None:
                     raise TraceError(f"{path}: line {lineno}: stimulus for worker {target!r} "
                                      f"incarnation {line.i}, which never started")
-                machine = rw.state
+                driver = rw
                 receiver = (target, line.i)
+            machine = driver.state
             if machine.transition_counter != line.c:
                 prev = last_sid.get(receiver)
                 where = (f"stimulus {prev[1]!r} (line {prev[0]})" if prev is not None
@@ -168,12 +189,7 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
             if before is not None:
                 before(lineno, line, cluster)
             try:
-                machine.handle(msg)
-                if validator is not None:
-                    if target == SCHEDULER:
-                        validator.after_scheduler_stimulus(msg)
-                    else:
-                        validator.after_worker_stimulus(machine, msg)
+                driver.stimulate(msg)
             except Exception as e:
                 v = violation_from(e, cluster.now)
                 if v is None:
@@ -197,6 +213,7 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
                 old.alive = False
                 if validator is not None:
                     validator.worker_gone(old.state)
+                    old.validator = None
             ws = WorkerState(line.name, line.threads)
             rw = ReplayWorker(line.name, ws, line.i)
             cluster.workers[line.name] = rw
@@ -204,6 +221,7 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
             cluster.by_incarnation[(line.name, line.i)] = rw
             if validator is not None:
                 validator.watch_worker(ws)
+                rw.validator = validator.workers.get(ws)
         elif type(line) is End:
             for _ in lines:  # nothing may follow the outcome (read_trace raises if it does)
                 pass
@@ -214,12 +232,13 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
 def _apply_fault(cluster: ReplayCluster, msg: p.FaultInjected) -> None:
     """Faults change the runtime, not the state machines; only a kill matters here: the
     validator forgets that worker's state from that moment, as in the recording."""
-    if msg.kind == "kill_worker":
+    if msg.kind in ENDS_PROCESS:
         rw = cluster.workers.pop(msg.target, None)
         if rw is not None:
             rw.alive = False
             if cluster.validator is not None:
                 cluster.validator.worker_gone(rw.state)
+                rw.validator = None
 
 
 def _judge_violation(path: str | Path, lines: Any, lineno: int, msg: Any, v: Violation,

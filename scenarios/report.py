@@ -6,6 +6,12 @@ of each worker over time, the faults, and the steals. The page embeds matplotlib
 figures as SVG: a Gantt chart with faults shaded and steals drawn as arrows, occupancy
 over time, and the violation, if any, marked with its invariant, followed by the tail
 of the stimuli before it.
+
+A fault's trace lines name the fault-surface calls it made; the report finds the fault that
+made each (the scenario's faults, applied to a probe surface) and marks it with the shape
+of the call (X: a process killed, +: a worker joining, v: a slower link, a shaded span: a
+worker paused or cut off, a dashed line: estimates skewed) in the colour its kind
+registered, named in a legend by the kind's label.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
+from squall.chaos.injectors import ENDS_PROCESS, Fault, surface_calls
+from squall.chaos.kinds import FaultKind, kind
 from squall.core import protocol as p
 from squall.scenarios.replay import ReplayCluster, ReplayResult, replay_trace
 from squall.scenarios.trace import CHAOS, SCHEDULER, Stim
@@ -35,6 +43,7 @@ class Timeline:
     # (worker, start, end, key, how it ended)
     occupancy: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     faults: list[p.FaultInjected] = field(default_factory=list)
+    fault_kinds: list[FaultKind | None] = field(default_factory=list)  # whose each fault is
     steals: list[tuple[float, str, str, str]] = field(default_factory=list)  # t, key, from, to
     workers: list[str] = field(default_factory=list)  # rows, in order of first appearance
     end: float = 0.0
@@ -88,8 +97,8 @@ def collect(trace: str | Path) -> tuple[Timeline, ReplayResult]:
                     tl.occupancy[name] = samples[::2]
 
     result = replay_trace(trace, validate=False, before=before, after=after)
-    _collect_faults(trace, tl)
-    kills = [(f.time, f.target) for f in tl.faults if f.kind == "kill_worker"]
+    _collect_faults(trace, tl, result.header.scenario.chaos)
+    kills = [(f.time, f.target) for f in tl.faults if f.kind in ENDS_PROCESS]
     for (_, key), (name, start) in tl._open.items():  # killed, or running at the end
         died = next((t for t, w in kills if w == name and t >= start), None)
         tl.bars.append((name, start, tl.end if died is None else died, key,
@@ -113,12 +122,25 @@ def _worker_observer(tl: Timeline, name: str, incarnation: int) -> Any:
     return observe
 
 
-def _collect_faults(trace: str | Path, tl: Timeline) -> None:
+def _collect_faults(trace: str | Path, tl: Timeline, chaos: tuple[Fault, ...]) -> None:
+    """The trace's fault lines, each with the kind of the scenario's fault that made it.
+
+    A run makes the calls a probe surface sees, in order, but for those its runtime left
+    out (a kill of a worker that was not alive, in real mode): each line is the next call
+    of the probe's naming the same method and target."""
     from squall.scenarios.trace import read_trace
 
+    calls = surface_calls(chaos)
+    i = 0
     for _, line in read_trace(trace):
         if type(line) is Stim and line.t == CHAOS and type(line.m) is p.FaultInjected:
-            tl.faults.append(line.m)
+            msg = line.m
+            tl.faults.append(msg)
+            j = next((j for j in range(i, len(calls))
+                      if calls[j][:2] == (msg.kind, msg.target)), None)
+            tl.fault_kinds.append(None if j is None else kind(calls[j][2].kind_name()))
+            if j is not None:
+                i = j + 1
 
 
 # ------------------------------------------------------------------ figures
@@ -146,7 +168,7 @@ def timeline_figure(tl: Timeline, result: ReplayResult) -> Figure:
                        edgecolor="black" if how == "error" else "none", linewidth=0.6,
                        hatch=hatch)
     end = tl.end or 1.0
-    _draw_faults(ax, tl, row_of, end)
+    legend = _draw_faults(ax, tl, row_of, end)
     for t, _key, victim, thief in tl.steals:
         if victim in row_of and thief in row_of:
             ax.annotate("", xy=(t, row_of[thief]), xytext=(t, row_of[victim]),
@@ -164,56 +186,78 @@ def timeline_figure(tl: Timeline, result: ReplayResult) -> Figure:
     ax.invert_yaxis()
     ax.set_xlabel("virtual time (s)")
     ax.set_title("tasks executing per worker (colour: prefix; hatched: cancelled or killed; "
-                 "X kill, + join, v slow link; orange: paused; red: cut off; "
-                 "purple arrows: steals)", fontsize=9)
+                 "faults: lower legend; purple arrows: steals)", fontsize=9)
     if prefixes and len(prefixes) <= 12:
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(color=c, label=pre) for pre, c in prefixes.items()],
-                  loc="upper right", fontsize=7, ncols=min(6, len(prefixes)))
+        handles = [Patch(color=c, label=pre) for pre, c in prefixes.items()]
+        ax.add_artist(ax.legend(handles=handles, loc="upper right", fontsize=7,
+                                ncols=min(6, len(prefixes))))
+    if legend:
+        ax.legend(handles=list(legend.values()), loc="lower right", fontsize=7,
+                  ncols=min(7, len(legend)))
     return fig
 
 
-def _draw_faults(ax: Any, tl: Timeline, row_of: dict[str, int], end: float) -> None:
-    cut: dict[str, float] = {}
-    for f in tl.faults:
+def _draw_faults(ax: Any, tl: Timeline, row_of: dict[str, int], end: float) -> dict[str, Any]:
+    """Mark every fault; the legend's entries, by kind label."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    legend: dict[str, Any] = {}
+    cut: dict[str, tuple[float, str]] = {}  # worker -> since when, in what colour
+
+    def mark(t: float, row: int | None, shape: str, size: int, colour: str,
+             label: str) -> None:
+        if row is not None:
+            ax.plot([t], [row], marker=shape, color=colour, markersize=size)
+            legend.setdefault(label, Line2D([], [], marker=shape, color=colour, markersize=size,
+                                            linestyle="None", label=label))
+
+    for f, fk in zip(tl.faults, tl.fault_kinds, strict=True):
+        colour, label = (fk.colour, fk.label) if fk is not None else ("black", f.kind)
         row = row_of.get(f.target)
-        if f.kind == "kill_worker" and row is not None:
-            ax.plot([f.time], [row], marker="X", color="red", markersize=10)
-        elif f.kind == "pause_worker" and row is not None:
-            ax.axvspan(f.time, f.time + float(f.params.get("seconds", 0)),
-                       ymin=_frac(row, len(row_of), 0), ymax=_frac(row, len(row_of), 1),
-                       color="orange", alpha=0.25)
+        if f.kind in ENDS_PROCESS:
+            mark(f.time, row, "X", 10, colour, label)
+        elif f.kind == "pause_worker":
+            if row is not None:
+                ax.axvspan(f.time, f.time + float(f.params.get("seconds", 0)),
+                           ymin=_frac(row, len(row_of), 0), ymax=_frac(row, len(row_of), 1),
+                           color=colour, alpha=0.25)
+                legend.setdefault(label, Patch(color=colour, alpha=0.25, label=label))
         elif f.kind == "set_link":
             # the worker end of the link ("w1->scheduler", "*->w1", "w2->w3": w2)
             src, _, dst = f.target.partition("->")
             worker = src if src not in ("*", "scheduler") else dst
             if f.params.get("down") is True:
-                cut.setdefault(worker, f.time)
+                cut.setdefault(worker, (f.time, colour))
+                legend.setdefault(label, Patch(color=colour, alpha=0.15, label=label))
             elif f.params.get("down") is False and worker in cut:
-                _shade_cut(ax, cut.pop(worker), f.time, worker, row_of)
+                _shade_cut(ax, *cut.pop(worker), f.time, worker, row_of)
             elif "latency" in f.params or "bandwidth" in f.params:
-                r = row_of.get(worker)
-                if r is not None:
-                    ax.plot([f.time], [r], marker="v", color="brown", markersize=7)
+                mark(f.time, row_of.get(worker), "v", 7, colour, label)
         elif f.kind == "skew_estimates":
-            ax.axvline(f.time, color="gray", linestyle="--", linewidth=1)
+            ax.axvline(f.time, color=colour, linestyle="--", linewidth=1)
+            legend.setdefault(label, Line2D([], [], color=colour, linestyle="--", linewidth=1,
+                                            label=label))
         elif f.kind == "add_worker":
-            r = row_of.get(f.target)
-            if r is not None:
-                ax.plot([f.time], [r], marker="P", color="green", markersize=8)
-    for worker, start in cut.items():
-        _shade_cut(ax, start, end, worker, row_of)
+            mark(f.time, row, "P", 8, colour, label)
+        else:  # a surface call this report has no shape for
+            mark(f.time, row, "o", 6, colour, label)
+    for worker, (start, colour) in cut.items():
+        _shade_cut(ax, start, colour, end, worker, row_of)
+    return legend
 
 
-def _shade_cut(ax: Any, start: float, stop: float, worker: str, row_of: dict[str, int]) -> None:
+def _shade_cut(ax: Any, start: float, colour: str, stop: float, worker: str,
+               row_of: dict[str, int]) -> None:
     if worker == "*":
-        ax.axvspan(start, stop, color="red", alpha=0.08)
+        ax.axvspan(start, stop, color=colour, alpha=0.08)
         return
     row = row_of.get(worker)
     if row is not None:
         ax.axvspan(start, stop, ymin=_frac(row, len(row_of), 0), ymax=_frac(row, len(row_of), 1),
-                   color="red", alpha=0.15)
+                   color=colour, alpha=0.15)
 
 
 def _frac(row: int, n: int, edge: int) -> float:

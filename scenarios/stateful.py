@@ -27,9 +27,9 @@ from squall.chaos.injectors import (
     SlowNetwork,
 )
 from squall.core.graph import TaskGraph, TaskSpec
-from squall.core.sim.stepping import SteppedCluster
+from squall.core.sim import SimCluster
 from squall.scenarios.model import ExplicitGraph
-from squall.scenarios.strategies import PREFIXES, graphs, stealing_available
+from squall.scenarios.strategies import PREFIXES, graphs
 
 HEARTBEAT_TIMEOUT = 2.0  # partitions are noticed: a cut-off worker is removed in time
 MAX_WORKER_INDEX = 6
@@ -48,18 +48,19 @@ class ClusterMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cluster: SteppedCluster | None = None
+        self.cluster: SimCluster | None = None
         self.driver: ChaosDriver | None = None
+        self.submitted = 0  # graphs submitted so far
         self.faults: list[Fault] = []
         self.cut_at: dict[str, float] = {}  # partitioned workers -> since when
 
     @initialize(workers=st.integers(1, 4), threads=st.integers(1, 2),
-                stealing=st.booleans() if stealing_available() else st.just(False),
+                stealing=st.booleans(),
                 seed=st.integers(0, 1000))
     def start(self, workers: int, threads: int, stealing: bool, seed: int) -> None:
-        self.cluster = SteppedCluster(workers=workers, threads=threads, seed=seed,
-                                      validate=True, stealing=stealing,
-                                      heartbeat_timeout=HEARTBEAT_TIMEOUT, max_time=MAX_TIME)
+        self.cluster = SimCluster(workers=workers, threads=threads, seed=seed, validate=True,
+                                  stealing=stealing, heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                                  max_time=MAX_TIME)
         self.driver = ChaosDriver(self.cluster)
 
     def _fault(self, fault: Fault) -> None:
@@ -68,7 +69,7 @@ class ClusterMachine(RuleBasedStateMachine):
         self.driver.apply(fault)
 
     @property
-    def _c(self) -> SteppedCluster:
+    def _c(self) -> SimCluster:
         assert self.cluster is not None
         return self.cluster
 
@@ -77,12 +78,13 @@ class ClusterMachine(RuleBasedStateMachine):
     @rule(graph=graphs(max_tasks=15))
     def submit(self, graph: ExplicitGraph) -> None:
         c = self._c
-        tag = f"g{c.submitted}"
+        tag = f"g{self.submitted}"
         rename = {t.key: f"{tag}{t.key}" for t in graph.tasks}
         c.submit(TaskGraph(
             TaskSpec(rename[t.key], deps=tuple(rename[d] for d in t.deps), duration=t.duration,
                      sim_duration=t.sim_duration, nbytes=t.nbytes, fails=t.fails)
             for t in graph.tasks))
+        self.submitted += 1
 
     @rule(i=st.integers(0, MAX_WORKER_INDEX))
     def kill(self, i: int) -> None:
@@ -119,8 +121,8 @@ class ClusterMachine(RuleBasedStateMachine):
     def skew(self, factor: float, prefix: str | None) -> None:
         # Prefixes carry their submission tag ("g0a"): skew one of those seen so far.
         c = self._c
-        if prefix is not None and c.submitted:
-            prefix = f"g{c.submitted - 1}{prefix}"
+        if prefix is not None and self.submitted:
+            prefix = f"g{self.submitted - 1}{prefix}"
         self._fault(SkewEstimates(at=c.now, factor=factor, prefix=prefix))
 
     @precondition(lambda self: self.cluster is not None

@@ -12,22 +12,23 @@ examples, for a night). Choose one with ``HYPOTHESIS_PROFILE=ci`` or pytest's
 
 from __future__ import annotations
 
-import importlib.util
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from squall.chaos.injectors import (
-    AnyFault,
+    OUT_OF_ACTION,
+    UNNOTICED,
+    Fault,
     Heal,
     JoinWorker,
     KillWorker,
-    Partition,
-    PauseWorker,
-    SkewEstimates,
     SlowNetwork,
+    effects,
 )
+from squall.chaos.kinds import WORKER, Maybe, Menu, Pick, drawn_kinds
 from squall.scenarios.model import ClusterShape, ExplicitGraph, Generated, Scenario, TaskDef
 from squall.scenarios.workloads import WORKLOADS
 
@@ -48,10 +49,6 @@ def register_profiles() -> None:
                               database=None, print_blob=True, suppress_health_check=quiet)
     settings.register_profile("deep", max_examples=2000, deadline=None,
                               suppress_health_check=quiet)
-
-
-def stealing_available() -> bool:
-    return importlib.util.find_spec("squall.core.stealing") is not None
 
 
 # ------------------------------------------------------------------ graphs
@@ -105,7 +102,7 @@ def cluster_shapes(draw: st.DrawFn, *, max_workers: int = 4, max_threads: int = 
                    stealing: bool | None = None, fragile: bool = False) -> ClusterShape:
     """``fragile``: a task may also be given up after 0 or 1 deaths of its workers."""
     if stealing is None:
-        stealing = draw(st.booleans()) if stealing_available() else False
+        stealing = draw(st.booleans())
     allowed_failures = draw(st.sampled_from((3, 0, 1))) if fragile else 3
     return ClusterShape(
         allowed_failures=allowed_failures,
@@ -121,24 +118,26 @@ def cluster_shapes(draw: st.DrawFn, *, max_workers: int = 4, max_threads: int = 
 # ------------------------------------------------------------------ chaos schedules
 
 
-def faults(workers: int) -> st.SearchStrategy[AnyFault]:
-    """One timed fault against one of ``workers`` workers (named w0, w1, ...)."""
+def faults(workers: int) -> st.SearchStrategy[Fault]:
+    """One timed fault of any kind the registry says how to draw (``draw``, by ``rank``:
+    the first is what Hypothesis shrinks toward), against one of ``workers`` workers
+    (named w0, w1, ...)."""
     name = st.integers(0, max(0, workers - 1)).map(lambda i: f"w{i}")
-    return st.one_of(
-        st.builds(KillWorker, at=FAULT_TIMES, worker=name),
-        st.builds(PauseWorker, at=FAULT_TIMES, worker=name,
-                  seconds=st.sampled_from((0.5, 0.1, 3.0))),
-        st.builds(SkewEstimates, at=FAULT_TIMES, factor=st.sampled_from((10.0, 0.1, 100.0, 0.01)),
-                  prefix=st.sampled_from((None, *PREFIXES))),
-        st.builds(SlowNetwork, at=FAULT_TIMES, worker=name,
-                  latency=st.sampled_from((0.05, 0.5)), bandwidth=st.sampled_from((None, 1e6))),
-        st.builds(Partition, at=FAULT_TIMES, worker=name),
-        st.builds(JoinWorker, at=FAULT_TIMES, worker=st.one_of(st.none(), name),
-                  threads=st.sampled_from((None, 2))),
-    )
+    return st.one_of(*(st.builds(kind.cls, at=FAULT_TIMES,
+                                 **{field: _menu(menu, name) for field, menu in kind.draw.items()})
+                       for kind in drawn_kinds() if kind.draw is not None))
 
 
-def with_recovery(chaos: list[AnyFault]) -> tuple[AnyFault, ...]:
+def _menu(menu: Menu, worker: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    """The strategy drawing from a field's menu (``squall.chaos.kinds``)."""
+    if isinstance(menu, Pick):
+        return worker if menu is WORKER else st.sampled_from((None, *PREFIXES))
+    if isinstance(menu, Maybe):
+        return st.one_of(st.none(), _menu(menu.menu, worker))
+    return st.sampled_from(menu)
+
+
+def with_recovery(chaos: list[Fault]) -> tuple[Fault, ...]:
     """The schedule, then (if it can leave the cluster without a working worker) every
     partition healed and one fresh worker joining: a scenario must be able to finish.
 
@@ -146,10 +145,10 @@ def with_recovery(chaos: list[AnyFault]) -> tuple[AnyFault, ...]:
     in the simulator drops messages for good (nothing resends them), as a connection
     reset would, and only the failure detector recovers from that.
     """
-    if not any(isinstance(f, KillWorker | Partition | PauseWorker) for f in chaos):
+    if not any(effects(f) & OUT_OF_ACTION for f in chaos):
         return tuple(chaos)
     end = max(f.at for f in chaos) + 0.5
-    cuts = [f.at for f in chaos if isinstance(f, Partition)]
+    cuts = [f.at for f in chaos if "cut" in effects(f)]
     if cuts:
         end = max(end, max(cuts) + HEARTBEAT_TIMEOUT + 1.0)
     return (*chaos, Heal(at=round(end, 2)), JoinWorker(at=round(end, 2)))
@@ -158,7 +157,7 @@ def with_recovery(chaos: list[AnyFault]) -> tuple[AnyFault, ...]:
 RESTART_TIMES = st.integers(0, 60).map(lambda i: i / 20)  # 0 .. 3 s, every 50 ms
 
 
-def restarts(workers: int) -> st.SearchStrategy[tuple[AnyFault, AnyFault]]:
+def restarts(workers: int) -> st.SearchStrategy[tuple[Fault, Fault]]:
     """A worker's process dies and a new one starts at once at its address (a restart).
     On a 50 ms grid, so that restarts often land on a balancing round (every 100 ms), when
     steals are sent."""
@@ -167,14 +166,14 @@ def restarts(workers: int) -> st.SearchStrategy[tuple[AnyFault, AnyFault]]:
                      RESTART_TIMES, name)
 
 
-def joins() -> st.SearchStrategy[AnyFault]:
+def joins() -> st.SearchStrategy[Fault]:
     """A new worker joins (scale-up)."""
     return st.builds(JoinWorker, at=FAULT_TIMES, threads=st.sampled_from((None, 2)))
 
 
 @st.composite
 def chaos_schedules(draw: st.DrawFn, workers: int, *, max_faults: int = 3,
-                    min_faults: int = 0, kinds: str = "any") -> tuple[AnyFault, ...]:
+                    min_faults: int = 0, kinds: str = "any") -> tuple[Fault, ...]:
     """``kinds``: "any" fault; "joins" only (scale-up); "restarts" (restarts at the same
     address, and slow links that keep messages in flight across them)."""
     if kinds == "joins":
@@ -212,7 +211,7 @@ def scenarios(draw: st.DrawFn, space: str = "small") -> Scenario:
     kinds = "joins" if limits.get("joins") else "restarts" if limits.get("restarts") else "any"
     chaos = draw(chaos_schedules(shape.workers, max_faults=limits["faults"],
                                  min_faults=limits.get("min_faults", 0), kinds=kinds))
-    if any(isinstance(f, Partition | PauseWorker) for f in chaos):
+    if any(effects(f) & UNNOTICED for f in chaos):
         # Without a heartbeat timeout nothing ever notices a cut-off worker.
         shape = replace(shape, heartbeat_timeout=HEARTBEAT_TIMEOUT)
     # Small scenarios finish in well under a virtual minute: a livelock is cut short.

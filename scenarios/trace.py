@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import msgspec
 
+from squall.chaos.injectors import describe_call, surface_methods
 from squall.core import protocol as p
 from squall.core.outcome import Outcome
 from squall.core.scheduler import SchedulerState
@@ -235,8 +236,6 @@ class SimRecorder:
     with ``at``: a bound method captured earlier bypasses the wrapper.
     """
 
-    _SURFACE = ("kill_worker", "pause_worker", "set_link", "skew_estimates", "add_worker")
-
     def __init__(self, cluster: Any, writer: TraceWriter) -> None:
         self.cluster = cluster
         self.writer = writer
@@ -244,7 +243,7 @@ class SimRecorder:
         self._faults = 0
         self._every = writer.digest_every
         cluster.recorders.append(self._on_stimulus)
-        for name in self._SURFACE:
+        for name in surface_methods():
             setattr(cluster, name, self._wrap(name, getattr(cluster, name)))
         self._sync_workers()
 
@@ -276,7 +275,7 @@ class SimRecorder:
     def _wrap(self, kind: str, method: Any) -> Any:
         def recorded(*args: Any, **kwargs: Any) -> Any:
             self._faults += 1
-            target, params = _fault_params(kind, args, kwargs)
+            target, params = describe_call(kind, args, kwargs)
             self.writer.write(Stim(t=CHAOS, c=0, m=p.FaultInjected(
                 stimulus_id=f"fault-{self._faults}", time=self.cluster.now, kind=kind,
                 target=target, params=params)))
@@ -294,23 +293,3 @@ class SimRecorder:
         self.writer.write(End(outcome=recorded, phase=phase, digest=self.digest(),
                               n=self.writer.n))
         self.writer.close()
-
-
-def _fault_params(kind: str, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The target and parameters of a fault-surface call, for its trace line."""
-    if kind == "kill_worker":
-        return str(args[0] if args else kwargs["name"]), {}
-    if kind == "pause_worker":
-        name = args[0] if args else kwargs["name"]
-        seconds = args[1] if len(args) > 1 else kwargs["seconds"]
-        return str(name), {"seconds": seconds}
-    if kind == "set_link":
-        return f"{args[0]}->{args[1]}", {k: v for k, v in kwargs.items() if v is not None}
-    if kind == "skew_estimates":
-        factor = args[0] if args else kwargs["factor"]
-        prefix = args[1] if len(args) > 1 else kwargs.get("prefix")
-        return "", {"factor": factor, **({"prefix": prefix} if prefix is not None else {})}
-    name = args[0] if args else kwargs.get("name")
-    threads = args[1] if len(args) > 1 else kwargs.get("threads")
-    return name or "", {"threads": threads} if threads is not None else {}

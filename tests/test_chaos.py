@@ -18,8 +18,8 @@ import msgspec
 import pytest
 
 from squall.chaos.injectors import (
-    AnyFault,
     ChaosDriver,
+    Fault,
     Heal,
     JoinWorker,
     KillWorker,
@@ -30,7 +30,8 @@ from squall.chaos.injectors import (
     links_between,
     timeline,
 )
-from squall.chaos.schedule import RATE_KINDS, ChaosSchedule
+from squall.chaos.kinds import rate_kinds
+from squall.chaos.schedule import ChaosSchedule
 from squall.core import protocol as p
 from squall.core.sim import SimCluster
 from squall.scenarios.library import named_scenario
@@ -47,7 +48,7 @@ from squall.scenarios.workloads import make_workload
 TIMEOUT = 2.0  # heartbeat timeout of the scenarios here (virtual seconds)
 
 
-def _scenario(chaos: tuple[AnyFault, ...], *, workload: str = "random-dag", tasks: int = 300,
+def _scenario(chaos: tuple[Fault, ...], *, workload: str = "random-dag", tasks: int = 300,
               workers: int = 4, seed: int = 0, stealing: bool = False,
               threads: int = 1) -> Scenario:
     return Scenario(workload=Generated(name=workload, tasks=tasks),
@@ -60,7 +61,7 @@ def _scenario(chaos: tuple[AnyFault, ...], *, workload: str = "random-dag", task
 # ------------------------------------------------------------------ injectors are data
 
 
-ALL_KINDS: list[AnyFault] = [
+ALL_KINDS: list[Fault] = [
     KillWorker(at=0.1, worker="w1"),
     PauseWorker(at=0.2, worker="w0", seconds=0.5),
     SlowNetwork(at=0.3, worker="w2", peer="scheduler", latency=0.05, jitter=0.02,
@@ -91,7 +92,7 @@ def test_every_injector_round_trips_through_json() -> None:
     (JoinWorker(threads=0), "join fault: 'threads' must be >= 1"),
     (KillWorker(at=-1, worker="w0"), "kill fault: 'at' must be >= 0"),
 ])
-def test_a_bad_fault_is_named_in_one_line(fault: AnyFault, fragment: str) -> None:
+def test_a_bad_fault_is_named_in_one_line(fault: Fault, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         fault.check()
 
@@ -201,8 +202,8 @@ def test_swarm_mode_draws_the_rates_themselves_from_the_seed() -> None:
     assert drawn[0] == ChaosSchedule.swarm(0, workers=4, duration=10.0)
     mixes = {tuple(sorted(s.rates)) for s in drawn}
     assert len(mixes) > 4  # different seeds stress different mixes of kinds
-    assert all(set(s.rates) <= set(RATE_KINDS) and s.rates for s in drawn)
-    assert any(len(s.rates) < len(RATE_KINDS) for s in drawn)
+    assert all(set(s.rates) <= set(rate_kinds()) and s.rates for s in drawn)
+    assert any(len(s.rates) < len(rate_kinds()) for s in drawn)
 
 
 # ------------------------------------------------------------------ the trace
@@ -229,7 +230,7 @@ def test_every_fault_is_recorded_in_the_trace_with_its_time(tmp_path: Path) -> N
 
 LETHAL = {"kill", "partition", "pause"}  # may legitimately make a body run again
 
-ALONE: dict[str, tuple[AnyFault, ...]] = {
+ALONE: dict[str, tuple[Fault, ...]] = {
     "kill": (KillWorker(at=0.5, worker="w1"),),
     "kill+join": (KillWorker(at=0.5, worker="w1"), JoinWorker(at=1.0, worker="w1")),
     "pause-short": (PauseWorker(at=0.4, worker="w0", seconds=0.5),),

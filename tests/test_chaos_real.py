@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from squall.chaos.injectors import (
-    AnyFault,
+    Fault,
     JoinWorker,
     KillWorker,
     Partition,
@@ -111,7 +111,7 @@ def test_a_partition_past_the_timeout_moves_work_and_the_worker_rejoins_clean() 
         assert cluster.info().halted == ""
 
 
-def _scenario(chaos: tuple[AnyFault, ...], tasks: int = 150) -> Scenario:
+def _scenario(chaos: tuple[Fault, ...], tasks: int = 150) -> Scenario:
     return Scenario(workload=Generated(name="random-dag", tasks=tasks,
                                        params={"mean_duration": 0.02}),
                     cluster=ClusterShape(workers=3, threads=1, stealing=True,
@@ -119,7 +119,7 @@ def _scenario(chaos: tuple[AnyFault, ...], tasks: int = 150) -> Scenario:
                     chaos=chaos, runtime="real", seed=3)
 
 
-CASES: dict[str, tuple[AnyFault, ...]] = {
+CASES: dict[str, tuple[Fault, ...]] = {
     "kill-and-replace": (KillWorker(at=0.3, worker="w1"), JoinWorker(at=0.8, worker="w1")),
     "pause-past-timeout": (PauseWorker(at=0.3, worker="w0", seconds=1.8),),
     "cut-from-scheduler-and-heal": (Partition(at=0.3, worker="w2", peer="scheduler",

@@ -15,22 +15,15 @@ import pytest
 
 from squall.cli.main import main
 from squall.core import protocol as p
-from squall.core import worker as worker_module
 from squall.core.scheduler import (
-    DEAD,
-    ERRED,
-    FORGOTTEN,
-    MEMORY,
-    NO_WORKER,
-    PROCESSING,
-    RELEASED,
-    WAITING,
     SchedulerState,
+    SchedulerTaskState,
     TaskState,
     WorkerInfo,
+    WorkerStatus,
 )
 from squall.core.sim import SimCluster
-from squall.core.worker import WorkerState, WTask
+from squall.core.worker import WorkerState, WorkerTaskState, WTask
 from squall.invariants import (
     CATALOG,
     InvariantViolation,
@@ -97,7 +90,8 @@ class Sched:
         assert self.v.check_full(collect=True) == []
         assert [self.t(k).state for k in ("a-0", "b-0", "c-0", "d-0", "e-0", "r-0", "bad-0",
                                           "after-0", "loose-0")] == [
-            MEMORY, PROCESSING, WAITING, WAITING, PROCESSING, NO_WORKER, ERRED, ERRED, RELEASED]
+            "memory", "processing", "waiting", "waiting", "processing", "no-worker", "erred",
+            "erred", "released"]
 
     def t(self, key: str) -> TaskState:
         return self.s.tasks[key]
@@ -130,7 +124,7 @@ class Sched:
 
     def ghost(self) -> WorkerInfo:
         ws = WorkerInfo("ghost", 1, 99, 0.0)
-        ws.status = DEAD
+        ws.status = WorkerStatus.DEAD
         return ws
 
 
@@ -161,11 +155,12 @@ def _() -> InvariantViolation:
     h = Sched()
 
     def bogus(ts: TaskState, sid: str) -> dict[TaskState, str]:
-        ts.state = WAITING
+        ts.state = SchedulerTaskState.WAITING
         return {}
 
-    h.s._table[(MEMORY, WAITING)] = bogus  # a broken transition table
-    return raised(lambda: h.s.transitions({h.t("a-0"): WAITING}))
+    # a broken transition table
+    h.s._table[(SchedulerTaskState.MEMORY, SchedulerTaskState.WAITING)] = bogus
+    return raised(lambda: h.s.transitions({h.t("a-0"): SchedulerTaskState.WAITING}))
 
 
 @case("task.transition-has-stimulus-id")
@@ -184,7 +179,7 @@ def _(h: Sched) -> None:
 
 @_task_case("task.registered-unless-forgotten", "loose-0")
 def _(h: Sched) -> None:
-    h.t("loose-0").state = FORGOTTEN
+    h.t("loose-0").state = SchedulerTaskState.FORGOTTEN
 
 
 @case("task.wanted-not-forgotten")
@@ -194,7 +189,7 @@ def _() -> InvariantViolation:
     loose.who_wants["c"] = None  # a client wants it, yet a broken path forgets it
     msg = p.Tick(stimulus_id="forget", time=2)
     h.s._stimulus_id = msg.stimulus_id
-    h.s.transitions({loose: FORGOTTEN})
+    h.s.transitions({loose: SchedulerTaskState.FORGOTTEN})
     return raised(lambda: h.v.after_stimulus(msg))
 
 
@@ -268,7 +263,7 @@ def _(h: Sched) -> None:
 
 @_task_case("task.waiting-waits-on-something", "loose-0")
 def _(h: Sched) -> None:
-    h.t("loose-0").state = WAITING
+    h.t("loose-0").state = SchedulerTaskState.WAITING
 
 
 @_task_case("task.inputs-in-memory", "e-0")
@@ -296,7 +291,7 @@ def _(h: Sched) -> None:
 
 @_task_case("task.waiters-in-play", "a-0")
 def _(h: Sched) -> None:
-    h.t("c-0").state = RELEASED
+    h.t("c-0").state = SchedulerTaskState.RELEASED
 
 
 @_task_case("task.in-play-dependents-wait", "a-0")
@@ -418,7 +413,7 @@ def _() -> InvariantViolation:
     ws = _holder(h)
 
     def broken_remove(ws: WorkerInfo, reason: str) -> None:  # forgets to strip its data
-        ws.status = DEAD
+        ws.status = WorkerStatus.DEAD
         del h.s.workers[ws.name]
         del h.s.running[ws]
         h.s.idle.pop(ws, None)
@@ -529,13 +524,8 @@ def _wcase(invariant_id: str) -> Callable[[Callable[[Work], None]], Any]:
 @case("wtask.transition-allowed")
 def _() -> InvariantViolation:
     h = Work()
-    allowed = worker_module._ALLOWED  # the worker's table, by old state
-    broken = dict(allowed, memory=allowed["memory"] | {"ready"})  # a broken table
-    worker_module._ALLOWED = broken
-    try:
-        return raised(lambda: h.ws._set_state(h.t("x-0"), "ready"))
-    finally:
-        worker_module._ALLOWED = allowed
+    h.ws._table[WorkerTaskState.MEMORY][WorkerTaskState.READY] = None  # a broken table
+    return raised(lambda: h.ws._transition(h.t("x-0"), WorkerTaskState.READY))
 
 
 @case("wtask.transition-has-stimulus-id")
@@ -695,6 +685,7 @@ class FakeStealing:
         self.in_flight_occupancy: dict[WorkerInfo, float] = {}
         self.on_response = on_response
         state.extensions.append(self)
+        state.stealing = self
 
     def add_worker(self, ws: WorkerInfo) -> None: ...
 
@@ -868,10 +859,10 @@ def _() -> InvariantViolation:
     s.handle(p.UpdateGraph(stimulus_id="g", time=0, client="client", wanted=("d-0",),
                            tasks=(p.TaskSpecMsg("c-0"), p.TaskSpecMsg("d-0", deps=("c-0",)))))
     dep = s.tasks["c-0"]  # a broken scheduler drops c-0 back to released and leaves it
-    dep.state = RELEASED
+    dep.state = SchedulerTaskState.RELEASED
     del s.unrunnable[dep]
     c.results.clear()
-    c._wanted = {"d-0"}
+    c.wanted = {"d-0"}
     return raised(lambda: _validator(c).check_stuck(c, "test"))
 
 
@@ -1004,7 +995,7 @@ def test_a_violation_names_the_transition_stimulus_and_recent_stimuli() -> None:
 
     def corrupt(state: SchedulerState, ts: TaskState, start: str, finish: str,
                 sid: str) -> None:
-        if finish == MEMORY and ts.key == "chain-3":
+        if finish == SchedulerTaskState.MEMORY and ts.key == "chain-3":
             ts.who_has.clear()  # a broken processing -> memory: nobody holds the result
 
     c.scheduler.observers.insert(0, corrupt)
@@ -1013,7 +1004,7 @@ def test_a_violation_names_the_transition_stimulus_and_recent_stimuli() -> None:
     e = info.value
     assert seen == [e]
     assert e.invariant.id == "task.who-has-iff-memory"
-    assert (e.key, e.start, e.finish) == ("chain-3", PROCESSING, MEMORY)
+    assert (e.key, e.start, e.finish) == ("chain-3", "processing", "memory")
     assert e.stimulus_id.startswith("execute-") and e.entity == "task 'chain-3'"
     assert any(msg.stimulus_id == e.stimulus_id for _, msg in e.recent)
     text = str(e)
@@ -1021,7 +1012,7 @@ def test_a_violation_names_the_transition_stimulus_and_recent_stimuli() -> None:
     assert "/tmp/run.jsonl" in text and len(text.splitlines()) < 40
     record = e.to_violation()
     assert (record.invariant, record.key, record.start, record.finish) == (
-        "task.who-has-iff-memory", "chain-3", PROCESSING, MEMORY)
+        "task.who-has-iff-memory", "chain-3", "processing", "memory")
     assert record.stimulus_id == e.stimulus_id and record.text == e.invariant.text
 
 

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import textwrap
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from squall.chaos.injectors import Heal, JoinWorker, KillWorker, Partition, SkewEstimates
-from squall.core.scheduler import SchedulerState
-from squall.core.worker import WorkerState
+from squall.core.scheduler import SchedulerState, SchedulerTaskState
+from squall.core.worker import WorkerState, WorkerTaskState
 from squall.invariants import BY_ID
-from squall.mutants.catalog import (
-    CATALOG,
-    MUTANTS,
-    Mutant,
-    MutantError,
-    measure_mutant,
-    mutant,
-    same_failure,
-    switched_on,
-)
+from squall.mutants import scheduler_bugs, worker_bugs
+from squall.mutants.catalog import CATALOG, MUTANTS, Mutant, MutantError, mutant, switched_on
+from squall.mutants.copies import copied_from, copy_drift, globals_drift, source_drift
+from squall.mutants.measure import measure_mutant, same_failure
 from squall.scenarios.explore import explore
 from squall.scenarios.minimize import minimize, size
 from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario, TaskDef
@@ -94,6 +93,96 @@ def test_switching_a_mutant_on_and_off_changes_behaviour_and_restores_it() -> No
         assert nothing is None and run_scenario(KILL).ok
 
 
+# ------------------------------------------------------------------ copies cannot drift
+
+
+def _copies() -> dict[str, Callable[..., Any]]:
+    """Every buggy copy: those the mutants plant (made as they are made), and the helpers
+    that are copies too."""
+    found: dict[str, Callable[..., Any]] = {}
+    for m in CATALOG:
+        production = m.owner.__dict__[m.attr]
+        fn = m.make(production)
+        if copied_from(fn) is not None:
+            assert copied_from(fn) is production, f"{m.name} copies another method"
+            found[m.name] = fn
+    for module in (scheduler_bugs, worker_bugs):
+        for name, fn in vars(module).items():
+            if callable(fn) and copied_from(fn) is not None and fn not in found.values():
+                found[f"{module.__name__}.{name}"] = fn
+    return found
+
+
+COPIES = _copies()
+
+
+def test_most_mutants_are_copies_of_the_method_they_replace() -> None:
+    assert len([name for name in COPIES if name in MUTANTS]) >= 12
+    assert "squall.mutants.scheduler_bugs.force_move" in COPIES
+
+
+@pytest.mark.parametrize("name", sorted(COPIES))
+def test_a_copy_is_its_production_method_but_for_its_bug_lines(name: str) -> None:
+    assert copy_drift(COPIES[name]) == []
+
+
+def _sources(fn: Callable[..., Any]) -> tuple[str, list[str]]:
+    copy = textwrap.dedent(inspect.getsource(fn))
+    production = textwrap.dedent(inspect.getsource(copied_from(fn)))  # type: ignore[arg-type]
+    return copy, production.splitlines(keepends=True)
+
+
+def _changed(lines: list[str], at: str, new: list[str]) -> str:
+    """``lines`` with the one line equal to ``at`` (stripped) replaced by ``new``."""
+    [i] = [i for i, line in enumerate(lines) if line.strip() == at]
+    return "".join(lines[:i] + new + lines[i + 1:])
+
+
+def test_a_production_change_off_the_bug_lines_breaks_its_copy() -> None:
+    # WorkerState._drop_inputs, whose copy changes its last line.
+    copy, prod = _sources(worker_bugs.drop_inputs_eagerly)
+    assert source_drift(copy, "".join(prod)) == []
+    last = "self._release_if_unneeded(dts)"
+    pad = "        "
+    broken = {
+        "a line changed": _changed(prod, "ts.dependencies.clear()",
+                                   [pad + "ts.dependencies = {}\n"]),
+        "a line added": _changed(prod, "ts.dependencies.clear()",
+                                 [pad + "ts.dependencies.clear()\n", pad + "ts.nbytes = 0\n"]),
+        "a line removed": _changed(prod, "ts.dependencies.clear()", []),
+        "a line added beside the bug's": _changed(
+            prod, last, [pad + pad[:4] + last + "\n", pad + pad[:4] + "self.nbytes -= 1\n"]),
+        "the signature": "".join(prod).replace("(self, ts: WTask)", "(self, ts: WTask, x=0)"),
+    }
+    for what, production in broken.items():
+        assert source_drift(copy, production), f"{what}: not noticed"
+    # The bug's own line may say anything in production: that is the line it replaces.
+    assert source_drift(copy, _changed(prod, last, [pad + pad[:4] + "self.drop(dts)\n"])) == []
+
+
+def test_a_stale_or_misplaced_bug_marker_is_reported() -> None:
+    copy, prod = _sources(worker_bugs.drop_inputs_eagerly)
+    unmarked = copy.replace("_release_if_in_memory(self, dts)  # BUG",
+                            "self._release_if_unneeded(dts)  # BUG")
+    assert any("marked # BUG but its code is production's" in p
+               for p in source_drift(unmarked, "".join(prod)))
+    loose = copy.replace("        _release_if_in_memory(self, dts)  # BUG\n",
+                         "        _release_if_in_memory(self, dts)\n")
+    assert any("not right above a line marked" in p for p in source_drift(loose, "".join(prod)))
+
+
+def test_a_copy_must_read_its_own_side_s_states() -> None:
+    # WorkerState.in_memory copied among the scheduler's bugs: its MEMORY would be the
+    # scheduler's, equal as a string but not the worker's state.
+    source = textwrap.dedent(inspect.getsource(WorkerState.in_memory))
+    scope: dict[str, Any] = {"MEMORY": SchedulerTaskState.MEMORY}
+    exec(compile(source, "<copy>", "exec"), scope)
+    assert globals_drift(scope["in_memory"], WorkerState.in_memory) == [
+        "the global 'MEMORY' is not production's"]
+    scope["MEMORY"] = WorkerTaskState.MEMORY
+    assert globals_drift(scope["in_memory"], WorkerState.in_memory) == []
+
+
 # ------------------------------------------------------------------ catching them
 
 
@@ -113,8 +202,8 @@ def test_a_short_exploration_catches_the_mutant_and_its_trace_replays(
 
 def test_forked_exploration_jobs_switch_the_mutant_on_themselves(tmp_path: Path) -> None:
     # The parent never switches it on: only the jobs, by name, can have caught it.
-    result = explore(budget=20, jobs=2, space="small", mutant="occupancy-drift",
-                     out_dir=tmp_path)
+    result = explore(budget=20, jobs=2, space="small", out_dir=tmp_path,
+                     job_context=partial(switched_on, "occupancy-drift"))
     assert result.failure is not None and result.failure.violation is not None
     assert result.failure.violation.invariant == "worker.occupancy-fresh"
     trace = result.failure.trace_path

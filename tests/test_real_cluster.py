@@ -28,7 +28,7 @@ from squall.core.runtime.cluster import LocalCluster
 from squall.core.runtime.launcher import REJOIN_EXIT
 from squall.core.runtime.scheduler_server import SchedulerServer
 from squall.core.runtime.worker_server import RegistrationError, WorkerServer
-from squall.core.scheduler import MEMORY, SchedulerState
+from squall.core.scheduler import SchedulerState, SchedulerTaskState
 from squall.core.worker import WorkerState
 
 TIMEOUT = 30.0
@@ -545,4 +545,4 @@ def test_recorded_real_run_replays_into_fresh_state_machines() -> None:
             ws.handle(msg)
     assert any(type(m) is p.UpdateGraph for t, _, _, m in records if t == "scheduler")
     assert {t for t, _, _, _ in records} >= {"scheduler", "w0", "w1"}
-    assert ("total-0", MEMORY) in moves
+    assert ("total-0", SchedulerTaskState.MEMORY) in moves

@@ -34,10 +34,11 @@ from squall.scenarios.model import (
     scenario_to_json,
 )
 from squall.scenarios.replay import MATCH, REPRODUCED, replay_trace
-from squall.scenarios.runner import build_sim, run_scenario
+from squall.scenarios.runner import run_scenario
 from squall.scenarios.stateful import ClusterMachine
 from squall.scenarios.strategies import graphs, scenarios
 from squall.scenarios.trace import Stim, read_trace
+from squall.targets import ReferenceTarget
 
 # ------------------------------------------------------------------ model and library
 
@@ -101,7 +102,7 @@ def test_every_fault_kind_acts_on_the_cluster() -> None:
 
 
 def test_heal_star_reconnects_every_partitioned_worker() -> None:
-    cluster = build_sim(Scenario(workload=Generated(name="chain", tasks=2)), validate=False)
+    cluster = ReferenceTarget().start("sim", ClusterShape(), validate=False)
     driver = ChaosDriver(cluster)
     driver.apply(Partition(worker="w0"))
     driver.apply(Partition(worker="w2"))

@@ -217,12 +217,13 @@ class LocalCluster:
             self._poll_launcher(max(0.0, deadline - time.monotonic()))
         started = new[0]
         client = self._control()
-        while client.workers.get(started) is None:
-            if time.monotonic() > deadline:
-                raise ClusterError(f"worker {started!r} did not register within "
-                                   f"{self.timeout:g} s")
-            client._pump_now()
-            client._pump(0.05)
+        try:
+            client.wait_until(lambda: client.workers.get(started) is not None,
+                              max(0.0, deadline - time.monotonic()),
+                              f"the registration of worker {started!r}")
+        except TimeoutError:
+            raise ClusterError(f"worker {started!r} did not register within "
+                               f"{self.timeout:g} s") from None
         return started
 
     def skew_estimates(self, factor: float, prefix: str | None = None) -> None:

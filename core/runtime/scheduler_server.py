@@ -25,9 +25,11 @@ import msgspec
 import zmq
 
 from squall.core import protocol as p
+from squall.core.driver import SchedulerDriver
 from squall.core.protocol import ProtocolError
 from squall.core.runtime import transport as net
-from squall.core.scheduler import FORGOTTEN, SchedulerState, TaskState
+from squall.core.scheduler import SchedulerState, SchedulerTaskState, TaskState
+from squall.invariants import SchedulerValidator
 
 log = logging.getLogger("squall.scheduler")
 
@@ -60,8 +62,14 @@ class Peer:
         self.sent_funcs: set[str] = set()  # function tokens this worker has been sent
 
 
-class SchedulerServer:
-    """``SchedulerServer(listen).bind()`` then ``serve()`` until ``stop()``."""
+class SchedulerServer(SchedulerDriver):
+    """``SchedulerServer(listen).bind()`` then ``serve()`` until ``stop()``.
+
+    The one driver loop (``SchedulerDriver``) around its ``SchedulerState``: every
+    stimulus is recorded, handled, validated in strict mode, and its instructions go to
+    the outboxes of the workers and clients they name, sent by ``_flush``."""
+
+    validator: SchedulerValidator | None
 
     def __init__(
         self,
@@ -78,8 +86,8 @@ class SchedulerServer:
     ) -> None:
         self.host, self.port = net.check_listen(listen, keys)
         self.keys = keys
-        self.state = SchedulerState(allowed_failures=allowed_failures,
-                                    heartbeat_timeout=heartbeat_timeout)
+        super().__init__(SCHEDULER, SchedulerState(allowed_failures=allowed_failures,
+                                                   heartbeat_timeout=heartbeat_timeout))
         self.state.observers.append(self._on_transition)
         self.stealing: Any = None
         if stealing:
@@ -91,12 +99,11 @@ class SchedulerServer:
                 1.0, max(0.05, heartbeat_timeout / 10))
         self.tick_interval = tick_interval
         self._ticking = heartbeat_timeout is not None or self.stealing is not None
-        # Called with (target, stimulus) for every stimulus handed to the state machine,
-        # in this process (LocalCluster streams them to its parent through record_to).
-        self.recorders: list[Callable[[str, Any], None]] = []
-        self.validator: Any = None
+        # self.recorders are called with (target, stimulus) for every stimulus handed to
+        # the state machine, in this process (LocalCluster streams them to its parent
+        # through record_to).
         if validate:
-            self.validator = _scheduler_validator(self.state)
+            self.validator = SchedulerValidator(self.state)
         self.control = control  # a multiprocessing Connection from the launcher, or None
         self.record_to = record_to
         self.address = ""
@@ -380,21 +387,15 @@ class SchedulerServer:
         return f"{kind}-{self._sid}"
 
     def _handle(self, msg: Any) -> None:
-        """Feed one stimulus to the state machine and route what it asks for."""
+        """Feed one stimulus through the driver loop: record, handle, validate, and put
+        what it asks for into the outboxes."""
         if self.halted:
             return
         self.n_stimuli += 1
-        for rec in self.recorders:
-            rec(SCHEDULER, msg)
         try:
-            out = self.state.handle(msg)
-            if self.validator is not None:
-                self.validator.after_stimulus(msg)
+            self.stimulate(msg)
         except Exception as e:  # an invariant violation, an impossible transition, a bug
             self._halt(SCHEDULER, e, traceback.format_exc())
-            return
-        if out:
-            self._route(out)
 
     def _tick(self) -> None:
         self._handle(p.Tick(stimulus_id=self._new_sid("tick"), time=self.now()))
@@ -516,7 +517,7 @@ class SchedulerServer:
 
     def _on_transition(self, state: SchedulerState, ts: TaskState, start: str, finish: str,
                        sid: str) -> None:
-        if finish == FORGOTTEN:
+        if finish == SchedulerTaskState.FORGOTTEN:
             spec = self.specs.pop(ts.key, None)
             if spec is not None:
                 entry = self.funcs[spec[0]]
@@ -553,46 +554,51 @@ class SchedulerServer:
         peer.msgs.append(msg)
         self._dirty[peer] = None
 
-    def _route(self, out: list[Any]) -> None:
-        workers = self.workers
-        clients = self.clients
-        for ins in out:
-            t = type(ins)
-            if t is p.ComputeTask:
-                peer = workers.get(ins.worker)
-                if peer is None:
-                    continue
-                spec = self.specs.get(ins.key)
-                if spec is None:  # cannot happen: every accepted task came with its body
-                    self._halt(SCHEDULER, RuntimeError(f"no body for task {ins.key!r}"), "")
-                    return
-                token, blob = spec
-                if token not in peer.sent_funcs:
-                    peer.sent_funcs.add(token)
-                    peer.spec_funcs.append(token)
-                    peer.spec_func_frames.append(self.funcs[token][0])
-                peer.spec_keys.append(ins.key)
-                peer.spec_func_of.append(token)
-                peer.spec_frames.append(blob)
-                peer.msgs.append(ins)
-                self._dirty[peer] = None
-            elif t is p.FreeKeys or t is p.StealRequest:
-                peer = workers.get(ins.worker)
-                if peer is not None:
-                    peer.msgs.append(ins)
-                    self._dirty[peer] = None
-            elif t is p.KeyErred:
-                peer = clients.get(ins.client)
-                if peer is not None:
-                    err = self.errors.get(ins.blame or ins.key)
-                    self._send(peer, ins, [err] if err is not None else None)
-            elif t is p.KeyInMemory or t is p.KeyLost:
-                peer = clients.get(ins.client)
-                if peer is not None:
-                    peer.msgs.append(ins)
-                    self._dirty[peer] = None
-            else:
-                log.error("scheduler: no route for instruction %r", ins)
+    # The driver's dispatch: each instruction goes to the outbox of the peer it names
+    # (gone peers are skipped); _flush sends the outboxes.
+
+    def compute(self, ins: p.ComputeTask) -> None:
+        """The task's body (and its function, the first time) travels with it."""
+        peer = self.workers.get(ins.worker)
+        if peer is None:
+            return
+        spec = self.specs.get(ins.key)
+        if spec is None:  # cannot happen: every accepted task came with its body
+            raise RuntimeError(f"no body for task {ins.key!r}")
+        token, blob = spec
+        if token not in peer.sent_funcs:
+            peer.sent_funcs.add(token)
+            peer.spec_funcs.append(token)
+            peer.spec_func_frames.append(self.funcs[token][0])
+        peer.spec_keys.append(ins.key)
+        peer.spec_func_of.append(token)
+        peer.spec_frames.append(blob)
+        peer.msgs.append(ins)
+        self._dirty[peer] = None
+
+    def send_to_worker(self, ins: Any) -> None:
+        peer = self.workers.get(ins.worker)
+        if peer is not None:
+            peer.msgs.append(ins)
+            self._dirty[peer] = None
+
+    def report_in_memory(self, ins: p.KeyInMemory | p.KeyLost) -> None:
+        peer = self.clients.get(ins.client)
+        if peer is not None:
+            peer.msgs.append(ins)
+            self._dirty[peer] = None
+
+    report_lost = report_in_memory
+
+    def report_erred(self, ins: p.KeyErred) -> None:
+        """The exception the worker sent travels with it, as it was pickled there."""
+        peer = self.clients.get(ins.client)
+        if peer is not None:
+            err = self.errors.get(ins.blame or ins.key)
+            self._send(peer, ins, [err] if err is not None else None)
+
+    def unrouted(self, instruction: Any) -> None:
+        log.error("scheduler: no route for instruction %r", instruction)
 
     def _flush(self) -> None:
         if self._membership_changed:
@@ -659,11 +665,3 @@ def _find_cycle(new: dict[str, p.TaskSpecMsg]) -> str:
         return ""
     stuck = sorted(k for k, n in indegree.items() if n > 0)
     return f"cycle among keys {stuck[:5]}"
-
-
-def _scheduler_validator(state: SchedulerState) -> Any:
-    """Strict mode inside the scheduler process: ``squall.invariants``' validator, attached
-    to the bare SchedulerState (imported here, lazily: only strict mode needs it)."""
-    from squall.invariants import SchedulerValidator
-
-    return SchedulerValidator(state)

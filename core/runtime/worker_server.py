@@ -23,16 +23,17 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import zmq
 
 from squall.core import protocol as p
+from squall.core.driver import WorkerDriver
 from squall.core.protocol import ProtocolError
 from squall.core.runtime import transport as net
-from squall.core.worker import RELEASED, WorkerState, WTask
+from squall.core.worker import WorkerState, WorkerTaskState, WTask
+from squall.invariants import WorkerValidator
 
 log = logging.getLogger("squall.worker")
 
@@ -44,8 +45,15 @@ class RegistrationError(RuntimeError):
     """The scheduler did not accept this worker (unreachable, or refused by CURVE)."""
 
 
-class WorkerServer:
-    """``WorkerServer(scheduler_address, name=..., nthreads=...).start()`` then ``serve()``."""
+class WorkerServer(WorkerDriver):
+    """``WorkerServer(scheduler_address, name=..., nthreads=...).start()`` then ``serve()``.
+
+    The one driver loop (``WorkerDriver``) around its ``WorkerState``: every stimulus is
+    recorded, handled and validated in strict mode; ``execute`` hands a task to the pool,
+    ``gather`` asks the peer, ``release`` drops values, and reports wait in the outbox for
+    ``_flush``."""
+
+    validator: WorkerValidator | None
 
     def __init__(
         self,
@@ -70,7 +78,8 @@ class WorkerServer:
             listen = f"tcp://{net.local_ip_towards(host)}:0"
         self.listen_host, self.listen_port = net.check_listen(listen, keys)
         self.scheduler_address = scheduler
-        self.name = name or f"{os.uname().nodename}-{os.getpid()}"
+        name = name or f"{os.uname().nodename}-{os.getpid()}"
+        super().__init__(name, WorkerState(name, nthreads))
         self.nthreads = nthreads
         self.keys = keys
         self.heartbeat_interval = heartbeat_interval
@@ -85,13 +94,10 @@ class WorkerServer:
         self.proxy_prefix = proxy_prefix
         self._routes: dict[str, str] = {}  # peer -> the proxy address to reach it through
         self.rejoin = False  # told by the scheduler to start again as a new incarnation
-        self.state = WorkerState(self.name, nthreads)
         self.state.observers.append(self._on_transition)
-        self.recorders: list[Callable[[str, Any], None]] = []
-        self.validator: Any = None
         self.data: dict[str, Any] = {}
         if validate:
-            self.validator = _worker_validator(self.state, self.data)
+            self.validator = WorkerValidator(self.state, data=self.data)
         self.address = ""
         self.blobs: dict[str, bytes] = {}
         self.drops = net.Drops(log, f"worker {self.name}")
@@ -272,9 +278,11 @@ class WorkerServer:
         return f"{self.name}-{kind}-{self._sid}"
 
     def _handle(self, msg: Any) -> None:
+        """Feed one stimulus through the driver loop. One arriving while the instructions
+        of another are dispatched (a transfer that fails at once) waits its turn."""
         self._stimuli.append(msg)
         if len(self._stimuli) > 1:
-            return  # called while routing: the outer loop below takes it
+            return  # called while dispatching: the outer loop below takes it
         while self._stimuli:
             stim = self._stimuli[0]
             self._handle_one(stim)
@@ -283,32 +291,24 @@ class WorkerServer:
     def _handle_one(self, msg: Any) -> None:
         if self.halted:
             return
-        for rec in self.recorders:
-            rec(self.name, msg)
         try:
-            out = self.state.handle(msg)
-            if self.validator is not None:
-                self.validator.after_stimulus(msg)
+            self.stimulate(msg)
         except Exception as e:  # an invariant violation, an impossible transition, a bug
             self._halt(e, traceback.format_exc())
-            return
-        for ins in out:
-            t = type(ins)
-            if t is p.Execute:
-                self._execute(ins.key)
-            elif t is p.GatherDep:
-                self._gather(ins)
-            elif t is p.ReleaseData:
-                for key in ins.keys:
-                    self.data.pop(key, None)
-                    self.blobs.pop(key, None)
-            elif t is p.TaskErred:
-                blob = self._err_blobs.pop(ins.key, None)
-                if blob is not None:
-                    self._to_scheduler(p.Payload(stimulus_id="", key=ins.key), blob)
-                self._to_scheduler(ins)
-            else:
-                self._to_scheduler(ins)
+
+    # The driver's dispatch.
+
+    def release(self, ins: p.ReleaseData) -> None:
+        for key in ins.keys:
+            self.data.pop(key, None)
+            self.blobs.pop(key, None)
+
+    def send_to_scheduler(self, ins: Any) -> None:
+        if type(ins) is p.TaskErred:  # the exception, pickled in the task's thread, first
+            blob = self._err_blobs.pop(ins.key, None)
+            if blob is not None:
+                self._to_scheduler(p.Payload(stimulus_id="", key=ins.key), blob)
+        self._to_scheduler(ins)
 
     def _halt(self, exc: BaseException, tb: str) -> None:
         self.halted = f"{type(exc).__name__}: {exc}"
@@ -335,7 +335,7 @@ class WorkerServer:
 
     def _on_transition(self, state: WorkerState, ts: WTask, start: str, finish: str,
                        sid: str) -> None:
-        if finish == RELEASED:
+        if finish == WorkerTaskState.RELEASED:
             self._bodies.pop(ts.key, None)
 
     # ------------------------------------------------------------------ scheduler messages
@@ -407,7 +407,9 @@ class WorkerServer:
 
     # ------------------------------------------------------------------ execution
 
-    def _execute(self, key: str) -> None:
+    def execute(self, ins: p.Execute) -> None:
+        """To the pool (its end is collected by _collect_results)."""
+        key = ins.key
         body = self._bodies.pop(key, None)
         if body is None or body[0] not in self._func_bytes:
             self._done.put((key, False, None, f"RuntimeError: worker {self.name} has no body "
@@ -554,7 +556,8 @@ class WorkerServer:
             self._handle(p.GatherDepFailure(stimulus_id=self._new_sid("gather"),
                                             time=self.now(), holder=holder, keys=pending[0]))
 
-    def _gather(self, ins: p.GatherDep) -> None:
+    def gather(self, ins: p.GatherDep) -> None:
+        """A GetData straight to the peer; its reply is read by _drain_peer."""
         sock = self._peer(ins.holder)
         if sock is None:
             self._handle(p.GatherDepFailure(stimulus_id=self._new_sid("gather"),
@@ -691,12 +694,3 @@ class WorkerServer:
 def _retime(msg: Any, now: float) -> Any:
     """A message takes the time it is received at: that is "now" for its receiver."""
     return msgspec.structs.replace(msg, time=now)
-
-
-def _worker_validator(state: WorkerState, data: dict[str, Any]) -> Any:
-    """Strict mode inside a worker process: ``squall.invariants``' validator, attached to
-    the bare WorkerState and its store of values (imported lazily: only strict mode
-    needs it)."""
-    from squall.invariants import WorkerValidator
-
-    return WorkerValidator(state, data=data)

@@ -30,18 +30,21 @@ import heapq
 import os
 import random
 import time as wallclock
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from squall.core import protocol as p
+from squall.core.driver import SchedulerDriver, WorkerDriver
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
 from squall.core.oracle import error_problem, expected_results, output_bytes, task_value
 from squall.core.outcome import Outcome
 from squall.core.scheduler import SchedulerState, heartbeat_interval
 from squall.core.worker import WorkerState
+from squall.invariants import Validator
 
 SCHEDULER = "scheduler"
 CLIENT = "client"
@@ -54,9 +57,17 @@ _digest_encoder = msgspec.msgpack.Encoder()
 DIGEST_BATCH = 256
 
 
-# the instructions the event loop sorts most often, looked up once
-_Execute, _GatherDep, _ReleaseData, _KeyInMemory = p.Execute, p.GatherDep, p.ReleaseData, \
-    p.KeyInMemory
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A run allocates millions of short-lived acyclic objects beside a large live heap;
+    the cyclic GC's repeated scans of that heap would cost ~40% of the wall time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class SimulationError(RuntimeError):
@@ -71,13 +82,54 @@ class Link:
     down: bool = False
 
 
-class SimWorker:
-    __slots__ = ("name", "state", "data", "alive", "paused_until", "busy", "incarnation",
-                 "ws", "broken", "forgotten", "told")
+class SimScheduler(SchedulerDriver):
+    """The scheduler's side of the simulated cluster: the one driver loop around its
+    ``SchedulerState``. Results are recorded as they are reported; work for the workers
+    waits in ``outbox`` (worker -> messages, in order) until the cluster sends it, once the
+    stimulus is handled."""
 
-    def __init__(self, name: str, nthreads: int, incarnation: int) -> None:
-        self.name = name
-        self.state = WorkerState(name, nthreads)
+    __slots__ = ("cluster", "outbox")
+
+    def __init__(self, cluster: SimCluster) -> None:
+        validator = cluster.validator.scheduler if cluster.validator is not None else None
+        super().__init__(SCHEDULER, cluster.scheduler, validator)
+        self.recorders.append(cluster._record)
+        self.cluster = cluster
+        self.outbox: dict[str, list[Any]] = {}
+
+    def send_to_worker(self, ins: Any) -> None:
+        msgs = self.outbox.get(ins.worker)
+        if msgs is None:
+            self.outbox[ins.worker] = [ins]
+        else:
+            msgs.append(ins)
+
+    compute = send_to_worker  # no bodies to ship here: straight to the outbox, one call
+
+    def report_in_memory(self, ins: p.KeyInMemory) -> None:
+        self.cluster.results[ins.key] = ("memory", ins.holders)
+
+    def report_erred(self, ins: p.KeyErred) -> None:
+        self.cluster.results[ins.key] = ("erred", f"error:{ins.blame}")
+
+    def report_lost(self, ins: p.KeyLost) -> None:
+        self.cluster.results.pop(ins.key, None)
+
+
+class SimWorker(WorkerDriver):
+    """A simulated worker process: the one driver loop around its ``WorkerState``, and what
+    the process holds (values, busy time, its connection to the scheduler). Reports to the
+    scheduler wait in ``outbox`` until the cluster sends them, once the stimulus is
+    handled."""
+
+    __slots__ = ("cluster", "data", "alive", "paused_until", "busy", "incarnation",
+                 "ws", "broken", "forgotten", "told", "outbox")
+
+    def __init__(self, cluster: SimCluster, name: str, nthreads: int, incarnation: int) -> None:
+        super().__init__(name, WorkerState(name, nthreads))
+        self.recorders.append(cluster._record)
+        self.cluster = cluster
+        self.outbox: list[Any] = []
         self.data: dict[str, int] = {}
         self.alive = True
         self.paused_until = 0.0
@@ -88,9 +140,35 @@ class SimWorker:
         self.forgotten = False  # the scheduler declared it dead
         self.told = False  # a "close" is on its way to it
 
+    def execute(self, ins: p.Execute) -> None:
+        """The body runs for its actual simulated duration."""
+        c = self.cluster
+        key = ins.key
+        runs = c.runs
+        runs[key] = runs.get(key, 0) + 1
+        spec = c._specs[key]
+        duration = spec.actual_duration
+        c._push(c.now + duration, c._execute_done, (self, spec, duration))
+
+    def gather(self, ins: p.GatherDep) -> None:
+        self.cluster._start_gather(self, ins)
+
+    def release(self, ins: p.ReleaseData) -> None:
+        data = self.data
+        for key in ins.keys:
+            data.pop(key, None)
+
+    def send_to_scheduler(self, ins: Any) -> None:
+        self.outbox.append(ins)
+
 
 class SimCluster:
-    """``SimCluster(workers=4, threads=1, seed=0).run(graph) -> Outcome``."""
+    """``SimCluster(workers=4, threads=1, seed=0).run(graph) -> Outcome``.
+
+    Step by step: ``submit(graph)`` (any number of graphs, at any virtual time),
+    ``advance(seconds)`` (faults and checks in between), ``drain() -> Outcome``. The
+    cluster is a ``squall.core.view.ClusterView`` and a ``FaultSurface``.
+    """
 
     def __init__(
         self,
@@ -152,21 +230,20 @@ class SimCluster:
         self.refused = 0  # messages from cut-off or declared-dead incarnations, dropped
         self.rejoins = 0  # workers that restarted clean after being cut off or declared dead
         self.runs: dict[str, int] = {}  # key -> body starts
-        self.graph: TaskGraph | None = None
-        self._specs: dict[str, TaskSpec] = {}
+        self.graph = TaskGraph()  # every task submitted so far
+        self._specs: dict[str, TaskSpec] = self.graph.tasks
+        self._order: list[str] = []  # the keys submitted, each graph in topological order
         self.results: dict[str, tuple[str, Any]] = {}
-        self._wanted: set[str] = set()
+        self.wanted: set[str] = set()  # the keys the client wants
         self._done_time = 0.0
         self._incarnations = 0
         self._worker_names = 0
         self._started = False
         if validate is None:
             validate = os.environ.get("SQUALL_VALIDATE", "") not in ("", "0")
-        self.validator: Any = None
-        if validate:
-            from squall.invariants import Validator
-
-            self.validator = Validator(self)
+        self.validator: Validator | None = Validator(self) if validate else None
+        # The scheduler's process; each SimWorker is a worker's.
+        self._scheduler_driver = SimScheduler(self)
         for _ in range(workers):
             self._start_worker(None, threads)
 
@@ -193,6 +270,7 @@ class SimCluster:
             self._send_to_scheduler(None, [msg])
         if self.validator is not None:
             self.validator.worker_gone(sw.state)
+            sw.validator = None
 
     def pause_worker(self, name: str, seconds: float) -> None:
         """The worker stops (SIGSTOP) for ``seconds``: nothing it does progresses."""
@@ -239,44 +317,94 @@ class SimCluster:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, graph: TaskGraph, *, wanted: list[str] | None = None) -> Outcome:
-        """Submit ``graph``, run until every wanted key has a result, check them all."""
-        # A run allocates millions of short-lived acyclic objects beside a large live heap;
-        # the cyclic GC's repeated scans of that heap would cost ~40% of the wall time.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return self._run(graph, wanted)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+    def run(self, graph: TaskGraph, *, wanted: Iterable[str] | None = None) -> Outcome:
+        """``submit(graph, wanted=wanted)``, then ``drain()``: run until every wanted key
+        has a result, and check them all."""
+        with _gc_paused():
+            order = self._check(graph)
+            started = wallclock.perf_counter()
+            self._submit(graph, order, wanted)
+            outcome = self._drain()
+        outcome.wall_time = wallclock.perf_counter() - started
+        return outcome
 
-    def _run(self, graph: TaskGraph, wanted: list[str] | None) -> Outcome:
-        order = graph.validate()
+    def submit(self, graph: TaskGraph, *, wanted: Iterable[str] | None = None) -> None:
+        """Submit ``graph`` now (GraphError if it is not valid). Its tasks may depend on
+        keys submitted before; its own keys must be new. ``wanted``: the keys the client
+        wants a result of (default: every key of ``graph``). Nothing runs until
+        ``advance``, ``drain`` or ``run``."""
+        self._submit(graph, self._check(graph), wanted)
+
+    def advance(self, seconds: float) -> None:
+        """Run every event due in the next ``seconds`` of virtual time; the clock then reads
+        ``now + seconds``. Nothing is judged here: an unfinished key or a quiet cluster is
+        a failure only for ``drain``."""
+        if not seconds >= 0:
+            raise ValueError(f"advance needs seconds >= 0, got {seconds}")
+        until = self.now + seconds
+        events = self._events
+        pop = heapq.heappop
+        while events and events[0][0] <= until:
+            t, _, fn, args, periodic = pop(events)
+            self.now = t
+            if periodic:
+                self._periodic -= 1
+            fn(*args)
+        self.now = until
+
+    def drain(self) -> Outcome:
+        """Run until every wanted key has a result and every death is noticed, then check
+        every result (strict mode: and the end-of-run invariants). SimulationError if the
+        cluster gets stuck on the way."""
+        with _gc_paused():
+            started = wallclock.perf_counter()
+            outcome = self._drain()
+        outcome.wall_time = wallclock.perf_counter() - started
+        return outcome
+
+    def _check(self, graph: TaskGraph) -> list[str]:
+        """``graph``'s keys in a topological order, if it can be submitted now."""
+        known = self.graph.tasks
+        if known:
+            again = [key for key in graph.tasks if key in known]
+            if again:
+                raise GraphError(f"key(s) submitted before: {again[:5]}")
+        order = graph.validate(known=known)
         for spec in graph:
             if spec.func is not None:
                 raise GraphError(f"task {spec.key!r} has a real function; the simulator runs "
                                  "simulated bodies (sim_duration, fails)")
-        started = wallclock.perf_counter()
-        self.graph = graph
-        self._specs = graph.tasks
-        wanted = order if wanted is None else wanted
-        self._wanted = set(wanted)
+        return order
+
+    def _submit(self, graph: TaskGraph, order: list[str], wanted: Iterable[str] | None) -> None:
+        if wanted is None:
+            wanted = order
+        else:
+            wanted = list(wanted)
+            unknown = [k for k in wanted if k not in graph.tasks and k not in self.graph.tasks]
+            if unknown:
+                raise GraphError(f"wanted key(s) never submitted: {unknown[:5]}")
+        # The first graph is held as it is; later ones join a copy (never the caller's).
+        self.graph = TaskGraph([*self.graph, *graph]) if self._order else graph
+        self._specs = self.graph.tasks
+        self._order.extend(order)
+        self.wanted.update(wanted)
         self._send_to_scheduler(None, [p.UpdateGraph(
             stimulus_id=self._new_sid("update-graph"), time=self.now, client=CLIENT,
             tasks=graph.to_msgs(order), wanted=tuple(wanted))])
-        self._started = True
-        self._schedule_periodic()
+        if not self._started:
+            self._started = True
+            self._schedule_periodic()
+
+    def _drain(self) -> Outcome:
         self._loop()
-        outcome = self._outcome(graph, order)
-        outcome.wall_time = wallclock.perf_counter() - started
-        return outcome
+        return self._outcome(self.graph, self._order)
 
     def _loop(self) -> None:
         events = self._events
         pop = heapq.heappop
         results = self.results
-        n_wanted = len(self._wanted)
+        n_wanted = len(self.wanted)
         validator = self.validator
         max_time = self.max_time
         stuck_since: float | None = None
@@ -316,7 +444,7 @@ class SimCluster:
                    for sw in self.all_workers)
 
     def _stuck(self, why: str) -> None:
-        missing = sorted(self._wanted - set(self.results))
+        missing = sorted(self.wanted - set(self.results))
         if self.validator is not None:
             self.validator.check_stuck(self, why)
         raise SimulationError(
@@ -332,7 +460,7 @@ class SimCluster:
         workers = self.workers
         results = self.results
         tasks = sched.tasks
-        wanted = self._wanted
+        wanted = self.wanted
         every_key = len(wanted) == len(expected)  # (wanted keys are keys of the graph)
         # In graph order, not the set's: records made in that order are read in it.
         for key, want in expected.items():
@@ -385,7 +513,7 @@ class SimCluster:
         blame = reported.removeprefix("error:")
         blamed = self.scheduler.tasks.get(blame)
         killed = blamed is not None and (blamed.exception or "").startswith("KilledWorker")
-        return error_problem(self.graph or TaskGraph(), key, blame, want, killed=killed) is None
+        return error_problem(self.graph, key, blame, want, killed=killed) is None
 
     # ------------------------------------------------------------------ events and network
 
@@ -484,16 +612,16 @@ class SimCluster:
         if sender is not None and (sender.broken or sender.forgotten):
             self._refuse(sender, len(msgs))
             return
-        sched = self.scheduler
+        driver = self._scheduler_driver
+        stimulate = driver.stimulate
+        outbox = driver.outbox
         for msg in msgs:
-            self._record(SCHEDULER, msg)
-            out = sched.handle(msg)
-            if self.validator is not None:
-                self.validator.after_scheduler_stimulus(msg)
+            stimulate(msg)
             if sender is not None and type(msg) is p.AddWorker:
-                sender.ws = sched.workers.get(sender.name)
-            if out:
-                self._route_scheduler(out)
+                # (before its work is sent: that goes to this incarnation's connection)
+                sender.ws = self.scheduler.workers.get(sender.name)
+            if outbox:
+                self._send_to_workers(outbox)
 
     def _refuse(self, sw: SimWorker, n: int) -> None:
         """Messages from a connection the scheduler does not know (any more): dropped, and
@@ -531,19 +659,10 @@ class SimCluster:
                 if not sw.broken:
                     self._tell_to_close(sw)
 
-    def _route_scheduler(self, out: list[Any]) -> None:
-        per_worker: dict[str, list[Any]] = {}
-        for ins in out:
-            cls = type(ins)
-            if cls is _KeyInMemory:
-                self.results[ins.key] = ("memory", ins.holders)
-            elif cls is p.KeyErred:
-                self.results[ins.key] = ("erred", f"error:{ins.blame}")
-            elif cls is p.KeyLost:
-                self.results.pop(ins.key, None)
-            else:
-                per_worker.setdefault(ins.worker, []).append(ins)
-        for name, msgs in per_worker.items():
+    def _send_to_workers(self, outbox: dict[str, list[Any]]) -> None:
+        """What one stimulus made the scheduler send, one message batch per worker; the
+        outbox is left empty."""
+        for name, msgs in outbox.items():
             sw = self.workers.get(name)
             if sw is None or sw.broken:  # a cut connection: lost
                 continue
@@ -552,6 +671,7 @@ class SimCluster:
             t = self._arrival(SCHEDULER, name)
             if t is not None:
                 self._push(t, self._deliver_to_worker, (sw, msgs))
+        outbox.clear()
 
     # ------------------------------------------------------------------ worker side
 
@@ -562,11 +682,12 @@ class SimCluster:
             name = f"w{self._worker_names}"
             self._worker_names += 1
         self._incarnations += 1
-        sw = SimWorker(name, threads, self._incarnations)
+        sw = SimWorker(self, name, threads, self._incarnations)
         self.workers[name] = sw
         self.all_workers.append(sw)
         if self.validator is not None:
             self.validator.watch_worker(sw.state)
+            sw.validator = self.validator.workers.get(sw.state)
         # Workers of the initial cluster are registered before anything is submitted.
         if not self._send_to_scheduler(name if self._started else None, [p.AddWorker(
                 stimulus_id=self._new_sid("add-worker"), time=self.now, worker=name,
@@ -583,37 +704,12 @@ class SimCluster:
         if sw.paused_until > self.now:
             self._push(sw.paused_until, self._deliver_to_worker, (sw, msgs))
             return
+        stimulate = sw.stimulate
         for msg in msgs:
-            self._worker_handle(sw, msg)
-
-    def _worker_handle(self, sw: SimWorker, msg: Any) -> None:
-        self._record(sw.name, msg)
-        out = sw.state.handle(msg)
-        if self.validator is not None:
-            self.validator.after_worker_stimulus(sw.state, msg)
-        if not out:
-            return
-        to_sched: list[Any] = []
-        for ins in out:
-            cls = type(ins)
-            if cls is _Execute:
-                self._start_execute(sw, ins.key)
-            elif cls is _GatherDep:
-                self._start_gather(sw, ins)
-            elif cls is _ReleaseData:
-                for key in ins.keys:
-                    sw.data.pop(key, None)
-            else:
-                to_sched.append(ins)
-        if to_sched:
-            self._send_to_scheduler(sw.name, to_sched, sender=sw)
-
-    def _start_execute(self, sw: SimWorker, key: str) -> None:
-        runs = self.runs
-        runs[key] = runs.get(key, 0) + 1
-        spec = self._specs[key]
-        duration = spec.actual_duration
-        self._push(self.now + duration, self._execute_done, (sw, spec, duration))
+            stimulate(msg)
+            if sw.outbox:  # what the stimulus made it report: one message batch
+                self._send_to_scheduler(sw.name, sw.outbox, sender=sw)
+                sw.outbox = []
 
     def _execute_done(self, sw: SimWorker, spec: TaskSpec, duration: float) -> None:
         if not sw.alive:
@@ -639,7 +735,10 @@ class SimCluster:
             data[key] = task_value(key, inputs)
             msg = p.ExecuteSuccess(stimulus_id=sid, time=self.now, key=key,
                                    nbytes=output_bytes(spec), duration=duration)
-        self._worker_handle(sw, msg)
+        sw.stimulate(msg)
+        if sw.outbox:
+            self._send_to_scheduler(sw.name, sw.outbox, sender=sw)
+            sw.outbox = []
 
     def _start_gather(self, sw: SimWorker, ins: p.GatherDep) -> None:
         holder = self.workers.get(ins.holder)
@@ -692,7 +791,10 @@ class SimCluster:
                                      keys=missing, nbytes=sizes)
         else:
             msg = p.GatherDepSuccess(stimulus_id=sid, time=self.now, holder=holder, nbytes=sizes)
-        self._worker_handle(sw, msg)
+        sw.stimulate(msg)
+        if sw.outbox:
+            self._send_to_scheduler(sw.name, sw.outbox, sender=sw)
+            sw.outbox = []
 
     # ------------------------------------------------------------------ periodic events
 
