@@ -51,6 +51,9 @@ class WorkerStatus(StrEnum):
 # than an enum attribute (Python 3.11), and the transitions read them all the time. Other
 # modules name a state through its enum (SchedulerTaskState.MEMORY), which never collides
 # with the worker's (WorkerTaskState.MEMORY).
+# A state the machine stores is always a member, so the machine compares states by identity
+# (``ts.state is MEMORY``); a state that comes in a message is a plain string: compare it
+# with ``==`` (``msg.state == WorkerTaskState.RELEASED``).
 RELEASED = SchedulerTaskState.RELEASED
 WAITING = SchedulerTaskState.WAITING
 NO_WORKER = SchedulerTaskState.NO_WORKER

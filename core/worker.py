@@ -19,10 +19,11 @@ Task states on the worker, ``WorkerTaskState`` (a task with no record is "releas
 A task moves only along ``WORKER_TRANSITIONS``, through the transition table as on the
 scheduler: ``_transition(ts, finish)`` looks the move up (an absent one raises
 ``InvalidWorkerTransition``), makes it, logs it and shows it to the observers, then runs
-the table's function for it: what follows from the move (queueing a ready task, starting
-a body, accounting for stored bytes, dropping a released task's record). A handler sets
-what the stimulus says (sizes, holders, flags) before it asks for a move, and sends the
-reports that name the stimulus after it. Every move into "released" ends in the one
+the table's function for it: the bookkeeping that follows the move wherever it is made (a
+thread given back, stored bytes counted, waiting dependents woken, a released task's
+record dropped). The caller does what it made the move for: it sets what the stimulus
+says (sizes, holders, flags) before, and queues the task, starts its body or its
+transfer, or reports to the scheduler after. Every move into "released" ends in the one
 release path, ``_to_released``; ``_release`` is the one way to ask for it.
 """
 
@@ -58,6 +59,9 @@ class WorkerTaskState(StrEnum):
 # than an enum attribute (Python 3.11), and the transitions read them all the time. Other
 # modules name a state through its enum (WorkerTaskState.MEMORY), which never collides with
 # the scheduler's (SchedulerTaskState.MEMORY).
+# A state the machine stores is always a member, so the machine compares states by identity
+# (``ts.state is MEMORY``); a state that comes in a message is a plain string: compare it
+# with ``==`` (``msg.state == WorkerTaskState.RELEASED``).
 WAITING = WorkerTaskState.WAITING
 READY = WorkerTaskState.READY
 EXECUTING = WorkerTaskState.EXECUTING
@@ -164,21 +168,21 @@ class WorkerState:
             p.GatherDepSuccess: self._handle_gather_success,
             p.GatherDepFailure: self._handle_gather_failure,
         }
-        # Every move of WORKER_TRANSITIONS, from each state, and what follows it (None:
-        # nothing does; the handler that asked for the move has set what its stimulus said).
-        # A task entering "fetch" is queued by the caller: one asked for while it was on its
-        # way passes through "fetch" to be computed, not fetched.
-        to_ready, to_released = self._to_ready, self._to_released
+        # Every move of WORKER_TRANSITIONS, from each state, and the bookkeeping that
+        # follows it wherever it is made (None: none does). What a move is made for --
+        # queueing the task to run or to fetch, starting its body or its transfer -- its
+        # caller does, right after.
+        to_released = self._to_released
         self._table: dict[WorkerTaskState, dict[WorkerTaskState, Effects]] = {
-            RELEASED: {WAITING: None, READY: to_ready, FETCH: None},
-            WAITING: {READY: to_ready, RELEASED: to_released},
-            READY: {EXECUTING: self._ready_executing, RELEASED: to_released},
+            RELEASED: {WAITING: None, READY: None, FETCH: None},
+            WAITING: {READY: None, RELEASED: to_released},
+            READY: {EXECUTING: None, RELEASED: to_released},
             EXECUTING: {MEMORY: self._to_memory, ERROR: self._leaves_thread,
                         CANCELLED: None},  # a cancelled body runs on
             CANCELLED: {EXECUTING: None, RELEASED: to_released},
-            FETCH: {FLIGHT: None, RELEASED: to_released, WAITING: None, READY: to_ready},
+            FETCH: {FLIGHT: None, RELEASED: to_released, WAITING: None, READY: None},
             FLIGHT: {MEMORY: self._to_memory, FETCH: None, MISSING: None, RELEASED: to_released},
-            MISSING: {FETCH: None, RELEASED: to_released, WAITING: None, READY: to_ready},
+            MISSING: {FETCH: None, RELEASED: to_released, WAITING: None, READY: None},
             MEMORY: {RELEASED: to_released},
             ERROR: {RELEASED: to_released},
         }
@@ -237,14 +241,6 @@ class WorkerState:
         if effects is not None:
             effects(ts, start)
 
-    def _to_ready(self, ts: WTask, start: WorkerTaskState) -> None:
-        heapq.heappush(self.ready, _queued(ts))
-
-    def _ready_executing(self, ts: WTask, start: WorkerTaskState) -> None:
-        ts.start_time = self.time
-        self.executing[ts] = None
-        self._out.append(p.Execute(stimulus_id=self._sid, worker=self.name, key=ts.key))
-
     def _leaves_thread(self, ts: WTask, start: WorkerTaskState) -> None:
         del self.executing[ts]
 
@@ -259,6 +255,7 @@ class WorkerState:
                 del dts.waiting_for[ts]
                 if not dts.waiting_for and dts.state is WAITING:
                     self._transition(dts, READY)
+                    heapq.heappush(self.ready, _queued(dts))
 
     def _to_released(self, ts: WTask, start: WorkerTaskState) -> None:
         """Every move into "released", the one release path: a stored value is dropped, a
@@ -348,7 +345,11 @@ class WorkerState:
                 dts.who_has = list(dep.holders)
             elif dts.state is FLIGHT:
                 dts.discard = False
-        self._transition(ts, WAITING if ts.waiting_for else READY)
+        if ts.waiting_for:
+            self._transition(ts, WAITING)
+        else:
+            self._transition(ts, READY)
+            heapq.heappush(self.ready, _queued(ts))
 
     def _handle_free_keys(self, msg: p.FreeKeys) -> None:
         for key in msg.keys:
@@ -481,6 +482,9 @@ class WorkerState:
             if ts.state is not READY or self.tasks.get(ts.key) is not ts:
                 continue  # stale heap entry
             self._transition(ts, EXECUTING)
+            ts.start_time = self.time
+            executing[ts] = None
+            self._out.append(p.Execute(stimulus_id=self._sid, worker=self.name, key=ts.key))
 
     def _ensure_communicating(self) -> None:
         to_fetch = self.to_fetch

@@ -114,4 +114,8 @@ def compute_task_resumes_nothing(self, msg: p.ComputeTask) -> None:
             dts.who_has = list(dep.holders)
         elif dts.state is FLIGHT:
             dts.discard = False
-    self._transition(ts, WAITING if ts.waiting_for else READY)
+    if ts.waiting_for:
+        self._transition(ts, WAITING)
+    else:
+        self._transition(ts, READY)
+        heapq.heappush(self.ready, _queued(ts))

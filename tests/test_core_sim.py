@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from squall.cli.main import main
 from squall.core import protocol as p
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
-from squall.core.scheduler import SchedulerState, heartbeat_interval
+from squall.core.scheduler import SchedulerState, SchedulerTaskState, heartbeat_interval
 from squall.core.sim import SimCluster
+from squall.core.worker import WORKER_TRANSITIONS, WorkerState, WorkerTaskState
 from squall.scenarios.workloads import WORKLOADS, independent, make_workload, tree_reduction
 
 
@@ -64,6 +66,18 @@ def test_every_transition_in_the_table_is_exercised() -> None:
     missing = set(SchedulerState.TRANSITIONS) - seen
     assert not missing, f"never exercised: {sorted(missing)}"
     assert seen <= set(SchedulerState.TRANSITIONS) | {(a, "forgotten") for a in ("released",)}
+
+
+def test_the_worker_dispatches_exactly_its_transitions_through_its_table() -> None:
+    ws = WorkerState("w0")
+    moves = {(start, finish) for start, row in ws._table.items() for finish in row}
+    assert moves == WORKER_TRANSITIONS
+    # States are StrEnum members: their values are the names traces and messages carry.
+    assert [str(s) for s in WorkerTaskState] == [
+        "waiting", "ready", "executing", "cancelled", "memory", "error", "fetch", "flight",
+        "missing", "released"]
+    assert msgspec.json.encode([WorkerTaskState.MEMORY, SchedulerTaskState.NO_WORKER]) \
+        == b'["memory","no-worker"]'
 
 
 @pytest.mark.parametrize("kill_at", [0.0, 0.05, 0.5, 1.2, 2.0])
