@@ -31,9 +31,8 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from squall.core import protocol as p
 from squall.core.scheduler import SchedulerState
+from squall.core.view import Recorder
 from squall.core.worker import WorkerState
-
-Recorder = Callable[[str, Any], None]  # (receiver name, stimulus), before it is handled
 
 
 class StateMachine(Protocol):
