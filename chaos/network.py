@@ -242,10 +242,14 @@ class BuiltinServer:
         ctx: Any = multiprocessing.get_context(
             "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         parent, child = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_server_main, args=(host, seed, child),
+        # The server exits when this end closes: when this process dies, however it dies.
+        alive, self._alive = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_server_main, args=(host, seed, child, alive,
+                                                              self._alive),
                                    name="squall-toxiproxy", daemon=True)
         self.process.start()
         child.close()
+        alive.close()
         if not parent.poll(timeout):
             self.stop()
             raise RuntimeError(f"the built-in toxiproxy server did not start within {timeout} s")
@@ -263,10 +267,29 @@ class BuiltinServer:
             if self.process.is_alive():
                 self.process.kill()
                 self.process.join()
+        self._alive.close()
 
 
-def _server_main(host: str, seed: int | None, conn: Any) -> None:
+def _exit_with_parent(alive: Any) -> None:
+    """Block until the parent's end of ``alive`` closes, then end this process."""
+    try:
+        alive.recv()
+    except (EOFError, OSError):
+        pass
+    os._exit(0)
+
+
+def _server_main(host: str, seed: int | None, conn: Any, alive: Any = None,
+                 parent_end: Any = None) -> None:
+    import threading
+
     from squall.chaos.toxiproxy import serve
+
+    if parent_end is not None:
+        parent_end.close()  # (inherited with fork) so that only the parent holds it open
+    if alive is not None:
+        threading.Thread(target=_exit_with_parent, args=(alive,), name="parent-watch",
+                         daemon=True).start()
 
     def ready(server: Any) -> None:
         conn.send(("ok", server.port))

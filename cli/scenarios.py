@@ -23,6 +23,7 @@ from rich.table import Table
 from squall.cli.errors import SquallError
 from squall.core.outcome import Outcome, format_violation
 from squall.scenarios.model import Scenario, ScenarioError, load_scenario, scenario_to_json
+from squall.targets import runtime_names
 
 
 def resolve_scenario(spec: str) -> Scenario:
@@ -58,8 +59,8 @@ def scenarios_cmd(as_json: bool) -> None:
 
 @click.command("run")
 @click.argument("scenario")
-@click.option("--runtime", type=click.Choice(["sim", "real"]), default=None,
-              help="override the scenario's runtime")
+@click.option("--runtime", type=click.Choice(runtime_names()), default=None,
+              help="override the scenario's runtime (dask: dask.distributed's own processes)")
 @click.option("--seed", type=int, default=None, help="override the scenario's seed")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
               help="write the run's trace (JSON Lines) here [default: "
@@ -91,13 +92,13 @@ def run_cmd(scenario: str, runtime: str | None, seed: int | None, trace_path: st
             stem = sc.name or Path(scenario).stem or "scenario"
             trace_path = str(Path("squall-traces") / f"{stem}-{sc.runtime}.trace.jsonl")
         log_path = str(Path(trace_path).with_suffix(".log")) if trace_path else None
-        with _logs_to(log_path if sc.runtime == "real" else None), \
+        with _logs_to(log_path if sc.runtime != "sim" else None), \
                 _progress_bar(sc) as progress:
             outcome = run_scenario(sc, trace=trace_path, validate=validate,
                                    progress=progress)
     except ScenarioError as e:
         raise SquallError(str(e)) from None
-    _print_outcome(sc, outcome, log_path if sc.runtime == "real" else None)
+    _print_outcome(sc, outcome, log_path if sc.runtime != "sim" else None)
     sys.exit(0 if outcome.ok else 1)
 
 

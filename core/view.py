@@ -15,6 +15,9 @@ principle 6), never through private attributes:
   to start a cluster of a given ``ClusterShape`` in one of them (a FaultSurface, and where
   the runtime can, a ClusterView), the read-only view of its state, and its stimulus log
   for traces. The reference scheduler is the first (``squall.targets.reference``).
+- ``GraphCluster``: a cluster that runs squall's task graphs and validates itself: what a
+  target's own runtime gives the scenario runner (``squall.scenarios.target_run``); the
+  reference scheduler's runtimes are driven by squall's simulator and client instead.
 
 Typing only: importing this module runs no code of the scheduler's.
 """
@@ -22,10 +25,11 @@ Typing only: importing this module runs no code of the scheduler's.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence, Set
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from squall.core.graph import TaskGraph
+    from squall.core.outcome import Violation
     from squall.core.scheduler import SchedulerState
     from squall.core.worker import WorkerState
 
@@ -169,6 +173,48 @@ class ClusterShape(Protocol):
 
     @property
     def max_time(self) -> float: ...
+
+
+class TaskFuture(Protocol):
+    """One key's result to come (a ``distributed.Future``, say)."""
+
+    def done(self) -> bool: ...
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The value, or the task's error raised."""
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        """Call ``fn(future)`` (from any thread) once it is done."""
+
+
+@runtime_checkable
+class GraphCluster(FaultSurface, Protocol):
+    """A running cluster of a target's own runtime, as the scenario runner drives it: it
+    computes a squall ``TaskGraph`` whose tasks have real bodies (``func(*args, *input
+    values)``), checks its own invariants (strict mode: the target's validator) and says
+    what they found. ``workers``: the live workers by name. It is closed after the run."""
+
+    @property
+    def workers(self) -> Mapping[str, Any]: ...
+
+    def compute(self, graph: TaskGraph) -> Mapping[str, TaskFuture]:
+        """Submit every task of ``graph``; a future per key."""
+
+    def check(self, final: bool = False) -> None:
+        """The full checks, the cluster being quiescent (``final``: at the run's end)."""
+
+    @property
+    def violations(self) -> Sequence[Violation]:
+        """What strict mode found so far, first first."""
+
+    @property
+    def invariant_checks(self) -> int: ...
+
+    @property
+    def transitions(self) -> int:
+        """The state transitions the cluster made so far (as many as it can count)."""
+
+    def close(self) -> None: ...
 
 
 class Target(Protocol):

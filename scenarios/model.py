@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -92,7 +92,7 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
     cluster: ClusterShape = msgspec.field(default_factory=ClusterShape)
     chaos: Faults = ()  # of any kind registered when the scenario is decoded
     seed: int = 0
-    runtime: Literal["sim", "real"] = "sim"
+    runtime: str = "sim"  # one a target offers (squall.targets.runtime_names())
     name: str = ""
     description: str = ""
 
@@ -101,6 +101,11 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
 
     def check(self) -> None:
         """Raise ScenarioError naming the first bad field."""
+        from squall.targets import runtime_names
+
+        if self.runtime not in runtime_names():
+            raise ScenarioError(f"runtime: unknown runtime {self.runtime!r}; choose one of: "
+                                f"{', '.join(runtime_names())}")
         c = self.cluster
         if c.workers < 0:
             raise ScenarioError(f"cluster.workers must be >= 0, got {c.workers}")

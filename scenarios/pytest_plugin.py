@@ -2,6 +2,11 @@
 
 - ``sim_cluster``: a fixture giving a strict-mode ``SimCluster``; shape it with
   ``@pytest.mark.sim_cluster(workers=2, threads=2, seed=3, stealing=True)``.
+- ``squall_dask_cluster``: a fixture giving a dask.distributed cluster of real processes
+  in squall's strict mode, with its client and fault surface (``DaskCluster``); shape it
+  with ``@pytest.mark.squall_dask_cluster(workers=2, threads=1, network=True)``. After
+  the test, the full checks run at quiescence; a violation fails the test with the
+  invariant id and writes the trace to ``squall-traces/`` under the rootdir.
 - ``@pytest.mark.real``: a test that starts real processes and sockets. Under
   ``pytest -n N --dist loadgroup`` all such tests share the xdist group ``real`` and so
   run one after another on one worker.
@@ -16,6 +21,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,9 @@ from typing import Any
 import pytest
 
 REAL_MARKER = "real: starts real processes and sockets; run serially (xdist group 'real')"
+DASK_MARKER = ("squall_dask_cluster(workers=2, threads=1, network=False, **shape): the "
+               "squall_dask_cluster fixture's cluster (fields of squall's ClusterShape)")
+DASK = "dask"  # the runtime the squall_dask_cluster fixture starts
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "(tox -e property runs these with the ci profile)")
     config.addinivalue_line("markers", "sim_cluster(**kwargs): SimCluster arguments for the "
                                        "sim_cluster fixture")
+    config.addinivalue_line("markers", DASK_MARKER)
     register_profiles()
     # Checked here, before collection: under xdist a collection error in the workers
     # would surface as an INTERNALERROR traceback instead of this one line.
@@ -66,6 +77,94 @@ def sim_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
     if marker is not None:
         kwargs.update(marker.kwargs)
     yield SimCluster(**kwargs)
+
+
+class _Validated:
+    """What the squall_dask_cluster fixture hands the check after the test."""
+
+    def __init__(self, cluster: Any, shape: Any, stimuli: deque[tuple[str, Any]]) -> None:
+        self.cluster = cluster
+        self.shape = shape
+        self.stimuli = stimuli
+
+    def check(self, item: pytest.Item) -> None:
+        """Full checks at quiescence; pytest.fail naming the first violation (and the
+        trace written) if strict mode found any."""
+        from squall.core.outcome import Outcome, format_violation
+        from squall.scenarios.model import ExplicitGraph, Scenario
+        from squall.scenarios.target_run import write_trace
+
+        cluster = self.cluster
+        cluster.check(final=True)
+        found = list(cluster.violations)
+        if not found:
+            return
+        faults: dict[str, int] = {}
+        for f in cluster.faults:
+            faults[f.kind] = faults.get(f.kind, 0) + 1
+        outcome = Outcome(results_ok=False, makespan=cluster.now(), n_tasks=0,
+                          transitions=cluster.transitions, digest="",
+                          n_stimuli=len(self.stimuli), faults=faults,
+                          invariant_checks=cluster.invariant_checks, violations=found[:20])
+        scenario = Scenario(workload=ExplicitGraph(tasks=()), cluster=self.shape,
+                            runtime=DASK, name=item.name,
+                            description=f"pytest {item.nodeid}: the test's own tasks")
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name)[:100]
+        path = Path(item.config.rootpath) / "squall-traces" / f"{stem}-{DASK}.trace.jsonl"
+        write_trace(path, scenario, list(self.stimuli), cluster.faults, outcome,
+                    phase="stimulus" if found[0].stimulus_id else "end")
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        pytest.fail(f"{format_violation(found[0])}{more}\ntrace: {path}", pytrace=False)
+
+
+_DASK_KEY = pytest.StashKey[_Validated]()
+
+
+@pytest.fixture
+def squall_dask_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A dask.distributed cluster of real processes on this machine in squall's strict
+    mode (``squall.targets.dask.cluster.DaskCluster``): ``.client`` is its
+    ``distributed.Client``; its fault surface is ``kill_worker``, ``pause_worker``,
+    ``set_link`` (with ``network=True``), ``skew_estimates`` and ``add_worker``. Shape it
+    with ``@pytest.mark.squall_dask_cluster(workers=2, threads=1, network=False,
+    stealing=True, ...)``. After the test: full checks at quiescence; a violation fails
+    the test with the invariant id and the trace is written. Skipped (one line saying
+    what to install) when dask.distributed is missing."""
+    from squall.scenarios.model import ClusterShape
+    from squall.targets import target_for
+
+    marker = request.node.get_closest_marker("squall_dask_cluster")
+    kwargs: dict[str, Any] = {"workers": 2, "threads": 1, "stealing": True}
+    if marker is not None:
+        kwargs.update(marker.kwargs)
+    network = bool(kwargs.pop("network", False))
+    try:
+        shape = ClusterShape(**kwargs)
+    except TypeError as e:
+        raise pytest.UsageError(f"@pytest.mark.squall_dask_cluster: {e}") from None
+    target = target_for(DASK)
+    try:
+        cluster = target.start(DASK, shape, validate=True, network=network)
+    except ImportError as e:
+        pytest.skip(str(e).splitlines()[0])
+    try:
+        stimuli: deque[tuple[str, Any]] = deque()
+        target.log_stimuli(cluster, lambda receiver, stimulus: stimuli.append(
+            (receiver, stimulus)))
+        request.node.stash[_DASK_KEY] = _Validated(cluster, shape, stimuli)
+        yield cluster
+    finally:
+        cluster.close()  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """After a test that used ``squall_dask_cluster`` passed: strict mode's verdict."""
+    result = yield
+    validated = item.stash.get(_DASK_KEY, None)
+    if validated is not None:
+        validated.check(item)
+    return result
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,

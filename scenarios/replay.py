@@ -25,6 +25,7 @@ from squall.core.driver import StimulusDriver
 from squall.core.graph import TaskGraph
 from squall.core.outcome import Violation
 from squall.core.scheduler import SchedulerState
+from squall.core.view import REAL, SIM
 from squall.core.worker import WorkerState
 from squall.invariants import Validator
 from squall.scenarios.runner import violation_from
@@ -137,6 +138,10 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
     started = wallclock.perf_counter()
     lines = read_trace(path)
     _, header = next(lines)
+    runtime = header.scenario.runtime
+    if runtime not in (SIM, REAL):
+        raise TraceError(f"{path}: a trace of the {runtime!r} runtime: replay feeds squall's "
+                         "own state machines, which did not run it (not supported yet)")
     cluster = ReplayCluster(header)
     validator = cluster.validate() if validate else None
     sched = cluster.scheduler_driver

@@ -1,9 +1,11 @@
 """``run_scenario(scenario) -> Outcome``: one scenario, one run, optionally one trace.
 
-The scheduler under test is a ``Target`` (``squall.core.view``; default: the reference
-scheduler, ``squall.targets.ReferenceTarget``): the runner starts the scenario's cluster
+The scheduler under test is a ``Target`` (``squall.core.view``; default: the one that
+offers the scenario's runtime, ``squall.targets.target_for``: the reference scheduler for
+"sim" and "real", dask.distributed for "dask"): the runner starts the scenario's cluster
 in the scenario's runtime through it, reads its state through its view and counts its
-stimuli through its stimulus log.
+stimuli through its stimulus log. A runtime of a target's own (not "sim" nor "real") runs
+through ``squall.scenarios.target_run``.
 
 In the simulator, strict mode is on by default. A violation (an ``InvariantViolation``,
 or the core refusing an impossible transition, a livelock, a stuck cluster) ends the run
@@ -28,7 +30,7 @@ from squall.invariants import InvariantViolation
 from squall.invariants.cluster_validator import END, QUIESCENT, RUNNING, STUCK
 from squall.scenarios.model import Scenario, ScenarioError
 from squall.scenarios.trace import SimRecorder, TraceWriter
-from squall.targets import ReferenceTarget
+from squall.targets import target_for
 
 
 class RuntimeUnavailable(ScenarioError):
@@ -118,17 +120,23 @@ def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
                  validate: bool = True,
                  progress: Callable[[int, int], None] | None = None,
                  target: Target | None = None) -> Outcome:
-    """Run ``scenario`` on ``target`` (default: the reference scheduler); return its
-    Outcome (violations included, never raised).
+    """Run ``scenario`` on ``target`` (default: the target that offers the scenario's
+    runtime, ``squall.targets.target_for``: the reference scheduler for "sim" and "real");
+    return its Outcome (violations included, never raised).
 
     ``trace``: write the run's trace there. ``validate``: strict mode. ``progress(done,
     total)``: called as wanted keys finish. ``Outcome.faults`` counts the faults applied,
     by kind.
     """
-    target = ReferenceTarget() if target is None else target
+    target = _default_target(scenario) if target is None else target
     check_runnable(scenario, target)
     if scenario.runtime == REAL:
         return _run_real(scenario, target, trace=trace, validate=validate, progress=progress)
+    if scenario.runtime != SIM:  # a target's own runtime
+        from squall.scenarios.target_run import run_on_target
+
+        return run_on_target(scenario, target, trace=trace, validate=validate,
+                             progress=progress)
     graph = scenario.graph()
     started = wallclock.perf_counter()
     cluster = target.start(SIM, scenario.cluster, seed=scenario.seed, validate=validate)
@@ -185,19 +193,34 @@ def _interrupted_outcome(view: ClusterView, n_tasks: int, violation: Violation,
 
 def check_runnable(scenario: Scenario, target: Target | None = None) -> None:
     """ScenarioError (one line) if ``scenario`` cannot run as it is on ``target`` (default:
-    the reference scheduler), before anything starts."""
+    the target that offers its runtime), before anything starts."""
     scenario.check()
-    target = ReferenceTarget() if target is None else target
+    target = _default_target(scenario) if target is None else target
     if scenario.runtime not in target.runtimes:
         raise RuntimeUnavailable(f"target {target.name!r} has no runtime "
                                  f"{scenario.runtime!r}; it offers: {', '.join(target.runtimes)}")
+    if scenario.runtime == SIM:
+        return
     if scenario.runtime != REAL:
+        from squall.scenarios.target_run import unsupported_on_target
+
+        why = unsupported_on_target(scenario)
+        if why is not None:
+            raise RuntimeUnavailable(f"runtime {scenario.runtime!r}: {why}; use --runtime sim")
         return
     from squall.scenarios.real import unsupported_in_real_mode
 
     why = unsupported_in_real_mode(scenario)
     if why is not None:
         raise RuntimeUnavailable(f"runtime 'real': {why}; use --runtime sim")
+
+
+def _default_target(scenario: Scenario) -> Target:
+    """The target that offers the scenario's runtime (ScenarioError if none does)."""
+    try:
+        return target_for(scenario.runtime)
+    except ValueError as e:
+        raise ScenarioError(f"runtime: {e}") from None
 
 
 def _run_real(scenario: Scenario, target: Target, *, trace: str | Path | None, validate: bool,

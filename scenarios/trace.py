@@ -8,6 +8,9 @@ Every line is one tagged object (``k`` names its kind):
                incarnation ``i``, with ``c`` the receiver's transition count before it
                and ``m`` the message (its ``time`` is the virtual time it arrived);
 - ``digest``   a digest of the scheduler's and workers' state after ``n`` stimuli;
+- ``ts``       a stimulus another target's state machine received (``t``: its receiver;
+               ``m``: the target's own record, tagged ``target``: ``{"target": "dask",
+               ...}``); a trace of the reference scheduler has none;
 - ``outcome``  the last line: the outcome, its violations, where the run stopped.
 
 Faults are recorded as ``s`` lines to target ``chaos`` carrying a ``FaultInjected``.
@@ -64,6 +67,11 @@ class Stim(msgspec.Struct, tag="s", tag_field="k", frozen=True):
     i: int = 0  # the worker incarnation (0 for the scheduler and chaos)
 
 
+class TargetStim(msgspec.Struct, tag="ts", tag_field="k", frozen=True):
+    t: str  # the receiver: "scheduler" or a worker name
+    m: dict[str, Any]  # the target's record of the stimulus, tagged with the target's name
+
+
 class Digest(msgspec.Struct, tag="digest", tag_field="k", frozen=True):
     n: int  # stimuli so far
     d: str
@@ -76,7 +84,7 @@ class End(msgspec.Struct, tag="outcome", tag_field="k", frozen=True, omit_defaul
     n: int = 0  # stimuli recorded
 
 
-TraceLine = Header | WorkerStart | Stim | Digest | End
+TraceLine = Header | WorkerStart | Stim | TargetStim | Digest | End
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(TraceLine)

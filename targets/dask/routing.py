@@ -1,0 +1,99 @@
+"""What runs in dask's nanny and worker processes for squall (imports distributed).
+
+``SquallNanny``: a ``distributed.Nanny`` whose worker process reaches the scheduler at
+``scheduler_via`` (its own proxy) while the nanny itself talks to the scheduler directly,
+so cutting a worker's link never cuts its nanny's.
+
+``PeerRoutes``: a ``WorkerPlugin`` that, inside the worker process, sends each connection
+the worker opens to a peer through the proxy of that pair. The proxies are named
+``<prefix><worker>~<peer>`` by ``squall.chaos.network.ProxyNetwork``; the worker knows a
+peer only by its address, so it asks the Toxiproxy API once per address which of its own
+proxies leads there (none: it connects directly -- its nanny, say).
+
+``DieWithParent``: a ``WorkerPlugin`` that has the kernel SIGKILL the worker process when
+the process that started it dies (Linux). dask's own watch (a pipe from the parent) needs
+the worker to run; a worker squall paused with SIGSTOP does not, and would outlive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import signal
+import sys
+import urllib.request
+from typing import Any
+
+from distributed import Nanny
+from distributed.diagnostics.plugin import WorkerPlugin
+
+
+class SquallNanny(Nanny):
+    """A Nanny whose worker reaches the scheduler at ``scheduler_via`` (if given)."""
+
+    def __init__(self, scheduler_ip: Any = None, *args: Any, scheduler_via: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(scheduler_ip, *args, **kwargs)
+        if scheduler_via:
+            self.worker_kwargs["scheduler_ip"] = scheduler_via
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+class DieWithParent(WorkerPlugin):
+    """SIGKILL from the kernel when the worker's parent dies (Linux; elsewhere a no-op)."""
+
+    name = "squall-die-with-parent"
+
+    def setup(self, worker: Any) -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        parent = os.getppid()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # it died before the request took hold
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PeerRoutes(WorkerPlugin):
+    """Routes the worker's connections to peers through its per-pair proxies."""
+
+    name = "squall-peer-routes"
+
+    def __init__(self, api_url: str, prefix: str, worker: str) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.own = f"{prefix}{worker}~"  # the names of this worker's proxies start so
+        self.routes: dict[str, str] = {}  # peer address -> where to connect ("": directly)
+
+    def setup(self, worker: Any) -> None:
+        import distributed.core as core
+
+        direct = core.connect
+        routes = self.routes
+
+        async def connect(addr: str, *args: Any, **kwargs: Any) -> Any:
+            route = routes.get(addr)
+            if route is None:
+                route = await asyncio.to_thread(self.lookup, addr)
+                if route is not None:
+                    routes[addr] = route
+            return await direct(route or addr, *args, **kwargs)
+
+        core.connect = connect
+
+    def lookup(self, addr: str) -> str | None:
+        """The proxy address of this worker's proxy to ``addr``; "" if it has none; None if
+        the API could not be asked (ask again next time)."""
+        scheme, _, hostport = addr.rpartition("://")
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/proxies", timeout=5.0) as resp:
+                proxies = json.loads(resp.read())
+        except (OSError, ValueError):
+            return None
+        for name, proxy in proxies.items():
+            if name.startswith(self.own) and proxy.get("upstream") == hostport:
+                return f"{scheme or 'tcp'}://{proxy['listen']}"
+        return ""

@@ -1,0 +1,220 @@
+"""dask.distributed as squall's second target: scenarios, faults, traces, the fixture.
+
+Real processes (marked ``real``: one after another). Each test waits on a condition with a
+deadline -- dask's scheduler state, a process's state, a future's result -- never on a
+clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from squall.chaos.injectors import (
+    JoinWorker,
+    KillWorker,
+    PauseWorker,
+    SkewEstimates,
+    SlowNetwork,
+)
+from squall.scenarios.model import ClusterShape, Generated, Scenario, scenario_to_json
+from squall.targets import runtime_names, target_for
+from squall.targets.dask.cluster import DaskCluster, DaskTarget
+
+pytest.importorskip("distributed")
+pytestmark = pytest.mark.real
+
+TIMEOUT = 30.0
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)  # polling the condition, with a deadline
+
+
+def process_state(pid: int) -> str:
+    """The kernel's state letter of a process ("T": stopped), "" if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return ""
+
+
+def gone(pid: int) -> bool:
+    return process_state(pid) in ("", "Z", "X")
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def test_dask_is_a_target_with_a_runtime_of_its_own() -> None:
+    assert "dask" in runtime_names()
+    target = target_for("dask")
+    assert isinstance(target, DaskTarget) and target.runtimes == ("dask",)
+    with pytest.raises(ValueError, match="target 'dask' has no runtime 'sim'"):
+        target.start("sim", ClusterShape())
+
+
+def test_a_scenario_runs_on_dask_from_the_cli_with_every_key_right_and_a_trace(
+        run_cli: Callable[[list[str]], tuple[int, str, str]], tmp_path: Path) -> None:
+    scenario = Scenario(
+        name="small", workload=Generated(name="tree", tasks=64, params={"duration": 0.01}),
+        cluster=ClusterShape(workers=3, threads=1),
+        chaos=(SkewEstimates(at=0.0, factor=10.0, prefix="leaf"),
+               SlowNetwork(at=0.0, worker="w0", peer="w1", latency=0.01),
+               KillWorker(at=0.1, worker="w2"), PauseWorker(at=0.1, worker="w1", seconds=0.2),
+               JoinWorker(at=0.2, worker="w2")))
+    path = tmp_path / "small.json"
+    path.write_bytes(scenario_to_json(scenario))
+    trace = tmp_path / "small.jsonl"
+    code, out, err = run_cli(["run", str(path), "--runtime", "dask", "--trace", str(trace)])
+    assert code == 0, out + err
+    assert "all correct" in out and "127 of 127" in out
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert lines[0]["k"] == "header" and lines[0]["scenario"]["runtime"] == "dask"
+    stimuli = [x["m"] for x in lines if x["k"] == "ts"]
+    assert {m["target"] for m in stimuli} == {"dask"}
+    ops = {m["op"] for m in stimuli}
+    assert {"update-graph", "task-finished", "remove-worker", "register-worker"} <= ops
+    faults = [x["m"]["kind"] for x in lines if x["k"] == "s" and x["t"] == "chaos"]
+    assert faults == ["skew_estimates", "set_link", "set_link", "kill_worker",
+                      "pause_worker", "add_worker"]
+    end = lines[-1]
+    assert end["k"] == "outcome" and end["outcome"]["results_ok"]
+    assert not end["outcome"].get("violations") and end["n"] == len(stimuli)
+    code, _, err = run_cli(["replay", str(trace)])  # not squall's state machines: one line
+    assert code == 2 and "'dask' runtime" in err
+
+
+def test_the_fault_surface_acts_on_dask_processes() -> None:
+    with DaskCluster(workers=2, threads=1, network=True) as cluster:
+        client = cluster.client
+        assert cluster.scheduler_workers() == {"w0": "running", "w1": "running"}
+
+        # kill: the process dies, the scheduler forgets it, and it stays dead
+        pid = cluster.kill_worker("w0")
+        wait_until(lambda: gone(pid), "the killed process to end")
+        wait_until(lambda: "w0" not in cluster.scheduler_workers(), "the scheduler to "
+                   "forget w0")
+        assert "w0" not in cluster.workers
+        # add: a new incarnation under the name, on the same port (its proxies stay)
+        assert cluster.add_worker("w0", threads=2) == "w0"
+        assert cluster.scheduler_workers()["w0"] == "running"
+        assert cluster.workers["w0"] != pid
+
+        # skew: dask's estimate of that prefix, and only that one, is ten times larger
+        assert client.submit(inc, 1, key="inc-1").result(TIMEOUT) == 2
+        assert client.submit(inc, 2, key="dec-1").result(TIMEOUT) == 3
+
+        def estimates() -> tuple[float, float]:
+            s = cluster.scheduler
+            return (s._get_prefix_duration(s.task_prefixes["inc"]),
+                    s._get_prefix_duration(s.task_prefixes["dec"]))
+
+        inc_before, dec_before = cluster._on_loop(estimates)
+        cluster.skew_estimates(10.0, "inc")
+        inc_after, dec_after = cluster._on_loop(estimates)
+        assert inc_after == pytest.approx(10 * inc_before) and dec_after == dec_before
+
+        # pause: SIGSTOP, then SIGCONT from the timer
+        paused = cluster.workers["w1"]
+        cluster.pause_worker("w1", 0.3)
+        assert process_state(paused) == "T"
+        wait_until(lambda: process_state(paused) not in ("T", ""), "w1 to continue")
+
+        # links: a peer's data comes through the proxy of that pair...
+        a = client.submit(inc, 10, key="a-1", workers=[cluster.address_of("w0")])
+        b = client.submit(inc, a, key="b-1", workers=[cluster.address_of("w1")])
+        assert b.result(TIMEOUT) == 12
+        cluster.set_link("w1", "w0", latency=0.01)
+        routes = client.run(lambda dask_worker: dict(
+            dask_worker.plugins["squall-peer-routes"].routes), workers=[cluster.address_of("w1")])
+        (w1_routes,) = routes.values()
+        proxy = cluster.network.listen("w1", "w0")
+        assert w1_routes[cluster.address_of("w0")] == f"tcp://{proxy}"
+        # ... and a worker cut off from the scheduler is removed by it
+        cluster.set_link("w1", "scheduler", down=True)
+        wait_until(lambda: "w1" not in cluster.scheduler_workers(), "w1 to be removed")
+        cluster.set_link("w1", "scheduler", down=False)
+
+        assert [f.kind for f in cluster.faults] == [
+            "kill_worker", "add_worker", "skew_estimates", "pause_worker", "set_link",
+            "set_link", "set_link"]
+        assert not cluster.violations
+        pids = list(cluster.workers.values())
+    assert all(gone(pid) for pid in pids)
+
+
+@pytest.mark.squall_dask_cluster(workers=2, threads=2)
+def test_the_fixture_gives_a_validated_cluster_with_its_fault_surface(
+        squall_dask_cluster: DaskCluster) -> None:
+    cluster = squall_dask_cluster
+    assert cluster.validator is not None and cluster.scheduler_workers().keys() == {"w0", "w1"}
+    futures = cluster.client.map(inc, range(50))
+    cluster.kill_worker("w1")
+    assert sum(cluster.client.gather(futures)) == sum(range(1, 51))
+    assert cluster.faults[0].kind == "kill_worker"
+
+
+def test_a_violation_fails_a_fixture_test_with_its_invariant_and_a_trace(
+        tmp_path: Path) -> None:
+    (tmp_path / "test_broken.py").write_text(textwrap.dedent("""
+        def test_broken(squall_dask_cluster):
+            cluster = squall_dask_cluster
+            assert cluster.client.submit(sum, [1, 2]).result(30) == 3
+
+            def corrupt():  # the scheduler miscounts a worker's bytes: a planted bug
+                next(iter(cluster.scheduler.workers.values())).nbytes += 1000
+
+            cluster._on_loop(corrupt)
+    """))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "test_broken.py"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "invariant worker.nbytes-sum violated" in done.stdout
+    traces = list((tmp_path / "squall-traces").glob("test_broken-dask.trace.jsonl"))
+    assert traces and f"trace: {traces[0]}" in done.stdout
+    last = json.loads(traces[0].read_text().splitlines()[-1])
+    assert last["outcome"]["violations"][0]["invariant"] == "worker.nbytes-sum"
+
+
+def test_every_process_dies_with_the_parent_even_by_sigkill(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from squall.targets.dask.cluster import DaskCluster
+
+        if __name__ == "__main__":  # (dask spawns its workers: they import this module)
+            cluster = DaskCluster(workers=2, threads=1, network=True)
+            pids = list(cluster.workers.values()) + [cluster._proxy_server.process.pid]
+            cluster.pause_worker("w0", 60.0)  # a stopped worker must go too
+            print(" ".join(map(str, pids)), flush=True)
+            sys.stdin.read()
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pids = [int(x) for x in parent.stdout.readline().split()]
+        assert len(pids) == 3 and not any(gone(pid) for pid in pids)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(TIMEOUT)
+        wait_until(lambda: all(gone(pid) for pid in pids), "the children to end")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
