@@ -31,10 +31,17 @@ from squall.mutants.catalog import CATALOG, MUTANTS, MutantError, mutant
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="also explore with no mutant, which must find nothing")
 @click.option("--list", "list_only", is_flag=True, help="list the catalog and exit")
+@click.option("--target", type=click.Choice(["reference", "dask"]), default="reference",
+              show_default=True,
+              help="reference: squall's own scheduler; dask: historical dask.distributed "
+                   "bugs planted into the installed dask, each run on its small scenario")
 def mutants_command(budget: float, jobs: int, json_path: str | None, names: tuple[str, ...],
                     seed: int, replays: int, out_dir: str, baseline: bool,
-                    list_only: bool) -> None:
+                    list_only: bool, target: str) -> None:
     """Explore with each planted bug on: is it caught, how fast, by what, how small?"""
+    if target == "dask":
+        _dask_mutants(names, json_path, baseline, list_only)
+        return
     # (imported here: exploring needs Hypothesis, which the rest of the CLI does not load)
     from squall.mutants.measure import format_seconds, run_mutants
 
@@ -112,3 +119,93 @@ def mutants_command(budget: float, jobs: int, json_path: str | None, names: tupl
         except OSError as e:
             raise SquallError(f"cannot write {json_path!r}: {e.strerror}") from None
     sys.exit(0 if summary["ok"] else 1)
+
+
+def _dask_mutants(names: tuple[str, ...], json_path: str | None, baseline: bool,
+                  list_only: bool) -> None:
+    """``squall mutants --target dask``: each planted dask bug on its scenario, then the
+    scenarios with no bug (see ``squall.mutants.dask_bugs``)."""
+    from squall.targets.dask import DaskUnavailable, require_dask
+
+    try:
+        require_dask()
+    except DaskUnavailable as e:
+        raise SquallError(str(e)) from None
+    from squall.mutants.dask_bugs import (
+        DASK_CATALOG,
+        NOT_PLANTED,
+        DaskBugError,
+        dask_bug,
+        run_baseline,
+        run_bug,
+    )
+
+    try:
+        chosen = [dask_bug(n) for n in names] if names else list(DASK_CATALOG)
+    except DaskBugError as e:
+        raise SquallError(str(e)) from None
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    if list_only:
+        table = Table(title=f"{len(chosen)} dask bugs (squall mutants --target dask "
+                            "--mutant NAME)")
+        table.add_column("name", no_wrap=True)
+        for col in ("dask issue", "replaces", "the bug", "scenario"):
+            table.add_column(col, overflow="fold")
+        for b in chosen:
+            table.add_row(b.name, b.issue, b.target, b.title, b.scenario.__name__)
+        console.print(table)
+        return
+    err = Console(stderr=True)
+    results = []
+    for b in chosen:
+        with err.status(f"{b.name}: planted, running its scenario on a dask cluster"):
+            results.append(run_bug(b))
+    base = []
+    if baseline:
+        with err.status("baseline: the scenarios with no bug planted"):
+            base = run_baseline(chosen)
+    table = Table(title="squall mutants --target dask: historical dask bugs planted "
+                        "into the installed dask")
+    for col in ("bug", "dask issue", "caught", "caught by", "time to catch (s)",
+                "violations", "scenario (tasks, faults)"):
+        table.add_column(col, no_wrap=col in ("bug", "caught by"))
+    for b, r in zip(chosen, results, strict=True):
+        caught = ("[green]yes[/]" if r.expected else
+                  "[red]no[/]" if not r.caught else "[red]not its own[/]")
+        table.add_row(b.name, b.issue, caught, r.caught_by or "-",
+                      "-" if r.seconds is None else f"{r.seconds:.2f}", str(r.violations),
+                      f"{r.scenario} ({r.tasks}, {r.faults})")
+    console.print(table)
+    if base:
+        bt = Table(title="baseline: the same scenarios with no bug planted "
+                         "(must find nothing)")
+        for col in ("scenario", "violations", "found"):
+            bt.add_column(col)
+        for r in base:
+            bt.add_row(r.scenario, str(r.violations), r.caught_by or r.error or "-")
+        console.print(bt)
+    for r in results:
+        if r.error:
+            console.print(f"{r.bug}: the scenario stopped: {r.error}", highlight=False)
+    caught = sum(r.expected for r in results)
+    false_alarms = sum(not r.expected for r in base)
+    console.print(f"caught {caught}/{len(results)} by their own invariants "
+                  f"(traces not shrunk: scenario sizes shown); false alarms: {false_alarms}; "
+                  f"not planted yet: {', '.join(f'{t} ({i})' for t, i in NOT_PLANTED)}",
+                  highlight=False, soft_wrap=True)
+    if json_path is not None:
+        doc = {"target": "dask",
+               "bugs": [dict(vars(r), issue=b.issue, title=b.title, replaces=b.target)
+                        for b, r in zip(chosen, results, strict=True)],
+               "baseline": [vars(r) for r in base],
+               "summary": {"bugs": len(results), "caught": caught,
+                           "false_alarms": false_alarms,
+                           "not_planted": [t for t, _ in NOT_PLANTED]}}
+        try:
+            with open(json_path, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=2)
+        except OSError as e:
+            raise SquallError(f"cannot write {json_path!r}: {e.strerror}") from None
+    sys.exit(0 if caught == len(results) and not false_alarms else 1)
