@@ -172,9 +172,9 @@ def _dask_mutants(names: tuple[str, ...], json_path: str | None, baseline: bool,
                 "violations", "scenario (tasks, faults)"):
         table.add_column(col, no_wrap=col in ("bug", "caught by"))
     for b, r in zip(chosen, results, strict=True):
-        caught = ("[green]yes[/]" if r.expected else
-                  "[red]no[/]" if not r.caught else "[red]not its own[/]")
-        table.add_row(b.name, b.issue, caught, r.caught_by or "-",
+        verdict = ("[green]yes[/]" if r.expected else
+                   "[red]no[/]" if not r.caught else "[red]not its own[/]")
+        table.add_row(b.name, b.issue, verdict, r.caught_by or "-",
                       "-" if r.seconds is None else f"{r.seconds:.2f}", str(r.violations),
                       f"{r.scenario} ({r.tasks}, {r.faults})")
     console.print(table)
