@@ -134,6 +134,12 @@ class WorkStealing:
 
     # ------------------------------------------------------------------ scheduler hooks
 
+
+    @property
+    def moved(self) -> dict[str, tuple[float, tuple[str, ...]]]:
+        """Tasks a steal moved, while they stay processing: key -> (when, the workers it
+        was stolen from). Read only: the invariants read it, stealing alone writes it."""
+        return self._moved
     def add_worker(self, ws: WorkerInfo) -> None:
         """A new worker is idle: the scheduler puts it in ``state.idle``, where we look."""
 

@@ -214,7 +214,7 @@ def _spare_tasks(state: Any, ext: Any) -> dict[str, Any]:
     booked = getattr(ext, "in_flight_occupancy", None) or {}
     in_flight = ext.in_flight
     orphans = getattr(ext, "orphans", None) or {}
-    moved = getattr(ext, "_moved", None) or {}  # tasks moved before may be banned from a thief
+    moved = getattr(ext, "moved", None) or {}  # tasks moved before may be banned from a thief
     spare: dict[str, Any] = {}
     for i, victim in enumerate(state.saturated):
         if i >= LOOKED_AT:
