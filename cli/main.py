@@ -42,10 +42,11 @@ def positive(name: str, value: int) -> int:
 @click.option("--threads", default=1, show_default=True, help="threads per worker")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--stealing/--no-stealing", default=False, show_default=True)
-@click.option("--validate/--no-validate", default=False, show_default=True,
-              help="strict mode: check invariants after every transition")
+@click.option("--validate/--no-validate", default=None,
+              help="strict mode: check invariants after every transition "
+                   "[default: on if SQUALL_VALIDATE=1]")
 def sim(workload: str, tasks: int, workers: int, threads: int, seed: int, stealing: bool,
-        validate: bool) -> None:
+        validate: bool | None) -> None:
     """Run a workload in the deterministic simulator and print a summary."""
     from squall.core.sim import SimCluster
     from squall.scenarios.workloads import make_workload
@@ -71,7 +72,7 @@ def sim(workload: str, tasks: int, workers: int, threads: int, seed: int, steali
     table.add_row("makespan (virtual s)", f"{outcome.makespan:.3f}")
     table.add_row("transitions", str(outcome.transitions))
     table.add_row("stimuli", str(outcome.n_stimuli))
-    if validate:
+    if cluster.validator is not None:
         table.add_row("invariant checks", str(outcome.invariant_checks))
     if stealing:
         table.add_row("steals", str(outcome.steals))

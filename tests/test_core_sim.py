@@ -284,3 +284,14 @@ def test_bad_heartbeat_interval_is_one_line() -> None:
     with pytest.raises(ValueError, match="heartbeat_interval must be seconds, None or 'auto', "
                                          "got 'often'"):
         SimCluster(workers=2, heartbeat_interval="often")
+
+
+@pytest.mark.parametrize("env, flag, checked", [
+    ("1", [], True), ("0", [], False), ("1", ["--no-validate"], False), ("0", ["--validate"], True),
+])
+def test_squall_sim_honours_squall_validate_unless_told(
+        env: str, flag: list[str], checked: bool, run_cli, monkeypatch) -> None:
+    monkeypatch.setenv("SQUALL_VALIDATE", env)
+    code, out, _ = run_cli(["sim", "--tasks", "20", "--workers", "2", *flag])
+    assert code == 0
+    assert ("invariant checks" in out) is checked
