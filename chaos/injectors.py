@@ -46,7 +46,8 @@ class Fault(msgspec.Struct, tag_field="kind", frozen=True, kw_only=True, omit_de
     at: float = 0.0  # seconds after the graph is submitted
 
     def apply(self, surface: FaultSurface) -> None:
-        """Act on the cluster, through its fault surface only."""
+        """Act on the cluster, through its fault surface only. (Every registered kind
+        defines its own: ``register`` refuses one that does not.)"""
         raise NotImplementedError(f"fault kind {self.kind_name()!r} defines no apply()")
 
     def drive(self, driver: ChaosDriver) -> bool:

@@ -132,7 +132,7 @@ _KINDS: dict[str, FaultKind] = {}
 def register(cls: type[Fault], *, label: str, colour: str,
              draw: Mapping[str, Menu] | None = None, rank: int = 100) -> FaultKind:
     """Register the fault kind ``cls`` (again: its entry is replaced). ValueError if another
-    class is registered under its tag."""
+    class is registered under its tag; TypeError if it does not define ``apply``."""
     kind = FaultKind(cls, label, colour, None if draw is None else dict(draw), rank)
     old = _KINDS.get(kind.name)
     if old is not None and old.cls is not cls:
@@ -141,6 +141,10 @@ def register(cls: type[Fault], *, label: str, colour: str,
     for field in kind.draw or ():
         if field not in cls.__struct_fields__:
             raise ValueError(f"fault kind {kind.name!r}: draw names {field!r}, not a field")
+    from squall.chaos.injectors import Fault as Base  # (injectors imports this module)
+
+    if cls.apply is Base.apply:  # refused here, not when the fault strikes mid-run
+        raise TypeError(f"fault kind {kind.name!r} defines no apply(surface)")
     _KINDS[kind.name] = kind
     return kind
 

@@ -128,3 +128,13 @@ def test_a_tag_names_one_kind() -> None:
         with registered(Impostor, label="kill", colour="red"):
             pass
     assert {k.name: k.cls for k in fault_kinds()}["kill"] is KillWorker  # untouched
+
+
+def test_a_kind_without_apply_is_refused_when_it_registers() -> None:
+    class Inert(Fault, tag="inert", frozen=True):
+        worker: str
+
+    with pytest.raises(TypeError, match="fault kind 'inert' defines no apply"):
+        with registered(Inert, label="inert", colour="grey"):
+            pass
+    assert "inert" not in {k.name for k in fault_kinds()}
