@@ -55,3 +55,15 @@ def format_violation(v: Violation) -> str:
     if v.stimulus_id:
         lines.append(f"  stimulus:   {v.stimulus_id} at t={v.time:.6g}")
     return "\n".join(lines)
+
+
+class TargetReplay(msgspec.Struct, kw_only=True):
+    """What a target's replay of its own stimulus records found
+    (``squall.core.view.ReplayableTarget``); ``squall.scenarios.replay`` judges it against
+    the recorded outcome."""
+
+    replayed: int = 0  # stimuli fed back into the target's state machines
+    recorded: int = 0  # stimuli the trace holds for this target
+    divergence: str = ""  # where the replay first differs from the record ("": nowhere)
+    violation: Violation | None = None  # the first violation the replay raised
+    not_replayed: str = ""  # what was not replayed, and why ("": everything was)

@@ -15,6 +15,8 @@ principle 6), never through private attributes:
   to start a cluster of a given ``ClusterShape`` in one of them (a FaultSurface, and where
   the runtime can, a ClusterView), the read-only view of its state, and its stimulus log
   for traces. The reference scheduler is the first (``squall.targets.reference``).
+- ``ReplayableTarget``: a target whose own state machines can be fed the stimulus records
+  of a trace again (``squall replay`` of a trace of its runtime).
 - ``GraphCluster``: a cluster that runs squall's task graphs and validates itself: what a
   target's own runtime gives the scenario runner (``squall.scenarios.target_run``); the
   reference scheduler's runtimes are driven by squall's simulator and client instead.
@@ -24,12 +26,12 @@ Typing only: importing this module runs no code of the scheduler's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from squall.core.graph import TaskGraph
-    from squall.core.outcome import Violation
+    from squall.core.outcome import TargetReplay, Violation
     from squall.core.scheduler import SchedulerState
     from squall.core.worker import WorkerState
 
@@ -245,3 +247,15 @@ class Target(Protocol):
     def log_stimuli(self, cluster: FaultSurface, recorder: Recorder) -> None:
         """Call ``recorder(receiver, stimulus)`` for every stimulus the cluster's state
         machines receive from now on (a real cluster: as its records arrive here)."""
+
+
+@runtime_checkable
+class ReplayableTarget(Target, Protocol):
+    """A target that replays the records its ``log_stimuli`` gave into fresh state machines
+    of its own."""
+
+    def replay(self, stimuli: Iterable[tuple[int, str, Mapping[str, Any]]], *,
+               validate: bool = True) -> TargetReplay:
+        """Feed ``(line number, receiver, record)``, in the trace's order, to new state
+        machines, checking as they go that each behaves as recorded and, with
+        ``validate``, the invariants after each stimulus."""

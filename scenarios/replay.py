@@ -25,7 +25,7 @@ from squall.core.driver import StimulusDriver
 from squall.core.graph import TaskGraph
 from squall.core.outcome import Violation
 from squall.core.scheduler import SchedulerState
-from squall.core.view import REAL, SIM
+from squall.core.view import REAL, SIM, ReplayableTarget
 from squall.core.worker import WorkerState
 from squall.invariants import Validator
 from squall.scenarios.runner import violation_from
@@ -36,11 +36,13 @@ from squall.scenarios.trace import (
     End,
     Header,
     Stim,
+    TargetStim,
     TraceError,
     WorkerStart,
     read_trace,
     state_digest,
 )
+from squall.targets import target_for
 
 MATCH = "match"
 REPRODUCED = "reproduced"
@@ -140,8 +142,7 @@ def replay_trace(path: str | Path, *, validate: bool = True, tail: int = 20,
     _, header = next(lines)
     runtime = header.scenario.runtime
     if runtime not in (SIM, REAL):
-        raise TraceError(f"{path}: a trace of the {runtime!r} runtime: replay feeds squall's "
-                         "own state machines, which did not run it (not supported yet)")
+        return _replay_on_target(path, header, lines, validate, started)
     cluster = ReplayCluster(header)
     validator = cluster.validate() if validate else None
     sched = cluster.scheduler_driver
@@ -288,3 +289,62 @@ def _judge_end(cluster: ReplayCluster, end: End, result: Any) -> ReplayResult:
                                   f"{', '.join(out.wrong[:5])}", end)
     return result(MATCH, f"replay matches: {end.n} stimuli, every transition count and "
                          "digest equal", end)
+
+
+def _replay_on_target(path: str | Path, header: Header, lines: Any, validate: bool,
+                      started: float) -> ReplayResult:
+    """A trace of a target's own runtime: the target replays its records
+    (``ReplayableTarget``), and its findings are judged against the recorded outcome."""
+    runtime = header.scenario.runtime
+    try:
+        target = target_for(runtime)
+    except ValueError as e:
+        raise TraceError(f"{path}: {e}") from None
+    if not isinstance(target, ReplayableTarget):
+        raise TraceError(f"{path}: target {target.name!r} cannot replay a trace of its "
+                         f"{runtime!r} runtime")
+    end: End | None = None
+
+    def records() -> Any:
+        nonlocal end
+        for lineno, line in lines:
+            if type(line) is TargetStim:
+                yield lineno, line.t, line.m
+            elif type(line) is End:
+                end = line
+
+    found = target.replay(records(), validate=validate)
+    for _, line in lines:  # the rest, up to the outcome, if the replay stopped early
+        if type(line) is End:
+            end = line
+    if end is None:
+        raise TraceError(f"{path}: trace ends without an outcome line")
+
+    def result(verdict: str, message: str, violation: Violation | None = None) -> ReplayResult:
+        if found.not_replayed:
+            message += f"; not replayed: {found.not_replayed}"
+        return ReplayResult(verdict, message, header, end, violation, found.replayed, 0,
+                            wallclock.perf_counter() - started)
+
+    if found.divergence:
+        return result(DIVERGED, found.divergence)
+    recorded = end.outcome.violations
+    v = found.violation
+    if v is not None:
+        same = any(r.invariant == v.invariant and r.key == v.key for r in recorded)
+        if same:
+            return result(REPRODUCED, f"reproduced {v.invariant} on {v.entity} at stimulus "
+                                      f"{v.stimulus_id!r}", v)
+        had = (f"the recording had {recorded[0].invariant}" if recorded
+               else "the recording had none")
+        return result(DIVERGED, f"diverged at stimulus {v.stimulus_id!r}: replay raised "
+                                f"{v.invariant} on {v.entity} where {had}", v)
+    if recorded:
+        return result(DIVERGED, f"diverged: {recorded[0].invariant} ({recorded[0].entity}) "
+                                "was recorded but did not recur in the replay")
+    if not end.outcome.results_ok:
+        return result(DIVERGED, "diverged: the recorded results were wrong "
+                                f"({', '.join(end.outcome.wrong[:5])}), which the replayed "
+                                "state machines cannot show")
+    return result(MATCH, f"replay matches: {found.replayed} of {found.recorded} worker "
+                         "stimuli replayed, every transition count equal, no violation")

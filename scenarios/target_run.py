@@ -131,17 +131,17 @@ def run_on_target(scenario: Scenario, target: Target, *, trace: str | Path | Non
     writer = _Funnel(trace, scenario) if trace is not None else None
     counter = [0]
 
-    def count(receiver: str, stimulus: Any) -> None:
+    def record(receiver: str, stimulus: Any) -> None:
         counter[0] += 1
+        if writer is not None:
+            writer.feed(receiver, stimulus)
 
     results: dict[str, tuple[str, Any]] = {}
     violations: list[Violation] = []
     driver: ChaosDriver | None = None
     makespan = 0.0
     try:
-        target.log_stimuli(cluster, count)
-        if writer is not None:
-            target.log_stimuli(cluster, writer.feed)
+        target.log_stimuli(cluster, record)  # one recorder: it sees the first records too
         futures = cluster.compute(real_graph(graph))
         t0 = time.monotonic()
         driver = ChaosDriver(_Surface(cluster, writer, t0))

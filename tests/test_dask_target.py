@@ -87,17 +87,41 @@ def test_a_scenario_runs_on_dask_from_the_cli_with_every_key_right_and_a_trace(
     lines = [json.loads(line) for line in trace.read_text().splitlines()]
     assert lines[0]["k"] == "header" and lines[0]["scenario"]["runtime"] == "dask"
     stimuli = [x["m"] for x in lines if x["k"] == "ts"]
-    assert {m["target"] for m in stimuli} == {"dask"}
-    ops = {m["op"] for m in stimuli}
+    assert {m["target"] for m in stimuli} == {"dask", "dask-worker"}
+    ops = {m["op"] for m in stimuli if m["target"] == "dask"}
     assert {"update-graph", "task-finished", "remove-worker", "register-worker"} <= ops
+    # every worker's stimulus log, each incarnation from its start (w2 has two)
+    starts = [(m["worker"], m["incarnation"]) for m in stimuli if m["op"] == "start"]
+    assert sorted(w for w, _ in starts) == ["w0", "w1", "w2", "w2"]
+    worker_ops = {m["op"] for m in stimuli if m["target"] == "dask-worker"}
+    assert {"ComputeTaskEvent", "ExecuteSuccessEvent"} <= worker_ops
     faults = [x["m"]["kind"] for x in lines if x["k"] == "s" and x["t"] == "chaos"]
     assert faults == ["skew_estimates", "set_link", "set_link", "kill_worker",
                       "pause_worker", "add_worker"]
     end = lines[-1]
     assert end["k"] == "outcome" and end["outcome"]["results_ok"]
     assert not end["outcome"].get("violations") and end["n"] == len(stimuli)
-    code, _, err = run_cli(["replay", str(trace)])  # not squall's state machines: one line
-    assert code == 2 and "'dask' runtime" in err
+    # the workers' side replays through dask's own WorkerState; the scheduler's cannot
+    code, out, err = run_cli(["replay", str(trace)])
+    assert code == 0, out + err
+    assert "replay matches" in out and "not replayed: the scheduler's" in out
+    # a worker that behaved otherwise than recorded: the first such stimulus is named
+    text = trace.read_text().splitlines()
+    at = next(i for i, line in enumerate(text)
+              if '"op":"ExecuteSuccessEvent"' in line and '"c":' in line)
+    forged = json.loads(text[at])
+    forged["m"]["c"] += 1
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join([*text[:at], json.dumps(forged), *text[at + 1:]]) + "\n")
+    code, out, _ = run_cli(["replay", str(tampered)])
+    assert code == 3 and f"line {at + 1}" in out and "transitions before it" in out
+    # a recorded violation that the replay does not re-derive is not "reproduced"
+    end["outcome"]["violations"] = [{"invariant": "dask.worker.executing-has-thread",
+                                     "text": "edited in", "entity": "w0", "key": "leaf-1"}]
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("\n".join([*text[:-1], json.dumps(end)]) + "\n")
+    code, out, _ = run_cli(["replay", str(edited)])
+    assert code == 3 and "was recorded but did not recur" in out
 
 
 def test_the_fault_surface_acts_on_dask_processes() -> None:

@@ -54,7 +54,7 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from squall.chaos.injectors import links_between
@@ -62,7 +62,7 @@ from squall.core.view import ClusterShape, ClusterView, FaultSurface, Recorder
 
 if TYPE_CHECKING:
     from squall.core.graph import TaskGraph
-    from squall.core.outcome import Violation
+    from squall.core.outcome import TargetReplay, Violation
 
 DASK = "dask"  # the runtime: dask's own processes on this machine
 HOST = "127.0.0.1"
@@ -113,9 +113,18 @@ class DaskTarget:
         """None: dask's state is not squall's; the ``DaskValidator`` reads it instead."""
         return None
 
+    def replay(self, stimuli: Iterable[tuple[int, str, Mapping[str, Any]]], *,
+               validate: bool = True) -> TargetReplay:
+        """The workers' side of a dask trace, replayed through dask's own ``WorkerState``
+        (``squall.targets.dask.replay``); the scheduler's side is not replayed."""
+        from squall.targets.dask.replay import replay_records
+
+        return replay_records(stimuli, validate=validate)
+
     def log_stimuli(self, cluster: FaultSurface, recorder: Recorder) -> None:
         """``recorder("scheduler", DaskStimulus)`` for every stimulus dask's scheduler
-        receives from now on, called on the scheduler's event-loop thread."""
+        receives from now on, and ``recorder(worker name, DaskWorkerStimulus)`` for every
+        one a worker handles; called on the scheduler's event-loop thread."""
         if not isinstance(cluster, DaskCluster):
             raise TypeError(f"not a cluster of the dask target: {cluster!r}")
         cluster.log_stimuli(recorder)
@@ -497,16 +506,23 @@ class DaskCluster:
         return dict(zip(keys, futures, strict=True))
 
     def log_stimuli(self, recorder: Recorder) -> None:
-        """``recorder("scheduler", DaskStimulus)`` for every stimulus from now on (see
+        """``recorder("scheduler", DaskStimulus)`` for every stimulus the scheduler receives
+        from now on, and ``recorder(worker name, DaskWorkerStimulus)`` for every one a
+        worker's state machine handles, as its record arrives (see
         ``squall.targets.dask.stimuli``)."""
         from squall.targets.dask.stimuli import SchedulerStimuli
 
-        def attach() -> None:
+        def attach() -> bool:
+            first = self._stimuli is None
             if self._stimuli is None:
                 self._stimuli = SchedulerStimuli(self.scheduler, self.now)
             self._stimuli.recorders.append(recorder)
+            return first
 
-        self._on_loop(attach)
+        if self._on_loop(attach):
+            from squall.targets.dask.routing import WorkerStimulusLog
+
+            self.client.register_plugin(WorkerStimulusLog())
 
     # ------------------------------------------------------------------ life cycle
 

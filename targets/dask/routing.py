@@ -13,21 +13,29 @@ proxies leads there (none: it connects directly -- its nanny, say).
 ``DieWithParent``: a ``WorkerPlugin`` that has the kernel SIGKILL the worker process when
 the process that started it dies (Linux). dask's own watch (a pipe from the parent) needs
 the worker to run; a worker squall paused with SIGSTOP does not, and would outlive it.
+
+``WorkerStimulusLog``: a ``WorkerPlugin`` that sends every stimulus the worker's state
+machine handles to the scheduler, for the trace (``squall.targets.dask.stimuli``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import json
 import os
 import signal
 import sys
+import time
 import urllib.request
 from typing import Any
 
+import msgspec
 from distributed import Nanny
 from distributed.diagnostics.plugin import WorkerPlugin
+
+from squall.targets.dask.stimuli import WORKER_TOPIC
 
 
 class SquallNanny(Nanny):
@@ -49,13 +57,19 @@ class DieWithParent(WorkerPlugin):
     name = "squall-die-with-parent"
 
     def setup(self, worker: Any) -> None:
-        if not sys.platform.startswith("linux"):
-            return
-        parent = os.getppid()
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # it died before the request took hold
-            os.kill(os.getpid(), signal.SIGKILL)
+        die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere a
+    no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took hold
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class PeerRoutes(WorkerPlugin):
@@ -97,3 +111,64 @@ class PeerRoutes(WorkerPlugin):
             if name.startswith(self.own) and proxy.get("upstream") == hostport:
                 return f"{scheme or 'tcp'}://{proxy['listen']}"
         return ""
+
+
+class WorkerStimulusLog(WorkerPlugin):
+    """Sends every stimulus the worker's state machine handles to the scheduler on ``WORKER_TOPIC`` (see ``squall.targets.dask.stimuli``)."""
+
+    name = "squall-stimulus-log"
+
+    def setup(self, worker: Any) -> None:
+        state = worker.state
+        meta = {"worker": str(worker.name), "address": str(worker.address),
+                "incarnation": str(worker.id)}
+        encode = msgspec.json.Encoder(enc_hook=str).encode
+        topic = WORKER_TOPIC
+
+        def send(op: str, stimulus_id: str, c: int, event: dict[str, Any]) -> None:
+            record = {"op": op, "stimulus_id": stimulus_id, "t": time.time(), "c": c,
+                      "event": event, **meta}
+            worker.log_event(topic, {"r": encode(record).decode()})
+
+        # What a fresh WorkerState needs to behave as this one: its threads and limits.
+        send("start", "", state.transition_counter, {
+            "nthreads": state.nthreads, "resources": dict(state.total_resources),
+            "transfer_incoming_count_limit": state.transfer_incoming_count_limit,
+            "transfer_incoming_bytes_limit": _finite(state.transfer_incoming_bytes_limit),
+            "transfer_message_bytes_limit": _finite(state.transfer_message_bytes_limit),
+            "tasks": len(state.tasks),
+            # sets iterate in hash order: a replay needs the worker's seed (dask fixes it)
+            "hash_seed": os.environ.get("PYTHONHASHSEED", "")})
+        # The worker's entry point, not WorkerState's (a slotted class): one stimulus at a
+        # time, as dask's own loop takes them, so each has its count before it.
+        prior = vars(worker).get("handle_stimulus")
+        cls = type(worker)
+
+        def handle_stimulus(*stims: Any) -> None:
+            original = (prior if prior is not None
+                        else cls.handle_stimulus.__get__(worker, cls))
+            for ev in stims:
+                c = state.transition_counter
+                try:
+                    send(type(ev).__name__, ev.stimulus_id, c,
+                         ev.to_loggable(handled=time.time())._to_dict())
+                except Exception:  # never let recording break the worker
+                    send(type(ev).__name__, str(getattr(ev, "stimulus_id", "")), c, {})
+                original(ev)
+
+        functools.update_wrapper(handle_stimulus, cls.handle_stimulus)
+        worker.handle_stimulus = handle_stimulus
+        self._undo = (worker, handle_stimulus, prior)
+
+    def teardown(self, worker: Any) -> None:
+        owner, ours, prior = getattr(self, "_undo", (None, None, None))
+        if owner is not None and vars(owner).get("handle_stimulus") is ours:
+            if prior is not None:
+                owner.handle_stimulus = prior
+            else:
+                del owner.handle_stimulus  # the class's method again
+
+
+def _finite(limit: float) -> float | None:
+    """A limit as JSON can hold it: None for no limit (infinity)."""
+    return None if limit == float("inf") else limit

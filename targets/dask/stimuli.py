@@ -13,6 +13,18 @@ A ``DaskStimulus`` is a small msgspec struct tagged ``"target": "dask"``: the ha
 since the graph was submitted), the worker by its name, the keys, and the handler's other scalar arguments
 that say what happened (``client``, ``nthreads``, ``status``, ``run_id``, ``nbytes``...).
 Task bodies, results and tracebacks are left out.
+
+The workers' side: ``WorkerStimulusLog``, a ``WorkerPlugin``, wraps each worker's state
+machine (``distributed.worker_state_machine.WorkerState.handle_stimulus``) and sends every
+event it handles, as dask's own ``_to_dict`` gives it (``run_spec``, values and
+tracebacks left out by dask's ``to_loggable``), with the worker's transition count before
+it, to the scheduler on the event topic ``WORKER_TOPIC``. ``SchedulerStimuli`` takes those
+messages off the scheduler's ``log-event`` stream (they are not kept in dask's event log)
+and calls every recorder with ``(worker name, DaskWorkerStimulus(...))``. A worker's first
+record is ``op="start"`` with its address and threads: enough to build a fresh
+``WorkerState`` and feed it the rest (``squall.targets.dask.replay``). What a worker
+handled in the moment before it was killed may be missing: it had not reached the
+scheduler.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ STREAM_OPS = ("task-finished", "task-erred", "release-worker-data", "add-keys", 
               "update-data", "close-client")
 RPC_OPS = ("register-worker", "unregister", "heartbeat_worker")
 # The scalar arguments a stimulus keeps besides its keys, worker and stimulus id.
+WORKER_TOPIC = "squall-stimulus"  # the event topic a worker's stimulus records travel on
 KEPT = ("client", "name", "nthreads", "status", "state", "run_id", "nbytes", "expected",
         "close", "compute_duration", "reason", "force")
 
@@ -48,6 +61,20 @@ class DaskStimulus(msgspec.Struct, tag="dask", tag_field="target", frozen=True,
     worker: str = ""  # the worker it is from or about, by name (its address before it has one)
     keys: tuple[str, ...] = ()
     args: dict[str, Scalar] = {}
+
+
+class DaskWorkerStimulus(msgspec.Struct, tag="dask-worker", tag_field="target", frozen=True,
+                         omit_defaults=True):
+    """One stimulus a dask worker's state machine handled (see the module docstring)."""
+
+    op: str  # the event's class, as dask names it ("ComputeTaskEvent", ...), or "start"
+    stimulus_id: str = ""
+    time: float = 0.0  # the cluster's clock when the worker handled it
+    worker: str = ""  # the worker's name
+    address: str = ""  # the worker's address: a new incarnation has a new one or a new id
+    incarnation: str = ""  # dask's id of the worker process (``Worker.id``)
+    c: int = 0  # the worker's transition count before it
+    event: dict[str, Any] = {}  # dask's ``_to_dict`` of the event ("start": nthreads)
 
 
 Recorder = Callable[[str, Any], None]
@@ -81,6 +108,44 @@ class SchedulerStimuli:
                     del vars(scheduler)["remove_worker"]
 
         self._undo.append(undo)
+        self._intercept_worker_records()
+
+    def _intercept_worker_records(self) -> None:
+        """Worker stimulus records arrive as ``log-event`` messages on ``WORKER_TOPIC``:
+        they go to the recorders, not into dask's event log; other topics pass."""
+        table = self.scheduler.stream_handlers
+        original = table.get("log-event")
+        if original is None:
+            return
+        receive = self._worker_record
+
+        def log_event(*args: Any, **kwargs: Any) -> Any:
+            topic = kwargs.get("topic", args[1] if len(args) > 1 else None)
+            if topic == WORKER_TOPIC:
+                receive(kwargs.get("msg", args[2] if len(args) > 2 else None))
+                return None
+            return original(*args, **kwargs)
+
+        table["log-event"] = log_event
+
+        def undo() -> None:
+            if table.get("log-event") is log_event:
+                table["log-event"] = original
+
+        self._undo.append(undo)
+
+    def _worker_record(self, msg: Any) -> None:
+        if not self.recorders or not isinstance(msg, dict):
+            return
+        try:
+            raw = msgspec.json.decode(msg["r"])
+            handled = float(raw.pop("t"))
+            raw["time"] = round(self.clock() - max(time.time() - handled, 0.0), 6)
+            stimulus = msgspec.convert(raw, DaskWorkerStimulus)
+        except (KeyError, TypeError, ValueError, msgspec.ValidationError):
+            return  # not a record of ours: nothing to log
+        for recorder in self.recorders:
+            recorder(stimulus.worker, stimulus)
 
     def _wrap_in(self, table: dict[str, Any], op: str) -> None:
         original = table.get(op)
@@ -166,3 +231,4 @@ def _scalar(value: Any) -> Scalar:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
