@@ -358,6 +358,7 @@ def test_toxicity_draws_follow_the_seed(upstream: str) -> None:
         ({"type": "nonsense"}, "invalid toxic type"),
         ({"type": "latency", "attributes": {"latency": -1}}, "must not be negative"),
         ({"type": "latency", "attributes": {"latency": "100"}}, "must be an integer"),
+        ({"type": "latency", "attributes": {"latency": 2**63}}, "must be at most"),  # int64
         ({"type": "latency", "attributes": {"latence": 100}}, "no attribute"),
         ({"type": "latency", "stream": "sideways"}, "stream was invalid"),
         ({"type": "latency", "toxicity": 1.5}, "toxicity"),

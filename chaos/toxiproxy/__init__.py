@@ -5,6 +5,7 @@ client: a real toxiproxy-server when TOXIPROXY_URL names one, otherwise this ser
 """
 
 from .client import TOXIPROXY_URL_ENV, connect_client, toxiproxy_client
+from .http11 import HttpLimits
 from .model import DOWNSTREAM, TOXIC_TYPES, UPSTREAM, ApiError
 from .server import (
     DEFAULT_PORT,
@@ -18,6 +19,7 @@ from .server import (
 __all__ = [
     "DEFAULT_PORT",
     "DOWNSTREAM",
+    "HttpLimits",
     "TOXIC_TYPES",
     "TOXIPROXY_API_VERSION",
     "TOXIPROXY_URL_ENV",

@@ -1,22 +1,29 @@
-"""Just enough HTTP/1.1 for a JSON API, on asyncio streams.
+"""HTTP/1.1 for the JSON API: h11 parses and frames, this module does the I/O and the limits.
 
-Handles keep-alive, Content-Length and chunked request bodies, and ``Expect: 100-continue``.
-Limits keep a misbehaving client from making the server buffer without bound.
+h11 is sans-IO (bytes in, events out), so reading and writing the asyncio streams, the size
+limits and the deadlines live here. One ``HttpConnection`` per client; its requests are
+answered one at a time, in order (pipelined requests wait in h11's buffer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
-MAX_BODY = 1024 * 1024
-MAX_HEADERS = 100
+import h11
+
+READ_SIZE = 64 * 1024
+# After refusing a request, how long to keep reading (and dropping) what the client still
+# sends: closing with unread input makes the kernel send a reset, which can destroy the
+# error answer before the client has read it.
+LINGER_SECONDS = 1.0
 
 
 class HttpError(Exception):
-    """The request cannot be parsed; answer with ``status`` and close the connection."""
+    """The request is refused: answer ``status`` with ``message``, then close."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -24,125 +31,157 @@ class HttpError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one client can make the server hold in memory or wait for."""
+
+    max_head: int = 16 * 1024  # request line and headers, in bytes (431 beyond)
+    max_body: int = 1024 * 1024  # in bytes, once de-chunked (413 beyond)
+    # Seconds for a whole request to arrive (408 if it started, a quiet close if not), and
+    # for a response to be taken by the client.
+    timeout: float = 30.0
+
+
 @dataclass
 class Request:
     method: str
     path: list[str]  # decoded segments: "/proxies/a%20b/toxics" -> ["proxies", "a b", "toxics"]
-    headers: dict[str, str]  # lower-case names
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     body: bytes
-    keep_alive: bool
 
 
-async def _read_line(reader: asyncio.StreamReader) -> bytes:
-    try:
-        return await reader.readline()
-    except ValueError as exc:  # the StreamReader's line limit (64 KiB) was exceeded
-        raise HttpError(431, "request line or header too long") from exc
-
-
-def _path_segments(target: str) -> list[str]:
-    path = urlsplit(target).path
+def _path_segments(target: bytes) -> list[str]:
+    path = urlsplit(target.decode("ascii")).path  # h11 allows only visible ASCII in targets
     return [unquote(segment) for segment in path.split("/") if segment]
 
 
-async def read_request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> Request | None:
-    """The next request on the connection, or None when the client has gone."""
-    line = await _read_line(reader)
-    while line in (b"\r\n", b"\n"):  # tolerated before a request line (RFC 9112 2.2)
-        line = await _read_line(reader)
-    if not line.endswith(b"\n"):
-        return None
-    parts = line.decode("latin-1").strip().split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, "malformed request line")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise HttpError(505, f"unsupported HTTP version {version!r}")
-
-    headers: dict[str, str] = {}
-    while True:
-        line = await _read_line(reader)
-        if not line.endswith(b"\n"):
-            return None
-        if line in (b"\r\n", b"\n"):
-            break
-        if len(headers) >= MAX_HEADERS:
-            raise HttpError(431, "too many headers")
-        name, sep, value = line.decode("latin-1").partition(":")
-        if not sep or not name.strip() or name != name.strip():
-            raise HttpError(400, "malformed header line")
-        key = name.lower()
-        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-
-    connection = headers.get("connection", "").lower()
-    if version == "HTTP/1.0":
-        keep_alive = "keep-alive" in connection
-    else:
-        keep_alive = "close" not in connection
-
-    if headers.get("expect", "").lower() == "100-continue":
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+def _reason(status: int) -> bytes:
     try:
-        body = await _read_body(reader, headers)
-    except asyncio.IncompleteReadError:
-        return None
-    return Request(method.upper(), _path_segments(target), headers, body, keep_alive)
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    encoding = headers.get("transfer-encoding")
-    if encoding is not None:
-        if encoding.lower() != "chunked":
-            raise HttpError(501, f"unsupported transfer-encoding {encoding!r}")
-        return await _read_chunked(reader)
-    length_text = headers.get("content-length")
-    if length_text is None:
-        return b""
-    if not length_text.isdigit():
-        raise HttpError(400, "bad Content-Length")
-    length = int(length_text)
-    if length > MAX_BODY:
-        raise HttpError(413, "request body too large")
-    return await reader.readexactly(length)
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    body = bytearray()
-    while True:
-        size_line = await _read_line(reader)
-        try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-        except ValueError as exc:
-            raise HttpError(400, "bad chunk size") from exc
-        if size < 0:
-            raise HttpError(400, "bad chunk size")
-        if size == 0:
-            while (await _read_line(reader)) not in (b"\r\n", b"\n", b""):
-                pass  # trailers are ignored
-            return bytes(body)
-        if len(body) + size > MAX_BODY:
-            raise HttpError(413, "request body too large")
-        body += await reader.readexactly(size)
-        await reader.readexactly(2)  # the CRLF after each chunk
-
-
-def format_response(
-    status: int,
-    body: bytes = b"",
-    *,
-    keep_alive: bool,
-    content_type: str = "application/json",
-) -> bytes:
-    try:
-        reason = HTTPStatus(status).phrase
+        return HTTPStatus(status).phrase.encode()
     except ValueError:
-        reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}"]
-    if status != 204:  # a 204 has no body and no Content-Length
-        lines.append(f"Content-Type: {content_type}")
-        lines.append(f"Content-Length: {len(body)}")
-    lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if status == 204 else head + body
+        return b"Unknown"
+
+
+def _refusal(exc: h11.RemoteProtocolError, limits: HttpLimits) -> HttpError:
+    status = exc.error_status_hint
+    if status == 431:  # h11's only reason for 431: its buffer passed max_incomplete_event_size
+        return HttpError(431, f"request head larger than {limits.max_head} bytes")
+    message = str(exc)  # h11 may quote what it could not parse: keep the answer short
+    if len(message) > 200:
+        message = message[:200] + "..."
+    return HttpError(status, f"bad request: {message}")
+
+
+class HttpConnection:
+    """One client's connection: whole requests in (``next_request``), answers out."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: HttpLimits
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._limits = limits
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        self._method = b""
+
+    async def next_request(self) -> Request | None:
+        """The next whole request, or None once the client has closed or stayed idle.
+
+        Raises HttpError for a request to refuse; answer it with ``refuse``.
+        """
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+        self._method = b""
+        try:
+            async with asyncio.timeout(self._limits.timeout):
+                return await self._read_request()
+        except TimeoutError:
+            if self._h11.their_state is h11.IDLE and not self._h11.trailing_data[0]:
+                return None  # idle between requests: nobody is waiting for an answer
+            raise HttpError(408, "request not received in time") from None
+
+    async def _read_request(self) -> Request | None:
+        head = await self._next_event()
+        if head is None:
+            return None
+        assert isinstance(head, h11.Request)
+        self._method = head.method
+        # h11 bounds only a head still incomplete; one that arrived whole in a single read
+        # is measured here (give or take the spaces around header values).
+        size = len(head.method) + len(head.target) + 13  # "M T HTTP/1.1\r\n" + "\r\n"
+        size += sum(len(name) + len(value) + 4 for name, value in head.headers.raw_items())
+        if size > self._limits.max_head:
+            raise HttpError(431, f"request head larger than {self._limits.max_head} bytes")
+        if head.http_version not in (b"1.0", b"1.1"):
+            raise HttpError(505, f"unsupported HTTP version {head.http_version.decode()}")
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in head.headers:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        # h11 has checked that a Content-Length is digits; refuse before asking for the body.
+        if int(headers.get("content-length", "0")) > self._limits.max_body:
+            raise HttpError(413, f"request body larger than {self._limits.max_body} bytes")
+        if self._h11.they_are_waiting_for_100_continue:
+            proceed = h11.InformationalResponse(status_code=100, headers=[])
+            self._writer.write(self._h11.send(proceed))
+        body = bytearray()
+        while not isinstance(event := await self._next_event(), h11.EndOfMessage):
+            if event is None:
+                return None
+            assert isinstance(event, h11.Data)
+            body += event.data
+            if len(body) > self._limits.max_body:  # chunked: no length to check up front
+                raise HttpError(413, f"request body larger than {self._limits.max_body} bytes")
+        method = head.method.decode("ascii").upper()
+        return Request(method, _path_segments(head.target), headers, bytes(body))
+
+    async def _next_event(self) -> h11.Event | None:
+        """The next event of the client's request; None if the client went away."""
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _refusal(exc, self._limits) from None
+            if event is h11.NEED_DATA:
+                data = await self._reader.read(READ_SIZE)
+                if not data:
+                    return None  # mid-request too: nobody is left to read an answer
+                if self._h11.their_state is h11.IDLE and not self._h11.trailing_data[0]:
+                    # Empty lines before a request line are allowed (RFC 9112 2.2); h11
+                    # would take them for a missing request line.
+                    data = data.lstrip(b"\r\n")
+                if data:  # (h11 takes b"" for the end of the stream)
+                    self._h11.receive_data(data)
+            elif isinstance(event, h11.Event) and not isinstance(event, h11.ConnectionClosed):
+                return event
+            else:  # closed; or PAUSED, which a cycle restarted before each request rules out
+                return None
+
+    async def respond(self, status: int, body: bytes = b"", *, close: bool = False) -> bool:
+        """Send one response; True if the connection can take another request."""
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        if status == 204:  # no body, so no framing headers
+            headers = []
+        if close:
+            headers.append(("Connection", "close"))
+        data = self._h11.send(
+            h11.Response(status_code=status, headers=headers, reason=_reason(status))
+        )
+        if body and status != 204 and self._method != b"HEAD":  # h11 frames HEAD as empty
+            data += self._h11.send(h11.Data(data=body))
+        data += self._h11.send(h11.EndOfMessage())
+        self._writer.write(data)
+        if self._writer.transport.get_write_buffer_size():  # not all sent at once: wait, bounded
+            async with asyncio.timeout(self._limits.timeout):
+                await self._writer.drain()
+        return self._h11.our_state is h11.DONE
+
+    async def refuse(self, error: HttpError, body: bytes) -> None:
+        """Answer a refused request, then drop what the client still sends, for a while."""
+        await self.respond(error.status, body, close=True)
+        if self._writer.can_write_eof():
+            self._writer.write_eof()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINGER_SECONDS):
+                while await self._reader.read(READ_SIZE):
+                    pass

@@ -6,6 +6,7 @@ Everything here is pure validation of decoded JSON; nothing does I/O.
 from __future__ import annotations
 
 import ipaddress
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,15 @@ TOXIC_TYPES: dict[str, dict[str, int]] = {
 }
 
 DEFAULT_LISTEN_HOST = "127.0.0.1"
+MAX_ATTRIBUTE = 2**63 - 1  # Toxiproxy's attributes are Go int64s
+
+# Proxy and toxic names are path segments of the API's URLs (/proxies/NAME/toxics/NAME),
+# and clients such as toxiproxy-python put them there unescaped. So a name is refused
+# at creation unless every URL can carry it as it is: short enough for a request head, and
+# only characters a path segment may hold literally (RFC 3986 pchar, less the '%' of escapes).
+MAX_NAME_LENGTH = 256
+NAME_PUNCTUATION = "-._~!$&'()*+,;=:@"
+_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + NAME_PUNCTUATION)
 
 
 class ApiError(Exception):
@@ -82,6 +92,23 @@ def _string_field(body: dict[str, Any], key: str, *, required: bool) -> str | No
     return value
 
 
+def _check_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        raise bad_request(
+            f"bad request body: name must be at most {MAX_NAME_LENGTH} characters, "
+            f"got {len(name)}"
+        )
+    bad = next((char for char in name if char not in _NAME_CHARACTERS), None)
+    if bad is not None:
+        raise bad_request(
+            f"bad request body: name may only contain letters, digits and "
+            f"{NAME_PUNCTUATION}, not {bad!r}"
+        )
+    if name in (".", ".."):  # URL paths drop these segments: such a name has no URL
+        raise bad_request(f"bad request body: name cannot be {name!r}")
+    return name
+
+
 def _toxicity(value: object) -> float:
     # bool is an int subclass; JSON true is not a probability.
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -106,6 +133,10 @@ def _attributes(toxic_type: str, raw: object, base: dict[str, int]) -> dict[str,
             raise bad_request(f"bad request body: attribute {key!r} must be an integer")
         if value < 0:
             raise bad_request(f"bad request body: attribute {key!r} must not be negative")
+        if value > MAX_ATTRIBUTE:  # past this, the float arithmetic of the toxics overflows
+            raise bad_request(
+                f"bad request body: attribute {key!r} must be at most {MAX_ATTRIBUTE}"
+            )
         merged[key] = value
     return merged
 
@@ -120,7 +151,7 @@ def parse_new_toxic(body: object) -> Toxic:
     stream = _string_field(data, "stream", required=False) or DOWNSTREAM
     if stream not in STREAMS:
         raise bad_request("stream was invalid, can be either upstream or downstream")
-    name = _string_field(data, "name", required=False) or f"{toxic_type}_{stream}"
+    name = _check_name(_string_field(data, "name", required=False) or f"{toxic_type}_{stream}")
     toxicity = _toxicity(data["toxicity"]) if data.get("toxicity") is not None else 1.0
     attributes = _attributes(toxic_type, data.get("attributes"), TOXIC_TYPES[toxic_type])
     return Toxic(name, toxic_type, stream, toxicity, attributes)
@@ -155,8 +186,7 @@ def parse_proxy_config(body: object) -> ProxyConfig:
     upstream = _string_field(data, "upstream", required=True)
     listen = _string_field(data, "listen", required=False) or f"{DEFAULT_LISTEN_HOST}:0"
     assert name is not None and upstream is not None
-    if "/" in name:
-        raise bad_request("bad request body: a proxy name cannot contain '/'")
+    _check_name(name)
     split_host_port(listen, what="listen")
     split_host_port(upstream, what="upstream", allow_zero=False)
     enabled = data.get("enabled", True)

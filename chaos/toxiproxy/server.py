@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from .http11 import HttpError, Request, format_response, read_request
+from .http11 import HttpConnection, HttpError, HttpLimits, Request
 from .listener import Listener, bind_listener
 from .model import (
     ApiError,
@@ -37,6 +37,9 @@ DEFAULT_PORT = 8474
 # The Toxiproxy API version this server follows; "+squall" marks the implementation.
 TOXIPROXY_API_VERSION = "2.9.0+squall"
 THREAD_TIMEOUT = 10.0
+# At stop(), how long a connection may take to finish the answer it is writing before it is
+# cut off (a client that does not read would otherwise hold stop() up).
+CLOSE_GRACE = 1.0
 
 Payload = dict[str, Any] | list[Any] | None
 Handler = Callable[..., Awaitable[tuple[int, Payload]]]
@@ -66,6 +69,12 @@ def _decode_json(request: Request) -> object:
         return json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"bad request body: {exc}") from exc
+    except RecursionError:  # json recurses once per level of nesting
+        raise ApiError(400, "bad request body: JSON nested too deeply") from None
+
+
+def _error_body(status: int, message: str) -> bytes:
+    return json.dumps(ApiError(status, message).to_json()).encode()
 
 
 class ToxiproxyServer:
@@ -73,6 +82,7 @@ class ToxiproxyServer:
 
     ``port=0`` picks a free port; after ``start()``, ``port`` is the one bound. Randomness
     (jitter, toxicity, slicer sizes) comes from ``rng``, or from ``random.Random(seed)``.
+    ``limits`` bounds what one API client can make the server buffer or wait for.
     """
 
     def __init__(
@@ -82,10 +92,12 @@ class ToxiproxyServer:
         *,
         seed: int | None = None,
         rng: random.Random | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
         self.host = host
         self._port = port
         self.rng = rng if rng is not None else random.Random(seed)
+        self._limits = limits if limits is not None else HttpLimits()
         self._proxies: dict[str, Proxy] = {}
         self._listener: Listener | None = None
         self._clients: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
@@ -134,10 +146,16 @@ class ToxiproxyServer:
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
-        # Closing a transport ends its handler at its next read, cleanly.
-        for writer in self._clients.values():
+        # Closing a transport ends its handler at its next read, cleanly; one still writing
+        # to a client that does not read is cut off after a grace period.
+        clients = dict(self._clients)
+        for writer in clients.values():
             writer.close()
-        await asyncio.gather(*self._clients, return_exceptions=True)
+        if clients:
+            _, stuck = await asyncio.wait(clients, timeout=CLOSE_GRACE)
+            for task in stuck:
+                clients[task].transport.abort()
+            await asyncio.gather(*clients, return_exceptions=True)
         for proxy in list(self._proxies.values()):
             await proxy.stop()
         self._proxies.clear()
@@ -160,25 +178,24 @@ class ToxiproxyServer:
             writer.close()
             return
         self._clients[task] = writer
+        http = HttpConnection(reader, writer, self._limits)
         try:
             while True:
                 try:
-                    request = await read_request(reader, writer)
+                    request = await http.next_request()
                 except HttpError as exc:
-                    body = json.dumps(ApiError(exc.status, exc.message).to_json()).encode()
-                    writer.write(format_response(exc.status, body, keep_alive=False))
-                    await writer.drain()
+                    await http.refuse(exc, _error_body(exc.status, exc.message))
                     return
                 if request is None:
                     return
                 status, payload = await self._respond(request)
                 body = b"" if payload is None else json.dumps(payload).encode()
-                writer.write(format_response(status, body, keep_alive=request.keep_alive))
-                await writer.drain()
-                if not request.keep_alive:
+                if not await http.respond(status, body):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away mid-request
+        except ConnectionError:
+            pass  # the client went away
+        except TimeoutError:  # the client does not take its answer: drop what is unsent
+            writer.transport.abort()
         finally:
             self._clients.pop(task, None)
             writer.close()
@@ -324,8 +341,9 @@ class ThreadedToxiproxyServer:
         *,
         seed: int | None = None,
         rng: random.Random | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
-        self.server = ToxiproxyServer(host, port, seed=seed, rng=rng)
+        self.server = ToxiproxyServer(host, port, seed=seed, rng=rng, limits=limits)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -403,12 +421,13 @@ def run_in_thread(
     *,
     seed: int | None = None,
     rng: random.Random | None = None,
+    limits: HttpLimits | None = None,
 ) -> ThreadedToxiproxyServer:
     """Start a server in a thread; it is listening when this returns.
 
     ``with run_in_thread(port=0) as server: ...`` stops it at the end of the block.
     """
-    threaded = ThreadedToxiproxyServer(host, port, seed=seed, rng=rng)
+    threaded = ThreadedToxiproxyServer(host, port, seed=seed, rng=rng, limits=limits)
     threaded.start()
     return threaded
 
