@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -40,7 +41,8 @@ def mutants_command(budget: float, jobs: int, json_path: str | None, names: tupl
                     list_only: bool, target: str) -> None:
     """Explore with each planted bug on: is it caught, how fast, by what, how small?"""
     if target == "dask":
-        _dask_mutants(names, json_path, baseline, list_only)
+        _dask_mutants(names, json_path, baseline, list_only,
+                      out_dir if out_dir != "squall-mutants" else "squall-mutants/dask")
         return
     # (imported here: exploring needs Hypothesis, which the rest of the CLI does not load)
     from squall.mutants.measure import format_seconds, run_mutants
@@ -122,7 +124,7 @@ def mutants_command(budget: float, jobs: int, json_path: str | None, names: tupl
 
 
 def _dask_mutants(names: tuple[str, ...], json_path: str | None, baseline: bool,
-                  list_only: bool) -> None:
+                  list_only: bool, out_dir: str) -> None:
     """``squall mutants --target dask``: each planted dask bug on its scenario, then the
     scenarios with no bug (see ``squall.mutants.dask_bugs``)."""
     from squall.targets.dask import DaskUnavailable, require_dask
@@ -133,7 +135,6 @@ def _dask_mutants(names: tuple[str, ...], json_path: str | None, baseline: bool,
         raise SquallError(str(e)) from None
     from squall.mutants.dask_bugs import (
         DASK_CATALOG,
-        NOT_PLANTED,
         DaskBugError,
         dask_bug,
         run_baseline,
@@ -161,7 +162,7 @@ def _dask_mutants(names: tuple[str, ...], json_path: str | None, baseline: bool,
     results = []
     for b in chosen:
         with err.status(f"{b.name}: planted, running its scenario on a dask cluster"):
-            results.append(run_bug(b))
+            results.append(run_bug(b, trace=Path(out_dir) / f"{b.name}.trace.jsonl"))
     base = []
     if baseline:
         with err.status("baseline: the scenarios with no bug planted"):
@@ -169,14 +170,14 @@ def _dask_mutants(names: tuple[str, ...], json_path: str | None, baseline: bool,
     table = Table(title="squall mutants --target dask: historical dask bugs planted "
                         "into the installed dask")
     for col in ("bug", "dask issue", "caught", "caught by", "time to catch (s)",
-                "violations", "scenario (tasks, faults)"):
+                "violations", "scenario (tasks, faults)", "trace (stimuli)"):
         table.add_column(col, no_wrap=col in ("bug", "caught by"))
     for b, r in zip(chosen, results, strict=True):
         verdict = ("[green]yes[/]" if r.expected else
                    "[red]no[/]" if not r.caught else "[red]not its own[/]")
         table.add_row(b.name, b.issue, verdict, r.caught_by or "-",
                       "-" if r.seconds is None else f"{r.seconds:.2f}", str(r.violations),
-                      f"{r.scenario} ({r.tasks}, {r.faults})")
+                      f"{r.scenario} ({r.tasks}, {r.faults})", str(r.stimuli))
     console.print(table)
     if base:
         bt = Table(title="baseline: the same scenarios with no bug planted "
@@ -191,18 +192,16 @@ def _dask_mutants(names: tuple[str, ...], json_path: str | None, baseline: bool,
             console.print(f"{r.bug}: the scenario stopped: {r.error}", highlight=False)
     caught = sum(r.expected for r in results)
     false_alarms = sum(not r.expected for r in base)
-    console.print(f"caught {caught}/{len(results)} by their own invariants "
-                  f"(traces not shrunk: scenario sizes shown); false alarms: {false_alarms}; "
-                  f"not planted yet: {', '.join(f'{t} ({i})' for t, i in NOT_PLANTED)}",
-                  highlight=False, soft_wrap=True)
+    console.print(f"caught {caught}/{len(results)} by their own invariants; false alarms: "
+                  f"{false_alarms}; traces in {out_dir}/ (squall replay BUG.trace.jsonl: the "
+                  "workers' side)", highlight=False, soft_wrap=True)
     if json_path is not None:
         doc = {"target": "dask",
                "bugs": [dict(vars(r), issue=b.issue, title=b.title, replaces=b.target)
                         for b, r in zip(chosen, results, strict=True)],
                "baseline": [vars(r) for r in base],
                "summary": {"bugs": len(results), "caught": caught,
-                           "false_alarms": false_alarms,
-                           "not_planted": [t for t, _ in NOT_PLANTED]}}
+                           "false_alarms": false_alarms}}
         try:
             with open(json_path, "w", encoding="utf-8") as fh:
                 json.dump(doc, fh, indent=2)

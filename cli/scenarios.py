@@ -242,8 +242,18 @@ def replay_cmd(trace: str, validate: bool, mutant: str | None) -> None:
                    "fragile, restarts, imbalance")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="squall-traces",
               show_default=True, help="where the minimal failing trace is written")
-def explore_cmd(budget: float, seed: int, jobs: int, space: str, out_dir: str) -> None:
-    """Explore generated scenarios in the simulator, strict mode on; shrink a failure."""
+@click.option("--runtime", type=click.Choice(["sim", *[r for r in runtime_names()
+                                                       if r not in ("sim", "real")]]),
+              default="sim", show_default=True,
+              help="where scenarios run: squall's simulator, or a target's own processes "
+                   "(dask: one dask.distributed cluster, reused between scenarios)")
+@click.option("--shrink-budget", type=float, default=None,
+              help="seconds spent shrinking a failure in a target's runtime "
+                   "(default: half the budget)")
+def explore_cmd(budget: float, seed: int, jobs: int, space: str, out_dir: str, runtime: str,
+                shrink_budget: float | None) -> None:
+    """Explore generated scenarios, strict mode on; shrink a failure. In the simulator by
+    default; ``--runtime dask`` runs them on dask.distributed's own processes."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from squall.scenarios.explore import ExploreStats, explore
@@ -256,9 +266,14 @@ def explore_cmd(budget: float, seed: int, jobs: int, space: str, out_dir: str) -
     if space not in SCENARIO_SPACES:
         raise SquallError(f"--scenario-space: unknown space {space!r}; choose one of: "
                           f"{', '.join(SCENARIO_SPACES)}")
+    if runtime != "sim" and jobs != 1:
+        raise SquallError(f"--jobs: exploration on the {runtime} runtime runs one cluster at "
+                          f"a time (got --jobs {jobs})")
+    if shrink_budget is not None and not shrink_budget >= 0:
+        raise SquallError(f"--shrink-budget must be >= 0 seconds, got {shrink_budget}")
     console = Console(stderr=True)
     started = time.monotonic()
-    with Progress(TextColumn("[bold]exploring"), BarColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn(f"[bold]exploring ({runtime})"), BarColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console,
                   transient=True) as bar:
         task = bar.add_task("", total=budget)
@@ -270,13 +285,27 @@ def explore_cmd(budget: float, seed: int, jobs: int, space: str, out_dir: str) -
                 f"{state}{stats.scenarios} scenarios, {stats.transitions} transitions, "
                 f"{stats.checks} checks"))
 
-        result = explore(budget=budget, seed=seed, jobs=jobs, space=space, out_dir=out_dir,
-                         progress=progress)
+        if runtime == "sim":
+            result = explore(budget=budget, seed=seed, jobs=jobs, space=space,
+                             out_dir=out_dir, progress=progress)
+        else:
+            from squall.scenarios.runner import RuntimeUnavailable
+            from squall.scenarios.target_explore import explore_on_target
+
+            try:
+                result = explore_on_target(runtime=runtime, budget=budget, seed=seed,
+                                           space=space, out_dir=out_dir, progress=progress,
+                                           shrink_budget=shrink_budget)
+            except (RuntimeUnavailable, ImportError) as e:
+                raise SquallError(str(e).splitlines()[0]) from None
     s = result.stats
     f = result.failure
     if f is None:
+        where = (f"{jobs} job{'s' if jobs > 1 else ''}" if runtime == "sim" else
+                 f"on {runtime}, {result.clusters} cluster{'s' if result.clusters != 1 else ''}"
+                 f" started, {result.reused} runs on a reused one")
         click.echo(f"squall explore: no violation in {s.scenarios} scenarios "
-                   f"({result.rate:.1f}/s, {jobs} job{'s' if jobs > 1 else ''}, "
+                   f"({result.rate:.2f}/s, {where}, "
                    f"space {space}, seed {seed}): {s.transitions} transitions, "
                    f"{s.checks} invariant checks, {s.stimuli} stimuli in "
                    f"{result.elapsed:.1f} s")

@@ -15,6 +15,8 @@ principle 6), never through private attributes:
   to start a cluster of a given ``ClusterShape`` in one of them (a FaultSurface, and where
   the runtime can, a ClusterView), the read-only view of its state, and its stimulus log
   for traces. The reference scheduler is the first (``squall.targets.reference``).
+- ``ReusableCluster``: a GraphCluster that can be made ready for another scenario of its
+  shape without new processes (``reset``), so exploration reuses one cluster.
 - ``ReplayableTarget``: a target whose own state machines can be fed the stimulus records
   of a trace again (``squall replay`` of a trace of its runtime).
 - ``GraphCluster``: a cluster that runs squall's task graphs and validates itself: what a
@@ -247,6 +249,16 @@ class Target(Protocol):
     def log_stimuli(self, cluster: FaultSurface, recorder: Recorder) -> None:
         """Call ``recorder(receiver, stimulus)`` for every stimulus the cluster's state
         machines receive from now on (a real cluster: as its records arrive here)."""
+
+
+@runtime_checkable
+class ReusableCluster(Protocol):
+    """A cluster that can run another scenario of its shape after ``reset()``."""
+
+    def reset(self, shape: ClusterShape, *, validate: bool, network: bool) -> bool:
+        """Make the cluster as it started (every key released, fresh strict mode, counts
+        and clock from zero) for a scenario of ``shape`` in these modes; False if it cannot
+        be reused for that (close it then)."""
 
 
 @runtime_checkable

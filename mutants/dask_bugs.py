@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -130,6 +131,29 @@ def _add_to_memory_clears_waiters(original: Method) -> Method:
         original(self, ts, ws, recommendations, client_msgs, type=type, typename=typename)
 
     return _add_to_memory
+
+
+def _processing_memory_trusts_sender(original: Method) -> Method:
+    """``SchedulerState._transition_processing_memory`` without its check that the worker
+    reporting a completion is the one the task is processing on (dask before run ids and
+    that check): the completion is applied, the task leaves its owner's processing and is
+    recorded in memory on the sender, which never ran it."""
+
+    def _transition_processing_memory(self: Any, key: Any, stimulus_id: str, *,
+                                      worker: str, **kwargs: Any) -> Any:
+        ts = self.tasks[key]
+        sender = self.workers.get(worker)
+        owner = ts.processing_on
+        if sender is None or owner is None or sender is owner:
+            return original(self, key, stimulus_id, worker=worker, **kwargs)
+        # BUG: applied as if from the owner, then the replica put on the sender
+        out = original(self, key, stimulus_id, worker=owner.address, **kwargs)
+        if ts.state == "memory" and owner in ts.who_has:
+            self.remove_replica(ts, owner)
+            self.add_replica(ts, sender)
+        return out
+
+    return _transition_processing_memory
 
 
 def _move_task_confirm_takes_executing(original: Method) -> Method:
@@ -308,6 +332,31 @@ def scenario_thief_rejoins_while_stealing(cluster: Any) -> dict[str, Any]:
     return {"futures": [first, second], "tasks": 2, "faults": 3}
 
 
+def _forge_task_finished(key: str, run_id: int, dask_worker: Any = None) -> None:
+    """(On a worker, by ``client.run``) tell the scheduler that ``key`` finished here."""
+    dask_worker.batched_send({
+        "op": "task-finished", "key": key, "run_id": run_id, "nbytes": 28,
+        "type": b"", "typename": "int", "metadata": {}, "thread": 0,
+        "startstops": [], "stimulus_id": f"squall-forged-{key}"})
+
+
+def scenario_foreign_completion(cluster: Any) -> dict[str, Any]:
+    """A slow task executing on w0; w1, which does not own it, reports it finished (a
+    forged message with the task's current run id: what a worker that lost the task to a
+    steal or a reschedule would send late). The scheduler must not believe it."""
+    w0, w1 = cluster.address_of("w0"), cluster.address_of("w1")
+    key = "slow-owned"
+    fut = cluster.client.submit(slowinc, 1, delay=1.0, key=key, workers=[w0],
+                                allow_other_workers=False)
+    _wait(lambda: cluster.client.run(_worker_task_state, key, workers=[w0]).get(w0)
+          == "executing", f"{key} to be executing on w0")
+    run_id = int(cluster._on_loop(lambda: cluster.scheduler.tasks[key].run_id))
+    cluster.client.run(_forge_task_finished, key, run_id, workers=[w1])
+    # (the result is not fetched here: a gather from w1 would find the key missing there
+    # and dask would mend its record before the quiescent check compares the two sides)
+    return {"futures": [fut], "tasks": 1, "faults": 1}
+
+
 def scenario_map(cluster: Any) -> dict[str, Any]:
     """Eight small tasks of one prefix, all gathered."""
     futs = cluster.client.map(inc, range(8), key=[f"inc-{i}" for i in range(8)])
@@ -345,6 +394,9 @@ class DaskBug:
     caught_by: tuple[str, ...] = ()
     workers: int = 2
     network: bool = False  # the cluster's network mode (a worker name keeps its port)
+    # When ``attr`` is a dispatch table (a dict of functions, as dask's transitions are
+    # found), the entry replaced: patching the method itself would not reach the table.
+    entry: tuple[str, ...] | None = None
 
     @property
     def owner(self) -> type:
@@ -355,13 +407,18 @@ class DaskBug:
 
     @property
     def target(self) -> str:
-        return f"{self.owner.__name__}.{self.attr}"
+        where = f"[{', '.join(self.entry)}]" if self.entry is not None else ""
+        return f"{self.owner.__name__}.{self.attr}{where}"
 
     @contextmanager
     def active(self) -> Iterator[DaskBug]:
         """The bug is live in this process's dask inside the block, gone after it."""
         owner = self.owner
         original = owner.__dict__[self.attr]
+        if self.entry is not None:
+            with mock.patch.dict(original, {self.entry: self.make(original[self.entry])}):
+                yield self
+            return
         with mock.patch.object(owner, self.attr, self.make(original)):
             yield self
 
@@ -439,14 +496,20 @@ DASK_CATALOG += (
     ),
 )
 
-DASK_BUGS: dict[str, DaskBug] = {b.name: b for b in DASK_CATALOG}
-
-# The issue's list not planted yet. dask 2026.8 drops a task-finished whose run_id is not
-# the task's current run, and a worker sends one for a task it no longer owns only after
-# another bug (an executing task stolen): planting this one alone needs a forged message.
-NOT_PLANTED: tuple[tuple[str, str], ...] = (
-    ("a completion from a worker that no longer owns the task applied", "-"),
+DASK_CATALOG += (
+    DaskBug(
+        "dask-foreign-completion-applied", "no single issue",
+        "a completion reported by a worker that does not own the task is applied: the task "
+        "is recorded in memory on a worker that never ran it",
+        f"{SCHED}:SchedulerState", "_TRANSITIONS_TABLE",
+        _processing_memory_trusts_sender,
+        scenario_foreign_completion,
+        caught_by=("cluster.memory-agrees",),
+        entry=("processing", "memory"),
+    ),
 )
+
+DASK_BUGS: dict[str, DaskBug] = {b.name: b for b in DASK_CATALOG}
 
 
 def dask_bug(name: str) -> DaskBug:
@@ -475,10 +538,13 @@ class DaskBugResult:
     expected: bool  # caught by one of the bug's own invariants (baseline: found nothing)
     error: str | None = None
     invariants: list[str] = field(default_factory=list)
+    trace: str = ""  # the run's trace (``squall replay`` reads it), if one was asked for
+    stimuli: int = 0  # its length: the stimuli the scheduler and the workers received
 
 
 def _run(scenario: Callable[[Any], dict[str, Any]], bug: DaskBug | None,
-         workers: int, network: bool = False) -> DaskBugResult:
+         workers: int, network: bool = False, trace: str | Path | None = None
+         ) -> DaskBugResult:
     from squall.targets.dask.cluster import DaskCluster
 
     name = scenario.__name__.removeprefix("scenario_")
@@ -488,6 +554,9 @@ def _run(scenario: Callable[[Any], dict[str, Any]], bug: DaskBug | None,
     with planted, DaskCluster(workers=workers, threads=1,
                                        network=network) as cluster:
         cluster.check()  # settle the start before the clock starts
+        records: list[tuple[str, Any]] = []
+        if trace is not None:
+            cluster.log_stimuli(lambda receiver, stimulus: records.append((receiver, stimulus)))
         started = time.time()
         error = None
         size = {"tasks": 0, "faults": 0}
@@ -497,6 +566,8 @@ def _run(scenario: Callable[[Any], dict[str, Any]], bug: DaskBug | None,
         except Exception as e:  # a scenario that cannot finish under the bug
             error = f"{type(e).__name__}: {e}".splitlines()[0]
         found = list(cluster.validator.violations)
+        if trace is not None:
+            _write_trace(trace, bug, name, workers, list(records), cluster, found)
         seconds = None
         checker = getattr(cluster.validator, "checker", None)
         base = getattr(checker, "started", None)
@@ -511,7 +582,27 @@ def _run(scenario: Callable[[Any], dict[str, Any]], bug: DaskBug | None,
         return DaskBugResult(
             bug.name if bug is not None else None, name, bool(found), caught_by, seconds,
             len(found), int(size.get("tasks", 0)), int(size.get("faults", 0)), expected,
-            error, sorted(set(ids)))
+            error, sorted(set(ids)), str(trace or ""), len(records))
+
+
+def _write_trace(path: str | Path, bug: DaskBug | None, scenario: str, workers: int,
+                 records: list[tuple[str, Any]], cluster: Any, found: list[Any]) -> None:
+    """The run's trace: its scenario is a hand-written function, so the header names it
+    (with the cluster's shape) and holds no graph; the stimuli and faults are as recorded."""
+    from squall.core.outcome import Outcome
+    from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario
+    from squall.scenarios.target_run import write_trace
+
+    name = f"{bug.name}: {scenario}" if bug is not None else scenario
+    header = Scenario(name=name, workload=ExplicitGraph(tasks=()),
+                      cluster=ClusterShape(workers=workers, threads=1), runtime="dask")
+    violations = [v.to_violation() for v in found]
+    outcome = Outcome(results_ok=True, makespan=cluster.now(), n_tasks=0,
+                      transitions=cluster.transitions, digest="", n_stimuli=len(records),
+                      invariant_checks=cluster.invariant_checks, violations=violations[:20])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_trace(path, header, records, cluster.faults, outcome,
+                phase="end" if violations else "done")
 
 
 @contextmanager
@@ -519,9 +610,9 @@ def _nothing() -> Iterator[None]:
     yield None
 
 
-def run_bug(bug: DaskBug) -> DaskBugResult:
-    """Run ``bug``'s scenario with the bug planted."""
-    return _run(bug.scenario, bug, bug.workers, bug.network)
+def run_bug(bug: DaskBug, trace: str | Path | None = None) -> DaskBugResult:
+    """Run ``bug``'s scenario with the bug planted (writing its trace to ``trace``)."""
+    return _run(bug.scenario, bug, bug.workers, bug.network, trace)
 
 
 def run_baseline(bugs: tuple[DaskBug, ...] | list[DaskBug] = DASK_CATALOG

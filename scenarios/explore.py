@@ -76,6 +76,8 @@ class ExploreResult:
     jobs: int
     failure: Failure | None = None
     per_job: list[ExploreStats] = field(default_factory=list)
+    clusters: int = 0  # clusters started (a target's own runtime; the simulator: 0)
+    reused: int = 0  # scenarios run on a cluster kept from the one before
 
     @property
     def rate(self) -> float:

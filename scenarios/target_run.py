@@ -34,7 +34,7 @@ from squall.core import protocol as p
 from squall.core.graph import TaskGraph
 from squall.core.oracle import error_problem, expected_results
 from squall.core.outcome import Outcome, Violation
-from squall.core.view import GraphCluster, Target, TaskFuture
+from squall.core.view import GraphCluster, ReusableCluster, Target, TaskFuture
 from squall.scenarios.model import DEFAULT_TICK, Scenario
 from squall.scenarios.real import _RealSurface, needs_network, plain_value, real_graph
 from squall.scenarios.runner import RuntimeUnavailable
@@ -85,6 +85,44 @@ class _Surface(_RealSurface):
         return str(self.cluster.add_worker(name, threads))
 
 
+STALL_MIN = 5.0  # seconds nothing may move before a run is called stuck, at least
+STALL_POLL = 0.5  # seconds between looks for stillness
+
+
+def _stall_window(shape: Any) -> float:
+    """How long nothing may move before the run is stuck: long enough for the cluster's
+    failure detector (its heartbeat timeout) to notice a silent worker, several times over."""
+    return max(STALL_MIN, 3.0 * float(shape.heartbeat_timeout or 0.0))
+
+
+class _Stall:
+    """Watches a running cluster for stillness: no future done, and the cluster's pulse
+    (``pulse()``, where it has one) unchanged for ``window`` seconds, with no fault left
+    to come. Where the cluster has no pulse, only the run's deadline ends a stuck run."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.since = 0.0  # when the current stillness began (run time)
+        self.done = -1
+        self.pulse: Any = None
+
+    def still(self, cluster: Any, done: int, now: float, *, pending: bool) -> bool:
+        if done != self.done or pending:
+            self.done, self.since, self.pulse = done, now, None
+            return False
+        if now - self.since < 1.0:
+            return False
+        probe = getattr(cluster, "pulse", None)
+        if probe is None:
+            return False
+        pulse = probe()
+        if pulse is None or pulse != self.pulse:  # it works, or it moved
+            self.pulse = pulse
+            self.since = now
+            return False
+        return now - self.since >= self.window
+
+
 class _Done:
     """Counts the futures done, and wakes whoever waits for one."""
 
@@ -107,12 +145,55 @@ class _Done:
                 self.changed.wait(max(timeout, 0.0))
 
 
+class ClusterPool:
+    """Keeps the last cluster between scenarios (exploration): the next scenario gets it
+    back if the cluster's ``reset`` (``ReusableCluster``) says it fits the scenario's shape
+    and modes; else it is closed and a new one started. ``close()`` when done (or use it as
+    a context manager)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.kept: Any = None
+        self.started = 0  # clusters started
+        self.reused = 0  # scenarios run on a kept cluster
+
+    def get(self, scenario: Scenario, *, validate: bool, network: bool) -> Any:
+        c = scenario.cluster
+        cluster, self.kept = self.kept, None
+        if cluster is not None:
+            if isinstance(cluster, ReusableCluster) and cluster.reset(
+                    c, validate=validate, network=network):
+                self.reused += 1
+                return cluster
+            _close(cluster)
+        cluster = self.target.start(scenario.runtime, c, seed=scenario.seed, validate=validate,
+                                    record=True, network=network)
+        self.started += 1
+        return cluster
+
+    def put(self, cluster: Any) -> None:
+        """The run is over: keep ``cluster`` for the next scenario."""
+        self.kept = cluster
+
+    def close(self) -> None:
+        if self.kept is not None:
+            _close(self.kept)
+            self.kept = None
+
+    def __enter__(self) -> ClusterPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def run_on_target(scenario: Scenario, target: Target, *, trace: str | Path | None = None,
                   validate: bool = True, progress: Callable[[int, int], None] | None = None,
-                  timeout: float | None = None) -> Outcome:
+                  timeout: float | None = None, pool: ClusterPool | None = None) -> Outcome:
     """Run ``scenario`` in ``target``'s runtime ``scenario.runtime``; see the module
-    docstring. RuntimeUnavailable (one line) if the cluster cannot start or a fault cannot
-    be applied."""
+    docstring. ``pool``: take the cluster from it and give it back after (exploration).
+    RuntimeUnavailable (one line) if the cluster cannot start or a fault cannot be
+    applied."""
     c = scenario.cluster
     graph = scenario.graph()
     expected = expected_results(graph)
@@ -120,8 +201,11 @@ def run_on_target(scenario: Scenario, target: Target, *, trace: str | Path | Non
     runtime = scenario.runtime
     started_wall = time.perf_counter()
     try:
-        cluster = target.start(runtime, c, seed=scenario.seed, validate=validate,
-                               record=trace is not None, network=needs_network(scenario))
+        if pool is not None:
+            cluster = pool.get(scenario, validate=validate, network=needs_network(scenario))
+        else:
+            cluster = target.start(runtime, c, seed=scenario.seed, validate=validate,
+                                   record=trace is not None, network=needs_network(scenario))
     except (OSError, RuntimeError, ImportError) as e:
         raise RuntimeUnavailable(f"runtime {runtime!r}: {_line(e)}") from None
     if not isinstance(cluster, GraphCluster):
@@ -147,6 +231,8 @@ def run_on_target(scenario: Scenario, target: Target, *, trace: str | Path | Non
         driver = ChaosDriver(_Surface(cluster, writer, t0))
         schedule = timeline(scenario.chaos)
         done = _Done(futures)
+        stall = _Stall(_stall_window(c))
+        stuck = False
         next_report = 0.0
         while True:
             now = time.monotonic() - t0
@@ -170,6 +256,18 @@ def run_on_target(scenario: Scenario, target: Target, *, trace: str | Path | Non
                     entity="cluster", time=now,
                     detail=f"{done.total - done.n} keys unfinished after {limit:g} s"))
                 break
+            if stall.still(cluster, done.n, now, pending=bool(schedule)):
+                cluster.check(final=True)  # names what is stuck (liveness)
+                if not cluster.violations:
+                    unfinished = sorted(k for k, f in futures.items() if not f.done())
+                    violations.append(Violation(
+                        invariant="liveness.progress",
+                        text="every wanted key is eventually computed or erred",
+                        entity="cluster", time=now,
+                        detail=f"nothing moved for {now - stall.since:.1f} s with "
+                               f"{len(unfinished)} keys unfinished, e.g. {unfinished[:3]}"))
+                stuck = True
+                break
             if writer is not None:
                 writer.drain()
             wake = [limit - now + 0.001]
@@ -177,14 +275,18 @@ def run_on_target(scenario: Scenario, target: Target, *, trace: str | Path | Non
                 wake.append(schedule[0].at - now)
             if progress is not None:
                 wake.append(next_report - now)
+            wake.append(STALL_POLL)  # (to look for stillness)
             done.wait(min(wake))
-        if not violations:
+        if not violations and not stuck:
             for key, fut in futures.items():
                 results[key] = _result(fut, limit)
             cluster.check(final=True)
         violations += cluster.violations
     finally:
-        _close(cluster)
+        if pool is not None:
+            pool.put(cluster)
+        else:
+            _close(cluster)
     if progress is not None:
         progress(len(results), len(expected))
     wrong = []

@@ -156,8 +156,8 @@ def test_the_fault_surface_acts_on_dask_processes() -> None:
 
         # pause: SIGSTOP, then SIGCONT from the timer
         paused = cluster.workers["w1"]
-        cluster.pause_worker("w1", 0.3)
-        assert process_state(paused) == "T"
+        cluster.pause_worker("w1", 2.0)
+        wait_until(lambda: process_state(paused) == "T", "w1 to be stopped")
         wait_until(lambda: process_state(paused) not in ("T", ""), "w1 to continue")
 
         # links: a peer's data comes through the proxy of that pair...

@@ -164,6 +164,11 @@ class DaskCluster:
         self._closed = False
         self._logs: logging.Handler | None = None
         self._submitted = False  # a graph was: the clock starts then
+        self._worker_log = False  # the workers' stimulus log plugin is registered
+        self._announce = False  # after a reset: its start records are to be sent again
+        self._base_transitions = 0  # the counts when the cluster was last reset
+        self._base_steals = 0
+        self._fits: tuple[Any, ...] | None = None  # set by from_shape: what it can be reused for
         self.cluster: Any = None
         self.client: Any = None
         config: dict[str, Any] = {
@@ -209,10 +214,12 @@ class DaskCluster:
         """A cluster of a squall ``ClusterShape`` (the simulator's ``tick_interval`` and
         ``max_time`` do not apply; ``heartbeat_timeout`` is dask's worker TTL, which dask
         keeps at least 10 heartbeat intervals long)."""
-        return cls(shape.workers, shape.threads, validate=validate, network=network,
-                   stealing=shape.stealing, allowed_failures=shape.allowed_failures,
-                   heartbeat_interval=shape.heartbeat_interval,
-                   heartbeat_timeout=shape.heartbeat_timeout)
+        cluster = cls(shape.workers, shape.threads, validate=validate, network=network,
+                      stealing=shape.stealing, allowed_failures=shape.allowed_failures,
+                      heartbeat_interval=shape.heartbeat_interval,
+                      heartbeat_timeout=shape.heartbeat_timeout)
+        cluster._fits = _fit(shape, validate, network)
+        return cluster
 
     # ------------------------------------------------------------------ what runs where
 
@@ -461,6 +468,15 @@ class DaskCluster:
         if self.validator is not None:
             self.validator.check_quiescent(self.client)
 
+    def pulse(self) -> Any:
+        """What changes while the cluster moves, or None while it visibly works (a body
+        runs, data is in flight): equal pulses some time apart mean nothing moves. (A
+        paused worker answers when it is continued.)"""
+        from squall.targets.dask.hooks import DaskValidator
+
+        validator = self.validator or DaskValidator(self.scheduler)
+        return validator.pulse(self.client)
+
     @property
     def violations(self) -> Sequence[Violation]:
         """What strict mode found so far, first first."""
@@ -474,14 +490,68 @@ class DaskCluster:
 
     @property
     def transitions(self) -> int:
-        """The scheduler's transitions so far."""
-        return int(self.scheduler.transition_counter)
+        """The scheduler's transitions since the cluster started (or was reset)."""
+        return int(self.scheduler.transition_counter) - self._base_transitions
 
     @property
     def steals(self) -> int:
-        """Tasks dask's work stealing moved so far."""
+        """Tasks dask's work stealing moved since the cluster started (or was reset)."""
+        return self._steal_count() - self._base_steals
+
+    def _steal_count(self) -> int:
         stealing = self.scheduler.extensions.get("stealing")
         return int(getattr(stealing, "count", 0)) if stealing is not None else 0
+
+    # ------------------------------------------------------------------ reuse
+
+    def reset(self, shape: ClusterShape, *, validate: bool, network: bool,
+              timeout: float | None = None) -> bool:
+        """Make the cluster ready for another scenario, without new processes: every key
+        released, every worker empty, a fresh validator, no recorders, the clock and the
+        counts from zero. False (the cluster is left as it is: close it) when it cannot be
+        reused: it was started for another shape or mode (what dask reads of a shape: its
+        workers, threads, stealing, retries, heartbeats, starting links), a fault changed its
+        processes or links, or it does not settle. What dask learned stays (its per-prefix
+        duration averages), as on a long-lived cluster."""
+        if (self._closed or any(f.kind != "skew_estimates" for f in self.faults)
+                or self._fits != _fit(shape, validate, network)):
+            return False
+        limit = self.timeout if timeout is None else timeout
+        try:
+            self.client.cancel(list(self.client.futures), force=True)
+            self._wait_until(lambda: not self.scheduler.tasks, "every key to be released",
+                             limit)
+            names = list(self.cluster.workers)
+            self._wait_until(lambda: len(self.scheduler.workers) == len(names)
+                             and all(self._registered(n) for n in names),
+                             "every worker to be running", limit)
+            self._wait_empty_workers(limit)
+        except Exception:  # it does not settle: start anew
+            return False
+
+        def restart_clock() -> None:
+            self._skew.clear()  # the skew wrapper stays, a no-op
+            if self._stimuli is not None:
+                self._stimuli.recorders.clear()
+            self._base_transitions = int(self.scheduler.transition_counter)
+            self._base_steals = self._steal_count()
+
+        self._on_loop(restart_clock)
+        self._announce = self._worker_log  # the next recording needs start records
+        if self.validator is not None:
+            self.validator.reset(self.client)
+        self.faults.clear()
+        self._submitted = False
+        self.started = time.monotonic()
+        return True
+
+    def _wait_empty_workers(self, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while any(self.client.run(_held_tasks).values()):
+            if time.monotonic() > deadline:
+                raise DaskClusterError(f"timed out after {limit:g} s waiting for the "
+                                       "workers to forget every task")
+            self.client.run(_noop)  # a round trip: the workers handle what is queued
 
     # ------------------------------------------------------------------ running graphs
 
@@ -512,17 +582,20 @@ class DaskCluster:
         ``squall.targets.dask.stimuli``)."""
         from squall.targets.dask.stimuli import SchedulerStimuli
 
-        def attach() -> bool:
-            first = self._stimuli is None
+        def attach() -> None:
             if self._stimuli is None:
                 self._stimuli = SchedulerStimuli(self.scheduler, self.now)
             self._stimuli.recorders.append(recorder)
-            return first
 
-        if self._on_loop(attach):
-            from squall.targets.dask.routing import WorkerStimulusLog
+        self._on_loop(attach)
+        from squall.targets.dask import routing
 
-            self.client.register_plugin(WorkerStimulusLog())
+        if not self._worker_log:
+            self._worker_log = True
+            self.client.register_plugin(routing.WorkerStimulusLog())
+        elif self._announce:  # a reused cluster: each worker's log starts over
+            self._announce = False
+            self.client.run(routing.announce_stimulus_log)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -584,6 +657,25 @@ class DaskCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _fit(shape: ClusterShape, validate: bool, network: bool) -> tuple[Any, ...]:
+    """What a cluster started for ``shape`` in these modes is: another scenario with the
+    same can reuse it."""
+    links = tuple((link.worker, link.latency, link.jitter, link.bandwidth)
+                  for link in shape.links)
+    return (shape.workers, shape.threads, shape.stealing, shape.allowed_failures,
+            shape.heartbeat_interval, shape.heartbeat_timeout, links, validate,
+            network or bool(links))
+
+
+def _held_tasks(dask_worker: Any) -> int:
+    """(On a worker) how many tasks its state machine still knows."""
+    return len(dask_worker.state.tasks)
+
+
+def _noop() -> None:
+    return None
 
 
 class _Forward(logging.Handler):

@@ -67,6 +67,9 @@ PLUGIN_NAME = "squall-validator"
 EVENT_TOPIC = "squall-violation"
 SETTLE_TIMEOUT = 10.0  # seconds check_quiescent waits for the cluster to stop moving
 SETTLE_POLL = 0.05
+# seconds the pulse must stay the same: a message already written to a socket is in
+# neither side's buffer, and on a loaded machine it can take this long to be handled
+SETTLE_QUIET = 0.3
 # RPC handlers that move data or workers without transitions of every key they touch:
 # after one, the ledger is recounted.
 BULK_RPC = ("scatter", "gather", "rebalance", "replicate", "restart", "retire_workers",
@@ -136,11 +139,16 @@ class DaskValidator:
                             "asynchronous one, await acheck_quiescent(client)")
         deadline = time.monotonic() + timeout
         last = None
+        since = time.monotonic()
         while True:
             pulse = self._pulse(client.run(_worker_pulse))
-            if pulse is not None and pulse == last or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if pulse is None or pulse != last:
+                last, since = pulse, now
+            elif now - since >= SETTLE_QUIET:
                 break
-            last = pulse
+            if now >= deadline:
+                break
             time.sleep(SETTLE_POLL)  # polling the cluster for quiet, with a deadline
         reports = client.run(_worker_report)
         self._on_loop(self._quiescent, reports)
@@ -149,14 +157,39 @@ class DaskValidator:
         """``check_quiescent`` for an asynchronous client, on the scheduler's loop."""
         deadline = time.monotonic() + timeout
         last = None
+        since = time.monotonic()
         while True:
             pulse = self._pulse(await client.run(_worker_pulse))
-            if pulse is not None and pulse == last or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if pulse is None or pulse != last:
+                last, since = pulse, now
+            elif now - since >= SETTLE_QUIET:
                 break
-            last = pulse
+            if now >= deadline:
+                break
             await asyncio.sleep(SETTLE_POLL)
         reports = await client.run(_worker_report)
         self._on_loop(self._quiescent, reports)
+
+    def pulse(self, client: Any) -> Any:
+        """What changes while the cluster moves (transition counts, workers), or None while
+        a task body runs or data is on its way: the same twice, some time apart, and the
+        cluster is still."""
+        return self._pulse(client.run(_worker_pulse))
+
+    def reset(self, client: Any) -> None:
+        """Start over on an idle cluster (all keys released): what was found and counted
+        is forgotten, and the scheduler and every worker checked afresh from their state
+        now. The hooks stay as they are (a cluster reused between scenarios)."""
+        def restart() -> None:
+            self.checker = SchedulerChecker(self.scheduler)
+            self.errors.clear()
+            self._worker_violations.clear()
+            self._worker_seen.clear()
+            self._worker_checks.clear()
+
+        self._on_loop(restart)
+        client.run(_reset_worker)
 
     def detach(self) -> None:
         """Stop checking on the scheduler (workers keep their plugin until it is
@@ -193,15 +226,16 @@ class DaskValidator:
             self._wrap_in(s.stream_handlers, op, stream=True)
         for op in BULK_RPC:
             self._wrap_in(s.handlers, op, stream=False)
-        checker = self.checker
 
         def after_transitions(*args: Any, **kwargs: Any) -> None:
             if self._depth == 0:
                 self._checkpoint()
 
         def replica(ts: Any, ws: Any) -> None:
-            checker.note_task(ts)
-            checker.note_worker(ws.address)
+            checker = self.checker  # (a reset replaces it)
+            if checker is not None:
+                checker.note_task(ts)
+                checker.note_worker(ws.address)
 
         # replicas change without a transition (the active memory manager, rebalance,
         # replicate, add-keys, a worker lost): each is noted
@@ -359,8 +393,11 @@ class DaskValidator:
             self._worker_violations.append(exc)
 
     def _pulse(self, workers: dict[str, Any]) -> Any:
-        """What changes while the cluster moves; None while a worker is busy."""
+        """What changes while the cluster moves; None while a worker is busy or a message
+        waits in a batched stream (the scheduler's to a worker, a worker's to it)."""
         if any(p[1] for p in workers.values()):
+            return None
+        if any(getattr(bs, "buffer", None) for bs in list(self.scheduler.stream_comms.values())):
             return None
         return (self.scheduler.transition_counter, len(self.scheduler.workers),
                 tuple(sorted((a, p[0]) for a, p in workers.items())))
@@ -425,11 +462,13 @@ class SquallWorkerPlugin(WorkerPlugin):
         self.checker = WorkerChecker(worker.state, name=worker.address)
         prior = vars(worker).get("handle_stimulus")
         cls = type(worker)
-        checker = self.checker
 
         def handle_stimulus(*stims: Any) -> Any:
             original = (prior if prior is not None
                         else cls.handle_stimulus.__get__(worker, cls))
+            checker = self.checker  # (a reset replaces it)
+            if checker is None:
+                return original(*stims)
             try:
                 for ev in stims:
                     checker.note_stimulus(ev)
@@ -449,6 +488,13 @@ class SquallWorkerPlugin(WorkerPlugin):
         worker.handle_stimulus = handle_stimulus
         self._wrapped = handle_stimulus
         self._prior = prior
+
+    def reset(self) -> None:
+        """Check afresh from the worker's state now: a new checker, nothing found yet."""
+        if self._worker is not None:
+            self.checker = WorkerChecker(self._worker.state, name=self._worker.address)
+        self.errors.clear()
+        self._sent = 0
 
     def teardown(self, worker: Any) -> None:
         if self._wrapped is not None:
@@ -491,11 +537,18 @@ def _plugin(dask_worker: Any) -> SquallWorkerPlugin | None:
     return plugin if isinstance(plugin, SquallWorkerPlugin) else None
 
 
+def _reset_worker(dask_worker: Any) -> None:
+    plugin = _plugin(dask_worker)
+    if plugin is not None:
+        plugin.reset()
+
+
 def _worker_pulse(dask_worker: Any) -> tuple[int, bool]:
     """(transitions so far, whether a body runs or a transfer is on its way)."""
     state = dask_worker.state
     busy = bool(state.executing or state.long_running or state.in_flight_tasks
-                or state.ready or state.data_needed and any(state.data_needed.values()))
+                or state.ready or state.data_needed and any(state.data_needed.values())
+                or getattr(getattr(dask_worker, "batched_stream", None), "buffer", None))
     return state.transition_counter, busy
 
 

@@ -53,7 +53,8 @@ class _Replaying:
         self.checker: WorkerChecker | None = None
         self.state = WorkerState(
             address=address, nthreads=int(start.get("nthreads", 1)), threads={},
-            validate=False, plugins={"squall": self}, resources=start.get("resources"),
+            validate=False, plugins={"squall": self},  # type: ignore[dict-item]
+            resources=start.get("resources"),
             transfer_incoming_count_limit=int(start.get("transfer_incoming_count_limit",
                                                         9999)),
             transfer_incoming_bytes_limit=_limit(start.get("transfer_incoming_bytes_limit")),

@@ -114,7 +114,8 @@ class PeerRoutes(WorkerPlugin):
 
 
 class WorkerStimulusLog(WorkerPlugin):
-    """Sends every stimulus the worker's state machine handles to the scheduler on ``WORKER_TOPIC`` (see ``squall.targets.dask.stimuli``)."""
+    """Sends every stimulus the worker's state machine handles to the scheduler on
+    ``WORKER_TOPIC`` (see ``squall.targets.dask.stimuli``)."""
 
     name = "squall-stimulus-log"
 
@@ -130,15 +131,20 @@ class WorkerStimulusLog(WorkerPlugin):
                       "event": event, **meta}
             worker.log_event(topic, {"r": encode(record).decode()})
 
-        # What a fresh WorkerState needs to behave as this one: its threads and limits.
-        send("start", "", state.transition_counter, {
-            "nthreads": state.nthreads, "resources": dict(state.total_resources),
-            "transfer_incoming_count_limit": state.transfer_incoming_count_limit,
-            "transfer_incoming_bytes_limit": _finite(state.transfer_incoming_bytes_limit),
-            "transfer_message_bytes_limit": _finite(state.transfer_message_bytes_limit),
-            "tasks": len(state.tasks),
-            # sets iterate in hash order: a replay needs the worker's seed (dask fixes it)
-            "hash_seed": os.environ.get("PYTHONHASHSEED", "")})
+        def announce() -> None:
+            """The start record: what a fresh WorkerState needs to behave as this one (sent
+            again when a reused cluster starts a new recording)."""
+            send("start", "", state.transition_counter, {
+                "nthreads": state.nthreads, "resources": dict(state.total_resources),
+                "transfer_incoming_count_limit": state.transfer_incoming_count_limit,
+                "transfer_incoming_bytes_limit": _finite(state.transfer_incoming_bytes_limit),
+                "transfer_message_bytes_limit": _finite(state.transfer_message_bytes_limit),
+                "tasks": len(state.tasks),
+                # sets iterate in hash order: a replay needs the worker's seed (dask fixes it)
+                "hash_seed": os.environ.get("PYTHONHASHSEED", "")})
+
+        self.announce = announce
+        announce()
         # The worker's entry point, not WorkerState's (a slotted class): one stimulus at a
         # time, as dask's own loop takes them, so each has its count before it.
         prior = vars(worker).get("handle_stimulus")
@@ -172,3 +178,11 @@ class WorkerStimulusLog(WorkerPlugin):
 def _finite(limit: float) -> float | None:
     """A limit as JSON can hold it: None for no limit (infinity)."""
     return None if limit == float("inf") else limit
+
+
+def announce_stimulus_log(dask_worker: Any) -> None:
+    """(``client.run``) Each worker's stimulus log sends its start record again."""
+    plugin = dask_worker.plugins.get(WorkerStimulusLog.name)
+    announce = getattr(plugin, "announce", None)
+    if announce is not None:
+        announce()
