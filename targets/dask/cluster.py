@@ -506,25 +506,25 @@ class DaskCluster:
 
     def reset(self, shape: ClusterShape, *, validate: bool, network: bool,
               timeout: float | None = None) -> bool:
-        """Make the cluster ready for another scenario, without new processes: every key
-        released, every worker empty, a fresh validator, no recorders, the clock and the
+        """Make the cluster ready for another scenario: every key released, exactly the
+        workers ``w0..`` of ``shape`` running (one killed is started again, one too many
+        retired), every worker empty, a fresh validator, no recorders, the clock and the
         counts from zero. False (the cluster is left as it is: close it) when it cannot be
-        reused: it was started for another shape or mode (what dask reads of a shape: its
-        workers, threads, stealing, retries, heartbeats, starting links), a fault changed its
-        processes or links, or it does not settle. What dask learned stays (its per-prefix
+        reused: it was started for another kind of cluster (what dask reads of a shape
+        besides its worker count: threads, stealing, retries, heartbeats, starting links;
+        strict mode; network mode), a fault changed a link, a worker's threads or is still
+        pausing one, or it does not settle. What dask learned stays (its per-prefix
         duration averages), as on a long-lived cluster."""
-        if (self._closed or any(f.kind != "skew_estimates" for f in self.faults)
-                or self._fits != _fit(shape, validate, network)):
+        if (self._closed or self._timers or self._fits != _fit(shape, validate, network)
+                or any(f.kind == "set_link" or f.kind == "add_worker" and f.params
+                       for f in self.faults)):
             return False
         limit = self.timeout if timeout is None else timeout
         try:
             self.client.cancel(list(self.client.futures), force=True)
             self._wait_until(lambda: not self.scheduler.tasks, "every key to be released",
                              limit)
-            names = list(self.cluster.workers)
-            self._wait_until(lambda: len(self.scheduler.workers) == len(names)
-                             and all(self._registered(n) for n in names),
-                             "every worker to be running", limit)
+            self._scale_to(shape.workers, limit)
             self._wait_empty_workers(limit)
         except Exception:  # it does not settle: start anew
             return False
@@ -544,6 +544,26 @@ class DaskCluster:
         self._submitted = False
         self.started = time.monotonic()
         return True
+
+    def _scale_to(self, workers: int, limit: float) -> None:
+        """Exactly the workers ``w0..w{workers-1}`` running: a missing one (killed) starts
+        as a new incarnation, any other is retired."""
+        wanted = [f"w{i}" for i in range(workers)]
+        extra = [n for n in list(self.cluster.worker_spec) if n not in wanted]
+        for name in extra:
+            del self.cluster.worker_spec[name]
+        live = self.workers
+        missing = [n for n in wanted if n not in live]
+        for name in missing:
+            self._wait_until(lambda n=name: not self._known(n),  # type: ignore[misc]
+                             f"the scheduler to forget the dead worker {name!r}", limit)
+            self._on_loop(self._forget_nanny, name)
+            self._add_spec(name, self.threads)
+        if extra or missing:
+            self._on_loop(self.cluster._correct_state)
+        self._wait_until(lambda: len(self.scheduler.workers) == len(wanted)
+                         and all(self._registered(n) for n in wanted),
+                         f"workers {', '.join(wanted)} to be running", limit)
 
     def _wait_empty_workers(self, limit: float) -> None:
         deadline = time.monotonic() + limit
@@ -660,13 +680,12 @@ class DaskCluster:
 
 
 def _fit(shape: ClusterShape, validate: bool, network: bool) -> tuple[Any, ...]:
-    """What a cluster started for ``shape`` in these modes is: another scenario with the
-    same can reuse it."""
+    """What a cluster started for ``shape`` in these modes is, but for its worker count: a
+    scenario with the same can reuse it (``reset`` scales the workers)."""
     links = tuple((link.worker, link.latency, link.jitter, link.bandwidth)
                   for link in shape.links)
-    return (shape.workers, shape.threads, shape.stealing, shape.allowed_failures,
-            shape.heartbeat_interval, shape.heartbeat_timeout, links, validate,
-            network or bool(links))
+    return (shape.threads, shape.stealing, shape.allowed_failures, shape.heartbeat_interval,
+            shape.heartbeat_timeout, links, validate, network or bool(links))
 
 
 def _held_tasks(dask_worker: Any) -> int:
