@@ -566,8 +566,9 @@ def _run(scenario: Callable[[Any], dict[str, Any]], bug: DaskBug | None,
         except Exception as e:  # a scenario that cannot finish under the bug
             error = f"{type(e).__name__}: {e}".splitlines()[0]
         found = list(cluster.validator.violations)
+        recorded = list(records)  # (records still arriving are not in the trace)
         if trace is not None:
-            _write_trace(trace, bug, name, workers, list(records), cluster, found)
+            _write_trace(trace, bug, name, workers, recorded, cluster, found)
         seconds = None
         checker = getattr(cluster.validator, "checker", None)
         base = getattr(checker, "started", None)
@@ -582,7 +583,7 @@ def _run(scenario: Callable[[Any], dict[str, Any]], bug: DaskBug | None,
         return DaskBugResult(
             bug.name if bug is not None else None, name, bool(found), caught_by, seconds,
             len(found), int(size.get("tasks", 0)), int(size.get("faults", 0)), expected,
-            error, sorted(set(ids)), str(trace or ""), len(records))
+            error, sorted(set(ids)), str(trace or ""), len(recorded))
 
 
 def _write_trace(path: str | Path, bug: DaskBug | None, scenario: str, workers: int,

@@ -156,6 +156,7 @@ class ClusterPool:
         self.kept: Any = None
         self.started = 0  # clusters started
         self.reused = 0  # scenarios run on a kept cluster
+        self.refusals: dict[str, int] = {}  # why a kept cluster was not reused: how often
 
     def get(self, scenario: Scenario, *, validate: bool, network: bool) -> Any:
         c = scenario.cluster
@@ -165,6 +166,8 @@ class ClusterPool:
                     c, validate=validate, network=network):
                 self.reused += 1
                 return cluster
+            why = str(getattr(cluster, "refused", "") or "it cannot be reset")
+            self.refusals[why] = self.refusals.get(why, 0) + 1
             _close(cluster)
         cluster = self.target.start(scenario.runtime, c, seed=scenario.seed, validate=validate,
                                     record=True, network=network)

@@ -117,7 +117,7 @@ def test_one_cluster_serves_scenarios_of_its_shape_and_is_reset_between_them(
         runs = (two, two, three, killed, two, three, other)
         outcomes = [run_on_target(s, target, pool=pool, trace=tmp_path / f"{i}.jsonl")
                     for i, s in enumerate(runs)]
-        assert (pool.started, pool.reused) == (2, 5)
+        assert (pool.started, pool.reused) == (2, 5), pool.refusals
         assert sorted(pool.kept.workers) == ["w0", "w1"]
     for o in outcomes:  # each run counted from zero, and recorded from its start
         assert o.ok and o.transitions >= outcomes[0].transitions, o

@@ -169,12 +169,14 @@ class DaskCluster:
         self._base_transitions = 0  # the counts when the cluster was last reset
         self._base_steals = 0
         self._fits: tuple[Any, ...] | None = None  # set by from_shape: what it can be reused for
+        self.refused = ""  # why the last reset could not reuse the cluster
         self.cluster: Any = None
         self.client: Any = None
         config: dict[str, Any] = {
             "distributed.scheduler.allowed-failures": allowed_failures,
             "distributed.scheduler.work-stealing": stealing,
         }
+        self._default_ttl = dask.config.get("distributed.scheduler.worker-ttl")
         if heartbeat_timeout is not None:
             config["distributed.scheduler.worker-ttl"] = f"{heartbeat_timeout}s"
         try:
@@ -515,9 +517,8 @@ class DaskCluster:
         strict mode; network mode), a fault changed a link, a worker's threads or is still
         pausing one, or it does not settle. What dask learned stays (its per-prefix
         duration averages), as on a long-lived cluster."""
-        if (self._closed or self._timers or self._fits != _fit(shape, validate, network)
-                or any(f.kind == "set_link" or f.kind == "add_worker" and f.params
-                       for f in self.faults)):
+        self.refused = _refusal(self, shape, validate, network)
+        if self.refused:
             return False
         limit = self.timeout if timeout is None else timeout
         try:
@@ -526,7 +527,9 @@ class DaskCluster:
                              limit)
             self._scale_to(shape.workers, limit)
             self._wait_empty_workers(limit)
-        except Exception:  # it does not settle: start anew
+            self._on_loop(self._configure, shape)
+        except Exception as e:  # it does not settle: start anew
+            self.refused = f"it did not settle: {type(e).__name__}: {e}".splitlines()[0]
             return False
 
         def restart_clock() -> None:
@@ -544,6 +547,27 @@ class DaskCluster:
         self._submitted = False
         self.started = time.monotonic()
         return True
+
+    def _configure(self, shape: ClusterShape) -> None:
+        """(On the loop) the scheduler's retries and worker TTL as ``shape`` asks (dask
+        reads both at start; the TTL check is a periodic callback of that period)."""
+        from dask.utils import parse_timedelta
+        from tornado.ioloop import PeriodicCallback
+
+        s = self.scheduler
+        s.allowed_failures = shape.allowed_failures
+        ttl = (parse_timedelta(f"{shape.heartbeat_timeout}s") if shape.heartbeat_timeout
+               else parse_timedelta(self._default_ttl))
+        if ttl == s.worker_ttl:
+            return
+        s.worker_ttl = ttl
+        old = s.periodic_callbacks.pop("worker-ttl", None)
+        if old is not None:
+            old.stop()
+        if ttl:
+            pc = PeriodicCallback(s.check_worker_ttl, ttl * 1000)
+            s.periodic_callbacks["worker-ttl"] = pc
+            pc.start()
 
     def _scale_to(self, workers: int, limit: float) -> None:
         """Exactly the workers ``w0..w{workers-1}`` running: a missing one (killed) starts
@@ -679,13 +703,38 @@ class DaskCluster:
         self.close()
 
 
+def _refusal(cluster: DaskCluster, shape: ClusterShape, validate: bool, network: bool) -> str:
+    """Why ``cluster`` cannot be reset for ``shape`` ("" if it can)."""
+    if cluster._closed:
+        return "it is closed"
+    if cluster._timers:
+        return "a worker is still paused"
+    wanted = _fit(shape, validate, network)
+    fits = cluster._fits
+    if fits is not None and fits[-1] and not wanted[-1]:
+        # proxies with no toxic pass everything: a network-mode cluster serves either
+        wanted = (*wanted[:-1], True)
+    if fits != wanted:
+        names = ("threads", "stealing", "heartbeat interval", "links", "strict mode",
+                 "network mode")
+        differ = [n for n, a, b in zip(names, cluster._fits or (), wanted, strict=False)
+                  if a != b]
+        return f"another kind of cluster ({', '.join(differ) or 'unknown'})"
+    for f in cluster.faults:
+        if f.kind == "set_link":
+            return "a link was changed"
+        if f.kind == "add_worker" and f.params:
+            return "a worker joined with other threads"
+    return ""
+
+
 def _fit(shape: ClusterShape, validate: bool, network: bool) -> tuple[Any, ...]:
-    """What a cluster started for ``shape`` in these modes is, but for its worker count: a
-    scenario with the same can reuse it (``reset`` scales the workers)."""
+    """What a cluster started for ``shape`` in these modes is, but for what ``reset`` sets
+    anew (its worker count, retries and worker TTL): a scenario with the same can reuse it."""
     links = tuple((link.worker, link.latency, link.jitter, link.bandwidth)
                   for link in shape.links)
-    return (shape.threads, shape.stealing, shape.allowed_failures, shape.heartbeat_interval,
-            shape.heartbeat_timeout, links, validate, network or bool(links))
+    return (shape.threads, shape.stealing, shape.heartbeat_interval, links, validate,
+            network or bool(links))
 
 
 def _held_tasks(dask_worker: Any) -> int:
