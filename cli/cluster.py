@@ -7,11 +7,16 @@
 Addresses default to 127.0.0.1; binding anything else requires ``--keys`` (ZeroMQ CURVE:
 a peer without the cluster's key is refused, which matters because workers unpickle what
 they are sent). Registered in ``squall.cli.main``.
+
+A worker outlives its scheduler: when the scheduler dies, stops answering or declares it
+dead, the worker says so and rejoins as a new incarnation once a scheduler answers at the
+same address (see ``squall.core.runtime.worker_server.serve_standalone``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import click
 
@@ -26,6 +31,13 @@ def _load_keys(keys: str | None) -> net.Keys | None:
         return net.load_keys(keys)
     except net.KeysError as e:
         raise SquallError(str(e)) from None
+
+
+def _seconds(flag: str, value: float) -> float:
+    """A duration flag must be a positive, finite number of seconds."""
+    if not 0 < value < math.inf:
+        raise SquallError(f"{flag} must be a positive number of seconds, got {value:g}")
+    return value
 
 
 def _logging(verbose: bool) -> None:
@@ -60,6 +72,9 @@ def scheduler_command(listen: str, keys_dir: str | None, heartbeat_timeout: floa
     """Run a scheduler until interrupted."""
     from squall.core.runtime.scheduler_server import SchedulerServer
 
+    _seconds("--heartbeat-timeout", heartbeat_timeout)
+    if allowed_failures < 0:
+        raise SquallError(f"--allowed-failures must be >= 0, got {allowed_failures}")
     _logging(verbose)
     try:
         server = SchedulerServer(listen, keys=_load_keys(keys_dir),
@@ -92,19 +107,18 @@ def worker_command(scheduler: str, threads: int, name: str | None, listen: str |
                    keys_dir: str | None, heartbeat_interval: float, register_timeout: float,
                    validate: bool, verbose: bool) -> None:
     """Run a worker for the scheduler at SCHEDULER (tcp://HOST:PORT) until interrupted."""
-    from squall.core.runtime.worker_server import RegistrationError, WorkerServer
+    from squall.core.runtime.worker_server import RegistrationError, serve_standalone
 
     if threads < 1:
         raise SquallError(f"--threads must be >= 1, got {threads}")
+    _seconds("--heartbeat-interval", heartbeat_interval)
+    _seconds("--register-timeout", register_timeout)
     _logging(verbose)
     try:
-        server = WorkerServer(scheduler, name=name, nthreads=threads, listen=listen,
-                              keys=_load_keys(keys_dir), heartbeat_interval=heartbeat_interval,
-                              register_timeout=register_timeout, validate=validate)
-        server.start()
+        serve_standalone(scheduler, name=name, nthreads=threads, listen=listen,
+                         keys=_load_keys(keys_dir), heartbeat_interval=heartbeat_interval,
+                         register_timeout=register_timeout, validate=validate)
     except (net.AddressError, RegistrationError, ImportError, OSError) as e:
         raise SquallError(str(e)) from None
-    try:
-        server.serve()
     except KeyboardInterrupt:
         pass

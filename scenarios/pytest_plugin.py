@@ -1,27 +1,36 @@
-"""squall's pytest plugin (registered through the ``pytest11`` entry point).
+"""squall's pytest plugin (registered through the ``pytest11`` entry point). Everything it
+adds is named ``squall...``, so it sits beside a project's own fixtures, markers and
+profiles without replacing any:
 
-- ``sim_cluster``: a fixture giving a strict-mode ``SimCluster``; shape it with
-  ``@pytest.mark.sim_cluster(workers=2, threads=2, seed=3, stealing=True)``.
+- ``squall_sim_cluster``: a fixture giving a strict-mode ``SimCluster``; shape it with
+  ``@pytest.mark.squall_sim_cluster(workers=2, threads=2, seed=3, stealing=True)``. When
+  the test fails, the cluster's trace is written to the trace folder (below).
 - ``squall_dask_cluster``: a fixture giving a dask.distributed cluster of real processes
   in squall's strict mode, with its client and fault surface (``DaskCluster``); shape it
   with ``@pytest.mark.squall_dask_cluster(workers=2, threads=1, network=True)``. After
   the test, the full checks run at quiescence; a violation fails the test with the
-  invariant id and writes the trace to ``squall-traces/`` under the rootdir.
-- ``@pytest.mark.real``: a test that starts real processes and sockets. Under
-  ``pytest -n N --dist loadgroup`` all such tests share the xdist group ``real`` and so
-  run one after another on one worker.
+  invariant id and writes the trace to the trace folder.
+- ``--squall-trace-dir DIR``: where those traces go (default ``squall-traces`` under the
+  rootdir).
+- ``@pytest.mark.squall_real``: a test that starts real processes and sockets. Under
+  ``pytest -n N --dist loadgroup`` all such tests share the xdist group ``squall_real`` and
+  so run one after another on one worker.
+- ``@pytest.mark.squall_property``: a Hypothesis property or state-machine test.
 - ``--squall-traces DIR``: every ``*.jsonl`` trace in DIR becomes a test that checks the
   bug it recorded stays fixed: the trace's scenario, run again in the simulator with
   strict mode, must pass, and replaying its recorded stimuli must not reproduce the
-  recorded violation.
-- The Hypothesis profiles ``dev``, ``ci`` and ``deep`` are registered (choose with
-  ``--hypothesis-profile`` or ``HYPOTHESIS_PROFILE``).
+  recorded violation. A trace that cannot be read fails in one line (file and line).
+- The Hypothesis profiles ``squall-dev``, ``squall-ci`` and ``squall-deep``
+  (``squall.scenarios.profiles``) are registered where missing, when pytest loads the
+  plugin; none is loaded unless asked (``--hypothesis-profile`` or ``HYPOTHESIS_PROFILE``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,28 +38,41 @@ from typing import Any
 
 import pytest
 
-REAL_MARKER = "real: starts real processes and sockets; run serially (xdist group 'real')"
+from squall.scenarios.profiles import register_profiles
+
+# Now, not in a hook: Hypothesis' own plugin reads --hypothesis-profile when pytest
+# configures, which may come before any hook of this plugin.
+register_profiles()
+
+REAL = "squall_real"  # the marker, and the xdist group its tests share
+REAL_MARKER = (f"{REAL}: starts real processes and sockets; run serially (xdist group "
+               f"'{REAL}')")
+PROPERTY_MARKER = ("squall_property: a Hypothesis property or state-machine test "
+                   "(tox -e property runs these with the squall-ci profile)")
+SIM_MARKER = ("squall_sim_cluster(workers=2, threads=2, seed=0, stealing=False, ...): "
+              "SimCluster arguments for the squall_sim_cluster fixture")
 DASK_MARKER = ("squall_dask_cluster(workers=2, threads=1, network=False, **shape): the "
                "squall_dask_cluster fixture's cluster (fields of squall's ClusterShape)")
 DASK = "dask"  # the runtime the squall_dask_cluster fixture starts
+SIM = "sim"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("squall")
     group.addoption("--squall-traces", metavar="DIR", default=None,
                     help="replay every squall trace (*.jsonl) in DIR as a regression test")
+    group.addoption("--squall-trace-dir", metavar="DIR", default=None,
+                    help="where a failing test's squall cluster writes its trace "
+                         "(default: squall-traces under the rootdir)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from squall.scenarios.strategies import register_profiles
-
-    config.addinivalue_line("markers", REAL_MARKER)
-    config.addinivalue_line("markers", "property: a Hypothesis property or state-machine test "
-                                       "(tox -e property runs these with the ci profile)")
-    config.addinivalue_line("markers", "sim_cluster(**kwargs): SimCluster arguments for the "
-                                       "sim_cluster fixture")
-    config.addinivalue_line("markers", DASK_MARKER)
-    register_profiles()
+    for line in (REAL_MARKER, PROPERTY_MARKER, SIM_MARKER, DASK_MARKER):
+        config.addinivalue_line("markers", line)
+    if not config.pluginmanager.hasplugin("xdist"):
+        # (-p no:xdist): tests may still name their group; without xdist it means nothing
+        config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's grouping "
+                                           "(xdist is not loaded in this run)")
     # Checked here, before collection: under xdist a collection error in the workers
     # would surface as an INTERNALERROR traceback instead of this one line.
     folder = config.getoption("squall_traces")
@@ -67,16 +89,92 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"HYPOTHESIS_PROFILE={name!r}: {e}") from None
 
 
-@pytest.fixture
-def sim_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A SimCluster with strict mode on (``validate=True``) unless the marker says not."""
-    from squall.core.sim import SimCluster
+def trace_dir(config: pytest.Config) -> Path:
+    """Where a failing test's trace goes (``--squall-trace-dir``)."""
+    chosen = config.getoption("squall_trace_dir")
+    return Path(chosen) if chosen else Path(config.rootpath) / "squall-traces"
 
-    marker = request.node.get_closest_marker("sim_cluster")
+
+def _trace_path(item: pytest.Item, runtime: str) -> Path:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name)[:100]
+    return trace_dir(item.config) / f"{stem}-{runtime}.trace.jsonl"
+
+
+_REPORT_KEY = pytest.StashKey[pytest.TestReport]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """Keeps the call phase's report, so a fixture's teardown knows whether its test
+    failed."""
+    report = yield
+    if report.when == "call":
+        item.stash[_REPORT_KEY] = report
+    return report
+
+
+@pytest.fixture
+def squall_sim_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A SimCluster with strict mode on (``validate=True``) unless the marker says not.
+    Its run is recorded; if the test fails, the trace is written to the trace folder and
+    named in the failure's report (``squall replay PATH`` replays it)."""
+    from squall.core.sim import SimCluster
+    from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario
+    from squall.scenarios.trace import SimRecorder, TraceWriter
+
+    marker = request.node.get_closest_marker("squall_sim_cluster")
     kwargs: dict[str, Any] = {"validate": True}
     if marker is not None:
         kwargs.update(marker.kwargs)
-    yield SimCluster(**kwargs)
+    cluster = SimCluster(**kwargs)
+    item = request.node
+    shape = ClusterShape(workers=len(cluster.workers), threads=cluster.threads,
+                         stealing=bool(kwargs.get("stealing", False)))
+    header = Scenario(workload=ExplicitGraph(tasks=()), cluster=shape, runtime=SIM,
+                      name=item.name, seed=int(kwargs.get("seed", 0)),
+                      description=f"pytest {item.nodeid}: the test's own graphs")
+    scratch = Path(tempfile.mkdtemp(prefix="squall-sim-"))
+    recorder = SimRecorder(cluster, TraceWriter(scratch / "run.jsonl", header))
+    try:
+        yield cluster
+    finally:
+        report = item.stash.get(_REPORT_KEY, None)
+        try:
+            if report is not None and report.failed:
+                _keep_sim_trace(item, report, cluster, recorder, scratch / "run.jsonl")
+            else:
+                recorder.writer.close()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _keep_sim_trace(item: pytest.Item, report: pytest.TestReport, cluster: Any,
+                    recorder: Any, scratch: Path) -> None:
+    """The failing test's run, as a trace in the trace folder; its path in the report."""
+    from squall.core.outcome import Outcome
+    from squall.scenarios.runner import violation_from
+
+    found = []
+    excinfo = getattr(report, "excinfo", None)
+    exc = getattr(excinfo, "value", None) if excinfo is not None else None
+    if exc is not None:
+        v = violation_from(exc, cluster.now)
+        if v is not None:
+            found.append(v)
+    # (results_ok: the test judged its own results; the trace holds what the cluster did)
+    outcome = Outcome(results_ok=True, makespan=cluster.now, n_tasks=0,
+                      transitions=cluster.scheduler.transition_counter, digest="",
+                      n_stimuli=recorder.writer.n, violations=found)
+    recorder.finish(outcome, "stimulus" if found and found[0].stimulus_id else "end")
+    path = _trace_path(item, SIM)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(scratch), path)
+    except OSError as e:
+        report.sections.append(("squall trace", f"not written: {path}: {e.strerror}"))
+        return
+    report.sections.append(("squall trace", f"trace: {path}\nreplay: squall replay {path}"))
 
 
 class _Validated:
@@ -109,8 +207,8 @@ class _Validated:
         scenario = Scenario(workload=ExplicitGraph(tasks=()), cluster=self.shape,
                             runtime=DASK, name=item.name,
                             description=f"pytest {item.nodeid}: the test's own tasks")
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name)[:100]
-        path = Path(item.config.rootpath) / "squall-traces" / f"{stem}-{DASK}.trace.jsonl"
+        path = _trace_path(item, DASK)
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_trace(path, scenario, list(self.stimuli), cluster.faults, outcome,
                     phase="stimulus" if found[0].stimulus_id else "end")
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
@@ -169,9 +267,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
+    grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
-        if item.get_closest_marker("real") is not None:
-            item.add_marker(pytest.mark.xdist_group("real"))
+        if grouped and item.get_closest_marker(REAL) is not None:
+            item.add_marker(pytest.mark.xdist_group(REAL))
     folder = config.getoption("squall_traces")
     if not folder:
         return
@@ -195,8 +294,10 @@ class TraceItem(pytest.Item):
         check_trace_regression(self.trace)
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> str:
-        if isinstance(excinfo.value, TraceRegression):
-            return str(excinfo.value)
+        from squall.scenarios.trace import TraceError
+
+        if isinstance(excinfo.value, TraceRegression | TraceError):
+            return str(excinfo.value)  # one line (or a few) that say it all
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Any, int | None, str]:

@@ -4,17 +4,14 @@ Every random choice is drawn through Hypothesis (the simulator's own seed includ
 a failing example shrinks and nothing is flaky. Choices are drawn from small ordered
 menus whose first entry is the simplest, because Hypothesis shrinks toward it.
 
-Settings profiles (``register_profiles``): ``dev`` (the default, quick), ``ci``
-(bounded and derandomised: the same examples on every run), ``deep`` (thousands of
-examples, for a night). Choose one with ``HYPOTHESIS_PROFILE=ci`` or pytest's
-``--hypothesis-profile=deep``.
+Settings profiles: ``squall.scenarios.profiles`` (``squall-dev``, ``squall-ci``,
+``squall-deep``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
@@ -38,17 +35,6 @@ HINT_FACTORS = (1.0, None, 10.0, 0.1)  # hint = actual x factor; None: no hint
 NBYTES = (100, 10_000, 1_000_000, 10_000_000)
 FAULT_TIMES = st.integers(0, 300).map(lambda cs: cs / 100)  # 0 .. 3 virtual seconds
 HEARTBEAT_TIMEOUT = 2.0  # set whenever a schedule partitions or pauses workers
-
-
-def register_profiles() -> None:
-    """Register the ``dev``, ``ci`` and ``deep`` profiles (idempotent)."""
-    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-             HealthCheck.filter_too_much]
-    settings.register_profile("dev", max_examples=50, deadline=None, suppress_health_check=quiet)
-    settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
-                              database=None, print_blob=True, suppress_health_check=quiet)
-    settings.register_profile("deep", max_examples=2000, deadline=None,
-                              suppress_health_check=quiet)
 
 
 # ------------------------------------------------------------------ graphs

@@ -1,4 +1,9 @@
-"""Shared test settings: Hypothesis profiles and strict mode."""
+"""Shared test settings: the Hypothesis profile and the CLI runner.
+
+squall's own suite runs with squall's profiles (``squall.scenarios.profiles``, registered
+by its pytest plugin): ``squall-ci`` on CI (reproducible), ``squall-dev`` elsewhere, unless
+``HYPOTHESIS_PROFILE`` or ``--hypothesis-profile`` says otherwise.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,16 @@ import os
 from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
 from squall.cli.main import main
+from squall.scenarios.profiles import CI, DEV
 
-# Registered explicitly so that CI=true does not silently pick Hypothesis' own "ci" profile.
-settings.register_profile("dev", max_examples=50, deadline=None)
-settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
-                          database=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("deep", max_examples=2000, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get("HYPOTHESIS_PROFILE") and not config.getoption(
+            "hypothesis_profile", None):
+        settings.load_profile(CI if os.environ.get("CI") else DEV)
 
 
 @pytest.fixture

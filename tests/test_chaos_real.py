@@ -36,7 +36,7 @@ from squall.scenarios.runner import run_scenario
 
 TIMEOUT = 30.0
 
-pytestmark = [pytest.mark.real, pytest.mark.xdist_group("real")]
+pytestmark = [pytest.mark.squall_real, pytest.mark.xdist_group("squall_real")]
 
 
 def slow_inc(x: int) -> int:

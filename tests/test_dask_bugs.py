@@ -20,7 +20,7 @@ from squall.mutants.dask_bugs import (  # noqa: E402
     run_bug,
 )
 
-pytestmark = [pytest.mark.real, pytest.mark.xdist_group("dask-bugs")]
+pytestmark = [pytest.mark.squall_real, pytest.mark.xdist_group("dask-bugs")]
 
 
 @pytest.mark.parametrize("bug", DASK_CATALOG, ids=lambda b: b.name)

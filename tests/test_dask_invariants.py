@@ -626,8 +626,8 @@ def test_a_worker_state_broken_by_hand_is_fetched_at_quiescence(validated: Any) 
     assert repr(address) in found["wstate.nbytes-sum"].entity
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_worker_processes_are_validated_and_report_to_the_scheduler() -> None:
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as client:

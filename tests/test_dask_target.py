@@ -31,7 +31,7 @@ from squall.targets import runtime_names, target_for
 from squall.targets.dask.cluster import DaskCluster, DaskTarget
 
 pytest.importorskip("distributed")
-pytestmark = pytest.mark.real
+pytestmark = pytest.mark.squall_real
 
 TIMEOUT = 30.0
 

@@ -206,8 +206,8 @@ def test_worker_computes_a_key_it_was_fetching_when_the_transfer_fails() -> None
 # ------------------------------------------------------------------ real processes
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_submit_gather_round_trip() -> None:
     with LocalCluster(workers=2, threads=1) as cluster, Client(cluster) as client:
         assert set(cluster.workers) == {"w0", "w1"}
@@ -234,8 +234,8 @@ def test_submit_gather_round_trip() -> None:
         assert client.info().dropped == 0
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_tasks_waiting_for_a_worker_run_on_the_first_that_joins() -> None:
     # The new worker's first batch holds both its acceptance and the tasks placed on it.
     with LocalCluster(workers=0) as cluster, Client(cluster) as client:
@@ -244,8 +244,8 @@ def test_tasks_waiting_for_a_worker_run_on_the_first_that_joins() -> None:
         assert client.gather(futures, TIMEOUT) == list(range(1, 11))
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_task_errors_come_back_with_the_remote_traceback() -> None:
     with LocalCluster(workers=2, threads=1) as cluster, Client(cluster) as client:
         f = client.submit(fail, 7)
@@ -268,8 +268,8 @@ def test_task_errors_come_back_with_the_remote_traceback() -> None:
         assert client.submit(inc, 41).result(TIMEOUT) == 42
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_dependency_travels_peer_to_peer_not_through_the_scheduler() -> None:
     size = 4 << 20
     with LocalCluster(workers=2, threads=1) as cluster, Client(cluster) as client:
@@ -284,8 +284,8 @@ def test_dependency_travels_peer_to_peer_not_through_the_scheduler() -> None:
         assert info.bytes_in + info.bytes_out < size // 8, info
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_worker_sigkilled_mid_run_all_keys_right() -> None:
     with LocalCluster(workers=2, threads=1, allowed_failures=3) as cluster, \
             Client(cluster) as client:
@@ -321,8 +321,8 @@ def _expected(graph: TaskGraph, key: str) -> int:
     return sum(spec.args) + sum(_expected(graph, d) for d in spec.deps)
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_worker_death_inside_a_task_is_recovered_up_to_allowed_failures(tmp_path: object) -> None:
     with LocalCluster(workers=2, threads=1, allowed_failures=1) as cluster, \
             Client(cluster) as client:
@@ -336,8 +336,8 @@ def test_worker_death_inside_a_task_is_recovered_up_to_allowed_failures(tmp_path
         assert len(cluster.exits) >= 3
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_a_frozen_worker_is_declared_dead_after_the_heartbeat_timeout() -> None:
     with LocalCluster(workers=2, threads=1, heartbeat_interval=0.05,
                       heartbeat_timeout=0.3) as cluster, Client(cluster) as client:
@@ -373,8 +373,8 @@ def _ask_info(sock: zmq.Socket, name: str) -> p.SchedulerInfo:  # type: ignore[t
                 return m
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_fuzzed_frames_are_rejected_while_the_scheduler_keeps_serving() -> None:
     with LocalCluster(workers=1, threads=1, validate=True) as cluster, \
             Client(cluster) as client:
@@ -409,8 +409,8 @@ def test_fuzzed_frames_are_rejected_while_the_scheduler_keeps_serving() -> None:
         ctx.term()
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_curve_scheduler_refuses_a_worker_with_the_wrong_key(tmp_path: object) -> None:
     good, bad = f"{tmp_path}/good", f"{tmp_path}/bad"
     net.create_keys(good)
@@ -441,8 +441,8 @@ def test_curve_scheduler_refuses_a_worker_with_the_wrong_key(tmp_path: object) -
         assert info.refused >= 3
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_worker_logs_reach_the_parent() -> None:
     seen = threading.Event()
     records: list[logging.LogRecord] = []
@@ -471,8 +471,8 @@ def _log_hello() -> int:
     return os.getpid()
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_strict_mode_violation_reaches_the_client_as_invariant_violation() -> None:
     from squall.invariants import InvariantViolation
 
@@ -499,8 +499,8 @@ def test_strict_mode_violation_reaches_the_client_as_invariant_violation() -> No
         ctx.term()
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_a_violation_inside_a_worker_halts_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     from squall.invariants import InvariantViolation
 
@@ -519,8 +519,8 @@ def test_a_violation_inside_a_worker_halts_the_run(monkeypatch: pytest.MonkeyPat
         assert client.info().halted.startswith("w0: InvariantViolation")
 
 
-@pytest.mark.real
-@pytest.mark.xdist_group("real")
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
 def test_recorded_real_run_replays_into_fresh_state_machines() -> None:
     records: list[tuple[str, int, int, object]] = []
     with LocalCluster(workers=2, threads=1, record=True) as cluster:

@@ -43,7 +43,7 @@ from squall.targets import ReferenceTarget
 # ------------------------------------------------------------------ model and library
 
 
-@pytest.mark.property
+@pytest.mark.squall_property
 @settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios("medium"))
 def test_a_scenario_is_a_value_that_round_trips_through_json(scenario: Scenario) -> None:
@@ -52,7 +52,7 @@ def test_a_scenario_is_a_value_that_round_trips_through_json(scenario: Scenario)
     assert len(scenario.graph()) >= 1
 
 
-@pytest.mark.property
+@pytest.mark.squall_property
 @settings(max_examples=30)
 @given(graphs(max_tasks=30))
 def test_generated_graphs_are_acyclic_with_dependencies_before_dependents(
@@ -178,7 +178,7 @@ def test_the_tick_interval_sets_the_simulated_scheduler_clock(tmp_path: Path) ->
     assert ticks(0.1) >= 19 and 4 <= ticks(0.4) <= 6  # over the 2 s the task runs
 
 
-@pytest.mark.real
+@pytest.mark.squall_real
 def test_a_real_run_is_checked_traced_and_replayed(tmp_path: Path,
                                                    run_cli) -> None:
     sc = Scenario(workload=ExplicitGraph(tasks=(
@@ -229,7 +229,7 @@ ClusterMachine.TestCase.settings = settings(
     max_examples=12, stateful_step_count=15, deadline=None, derandomize=True, database=None,
     phases=[Phase.explicit, Phase.generate, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-TestClusterMachine = pytest.mark.property(ClusterMachine.TestCase)
+TestClusterMachine = pytest.mark.squall_property(ClusterMachine.TestCase)
 
 
 # ------------------------------------------------------------------ explore, shrink, replay
@@ -337,7 +337,7 @@ def test_run_reports_a_violation_with_exit_1_and_the_replay_command(
     assert code == 1 and "worker.nbytes-sum" in out and f"squall replay {trace}" in out
 
 
-@pytest.mark.property
+@pytest.mark.squall_property
 @settings(max_examples=5, deadline=None, derandomize=True, database=None)
 @given(st.data())
 def test_scenarios_from_every_space_run_to_an_outcome(data: st.DataObject) -> None:
@@ -351,13 +351,13 @@ def test_scenarios_from_every_space_run_to_an_outcome(data: st.DataObject) -> No
 # ------------------------------------------------------------------ the pytest plugin
 
 
-def test_the_sim_cluster_fixture_is_strict_by_default(sim_cluster) -> None:  # type: ignore[no-untyped-def]
-    assert sim_cluster.validator is not None and len(sim_cluster.workers) == 4
-    out = sim_cluster.run(Scenario(workload=Generated(name="tree", tasks=16)).graph())
+def test_the_sim_cluster_fixture_is_strict_by_default(squall_sim_cluster) -> None:  # type: ignore[no-untyped-def]
+    assert squall_sim_cluster.validator is not None and len(squall_sim_cluster.workers) == 4
+    out = squall_sim_cluster.run(Scenario(workload=Generated(name="tree", tasks=16)).graph())
     assert out.ok and out.invariant_checks > 0
 
 
-@pytest.mark.sim_cluster(workers=2, threads=3, seed=9)
-def test_the_sim_cluster_marker_shapes_the_fixture(sim_cluster) -> None:  # type: ignore[no-untyped-def]
-    assert sorted(sim_cluster.workers) == ["w0", "w1"] and sim_cluster.threads == 3
-    assert sim_cluster.seed == 9
+@pytest.mark.squall_sim_cluster(workers=2, threads=3, seed=9)
+def test_the_sim_cluster_marker_shapes_the_fixture(squall_sim_cluster) -> None:  # type: ignore[no-untyped-def]
+    assert sorted(squall_sim_cluster.workers) == ["w0", "w1"] and squall_sim_cluster.threads == 3
+    assert squall_sim_cluster.seed == 9

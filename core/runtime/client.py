@@ -12,12 +12,19 @@ client and sent by reference (a content token) alongside each task's pickled arg
 arguments that are plain builtin data use the standard library's pickle, which is exact
 and fast. A function or argument that cannot be pickled is refused at submission with a
 ``GraphError`` naming the key.
+
+The connection to the scheduler is watched: ZeroMQ pings the scheduler every second
+(``transport.keepalive``; its I/O thread answers, however busy its loop is) and a
+monitor reports the connection's end. When the scheduler's process dies, or it does not
+answer for ``scheduler_timeout`` s, every call waiting on it -- and every later one --
+raises ``SchedulerLost`` naming its address: what this client submitted is gone with it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import threading
 import time
 import uuid
@@ -52,6 +59,12 @@ class RemoteError(RuntimeError):
 
 class KilledWorker(RuntimeError):
     """A task was running on a worker that died, more often than ``allowed_failures``."""
+
+
+class SchedulerLost(ConnectionError):
+    """The connection to the scheduler closed: its process died, it stopped answering
+    pings, or the link was cut. The scheduler's record of this client (its keys, its
+    registration) is gone; a new ``Client`` must start again."""
 
 
 class ClusterHalted(RuntimeError):
@@ -104,7 +117,7 @@ class Future:
     def exception(self, timeout: float | None = None) -> BaseException | None:
         try:
             self.result(timeout)
-        except TimeoutError:
+        except (TimeoutError, SchedulerLost):
             raise
         except BaseException as e:  # the task's exception is the answer here
             return e
@@ -132,7 +145,11 @@ class Client:
     """``Client(LocalCluster | "tcp://HOST:PORT", keys=DIR)``."""
 
     def __init__(self, address: Any, *, keys: str | net.Keys | None = None,
-                 timeout: float = 10.0, name: str | None = None) -> None:
+                 timeout: float = 10.0, name: str | None = None,
+                 scheduler_timeout: float = net.PING_TIMEOUT) -> None:
+        if not 0 < scheduler_timeout < math.inf:
+            raise ValueError(f"scheduler_timeout must be a positive number of seconds, got "
+                             f"{scheduler_timeout!r}")
         if not isinstance(address, str):  # a cluster object: its address and keys
             keys = keys if keys is not None else getattr(address, "keys", None)
             address = address.address
@@ -145,6 +162,8 @@ class Client:
         self._dropped: list[str] = []
         self._lock = threading.RLock()
         self._halted: BaseException | None = None
+        self._lost: SchedulerLost | None = None
+        self.scheduler_timeout = scheduler_timeout
         self._info: p.SchedulerInfo | None = None
         self._payload: bytes | None = None
         self._funcs: dict[int, tuple[Any, str, bytes]] = {}  # id(func) -> func, token, bytes
@@ -155,8 +174,12 @@ class Client:
         self._sock_worker: dict[zmq.Socket[Any], str] = {}
         self._poller = zmq.Poller()
         self._sock = net.make_socket(self._ctx, zmq.DEALER, keys=self.keys)
+        net.keepalive(self._sock, min(net.PING_INTERVAL, scheduler_timeout / 2),
+                      scheduler_timeout)
+        self._watch = net.LinkWatch(self._sock)
         self._sock.connect(address)
         self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._watch.monitor, zmq.POLLIN)
         self._closed = False
         self._sock.send_multipart(net.pack([p.RegisterClient(stimulus_id="",
                                                              client=self.name)]))
@@ -164,6 +187,10 @@ class Client:
         deadline = time.monotonic() + timeout
         while not self._registered:
             left = deadline - time.monotonic()
+            if self._lost is not None:
+                lost = self._lost
+                self.close()
+                raise lost
             if left <= 0:
                 self.close()
                 raise ConnectionError(
@@ -434,6 +461,7 @@ class Client:
                                                               client=self.name)]))
             deadline = time.monotonic() + timeout
             while self._info is None:
+                self._raise_if_lost()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"the scheduler did not answer within {timeout:g} s")
@@ -445,6 +473,7 @@ class Client:
         deadline = time.monotonic() + timeout
         with self._lock:
             while len(self.workers) < n:
+                self._raise_if_lost()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"{len(self.workers)} of {n} workers registered "
@@ -458,6 +487,7 @@ class Client:
         deadline = time.monotonic() + timeout
         with self._lock:
             while not predicate():
+                self._raise_if_lost()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"{what} did not hold within {timeout:g} s")
@@ -477,13 +507,14 @@ class Client:
             if self._closed:
                 return
             self._closed = True
-            if self._states and self._registered:
+            if self._states and self._registered and self._lost is None:
                 self._sock.send_multipart(net.pack([p.ClientReleasesKeys(
                     stimulus_id=f"{self.name}-close", time=0.0, client=self.name,
                     keys=tuple(self._states))]))
             self._states.clear()
+            self._watch.close()
             for sock in [*self._data.values(), self._sock]:
-                sock.close(linger=200 if sock is self._sock else 0)
+                sock.close(linger=200 if sock is self._sock and self._lost is None else 0)
             self._ctx.term()
 
     def __enter__(self) -> Client:
@@ -508,7 +539,7 @@ class Client:
                 if st.refs <= 0:
                     del self._states[key]
                     gone.append(key)
-            if gone and not self._closed:
+            if gone and not self._closed and self._lost is None:
                 self._sock.send_multipart(net.pack([p.ClientReleasesKeys(
                     stimulus_id=f"{self.name}-release-{next(self._n)}", time=0.0,
                     client=self.name, keys=tuple(gone))]))
@@ -523,11 +554,25 @@ class Client:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"client {self.name} is closed")
+        self._raise_if_lost()
         self._release_dropped()
 
     def _raise_if_halted(self) -> None:
         if self._halted is not None:
             raise self._halted
+        self._raise_if_lost()
+
+    def _raise_if_lost(self) -> None:
+        if self._lost is not None:
+            raise self._lost
+
+    def _scheduler_lost(self) -> None:
+        """The connection to the scheduler closed: every waiting call raises from now on."""
+        if self._lost is None:
+            self._lost = SchedulerLost(
+                f"lost the scheduler at {self.address}: its connection closed (the "
+                f"scheduler died, or did not answer for {self.scheduler_timeout:g} s); what "
+                f"client {self.name} submitted is gone with it")
 
     def _pump_now(self) -> None:
         with self._lock:
@@ -549,6 +594,9 @@ class Client:
         for sock in list(self._sock_worker):
             if sock in events:
                 self._from_worker(sock)
+        # After the scheduler's messages: what it sent before it went is taken first.
+        if self._watch.monitor in events and self._watch.read():
+            self._scheduler_lost()
 
     def _from_scheduler(self, parts: list[bytes]) -> None:
         try:

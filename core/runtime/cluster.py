@@ -27,6 +27,7 @@ built-in Toxiproxy-compatible server runs in a process of its own for the cluste
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import shutil
@@ -84,8 +85,15 @@ class LocalCluster:
         gather_timeout: float = 10.0,
         proxy: bool | str = False,
     ) -> None:
-        if workers < 0 or threads < 1:
-            raise ValueError(f"need workers >= 0 and threads >= 1, got {workers}, {threads}")
+        if workers < 0 or not 1 <= threads <= net.MAX_NTHREADS:
+            raise ValueError(f"need workers >= 0 and 1 <= threads <= {net.MAX_NTHREADS}, "
+                             f"got {workers}, {threads}")
+        if not 0 < heartbeat_interval < math.inf:
+            raise ValueError(f"heartbeat_interval must be a positive number of seconds, got "
+                             f"{heartbeat_interval!r}")
+        if heartbeat_timeout is not None and not 0 < heartbeat_timeout < math.inf:
+            raise ValueError(f"heartbeat_timeout must be a positive number of seconds (or "
+                             f"None: never), got {heartbeat_timeout!r}")
         if validate is None:
             validate = os.environ.get("SQUALL_VALIDATE", "") not in ("", "0")
         if validate:

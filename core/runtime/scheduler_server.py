@@ -11,11 +11,20 @@ until their task is forgotten, resent when a task is placed again) and exception
 stored as the bytes the worker sent. A message from a peer that has not registered, a
 frame that fails to decode, or a message a peer of its kind may not send is logged with
 the peer and the reason, counted and dropped; the loop goes on.
+
+A registration is checked before it is accepted (``registration_problem``): a worker's
+name, thread count, pid, incarnation and data address must be sane (at most
+``max_nthreads`` threads, a name of at most ``MAX_NAME`` printable characters, a
+tcp://HOST:PORT address), else the worker is answered with a ``CloseWorker`` saying why
+and nothing of it is kept. What a connection the scheduler told to register again (or
+declared dead) keeps sending is counted but logged once, so a worker whose reports
+queued up while the link was down cannot flood the log.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -35,6 +44,9 @@ log = logging.getLogger("squall.scheduler")
 
 SCHEDULER = "scheduler"
 DRAIN_LIMIT = 2000  # messages handled before the outboxes are flushed
+MAX_NTHREADS = net.MAX_NTHREADS  # the default cap on the threads of one worker
+MAX_NAME = net.MAX_NAME
+MAX_ADDRESS = net.MAX_ADDRESS
 
 
 class Peer:
@@ -83,7 +95,17 @@ class SchedulerServer(SchedulerDriver):
         stealing: bool = False,
         control: Any = None,
         record_to: str | None = None,
+        max_nthreads: int = MAX_NTHREADS,
     ) -> None:
+        if heartbeat_timeout is not None and not 0 < heartbeat_timeout < math.inf:
+            raise ValueError(f"heartbeat_timeout must be a positive number of seconds (or "
+                             f"None: never), got {heartbeat_timeout!r}")
+        if tick_interval is not None and not 0 < tick_interval < math.inf:
+            raise ValueError(f"tick_interval must be a positive number of seconds, got "
+                             f"{tick_interval!r}")
+        if max_nthreads < 1:
+            raise ValueError(f"max_nthreads must be >= 1, got {max_nthreads!r}")
+        self.max_nthreads = max_nthreads
         self.host, self.port = net.check_listen(listen, keys)
         self.keys = keys
         super().__init__(SCHEDULER, SchedulerState(allowed_failures=allowed_failures,
@@ -309,12 +331,16 @@ class SchedulerServer(SchedulerDriver):
         label = net.peer_label(ident)
         first = msgs[0]
         if len(msgs) != 1 or type(first) not in (p.RegisterWorker, p.RegisterClient):
-            self.drops(label, f"{type(first).__name__} before registering")
+            # A connection told to register again, or declared dead, may have more queued
+            # behind what it was told about: counted, not logged again.
+            self.drops(label, f"{type(first).__name__} before registering",
+                       quiet=ident in self._told)
             self._tell_unknown_worker(ident, msgs)
             return
         if type(first) is p.RegisterClient:
-            if not first.client or first.client in self.clients:
-                self.drops(label, f"client name {first.client!r} is empty or taken")
+            if not _good_name(first.client) or first.client in self.clients:
+                self.drops(label, f"client name {_short(first.client)} is empty, too long, "
+                                  "unprintable or taken")
                 return
             peer = Peer(ident, "client", first.client)
             self.peers[ident] = peer
@@ -324,9 +350,11 @@ class SchedulerServer(SchedulerDriver):
                 self._send(peer, self._halt_msg, self._halt_frames)
             log.info("client %s connected", peer.name)
             return
-        if not first.worker or first.nthreads < 1 or first.worker == SCHEDULER:
-            self.drops(label, f"bad registration: worker {first.worker!r}, "
-                              f"nthreads {first.nthreads}")
+        problem = registration_problem(first, self.max_nthreads)
+        if problem:
+            self.drops(label, f"registration refused: {problem}")
+            self._answer(ident, p.CloseWorker(stimulus_id="", worker=first.worker[:MAX_NAME],
+                                              reason=f"registration refused: {problem}"))
             return
         old = self.workers.get(first.worker)
         if old is not None:
@@ -353,14 +381,21 @@ class SchedulerServer(SchedulerDriver):
         worker = next((m.worker for m in msgs if type(m) in _WORKER_REPORTS), None)
         if worker is None or ident in self._told:
             return
+        self._mark_told(ident)
+        self._answer(ident, p.CloseWorker(
+            stimulus_id="", worker=worker, reason="unknown connection: register again",
+            rejoin=True))
+
+    def _mark_told(self, ident: bytes) -> None:
         if len(self._told) >= 1024:
             self._told.clear()  # bounded: a worker told twice closes once
         self._told[ident] = None
+
+    def _answer(self, ident: bytes, msg: Any) -> None:
+        """Send one message at once to a connection that is not (or no longer) a peer."""
         if self._router is None:
             return  # driven in-process (the decoder fuzz test): no socket to answer on
-        self._router.send_multipart([ident, *net.pack([p.CloseWorker(
-            stimulus_id="", worker=worker, reason="unknown connection: register again",
-            rejoin=True)])])
+        self._router.send_multipart([ident, *net.pack([msg])])
 
     def _forget_peer(self, peer: Peer) -> None:
         self.peers.pop(peer.ident, None)
@@ -415,6 +450,7 @@ class SchedulerServer(SchedulerDriver):
                                                reason="declared dead (heartbeat timeout)",
                                                rejoin=True))
                 self._forget_peer(peer)
+                self._mark_told(peer.ident)  # what it sends before it hears: not logged
 
     def _from_worker(self, peer: Peer, msg: Any, frames: list[bytes]) -> None:
         if msg.worker != peer.name:
@@ -641,6 +677,40 @@ class SchedulerServer(SchedulerDriver):
 # What only a registered worker sends: from an unknown connection, a worker that lost its
 # registration (cut off, or declared dead).
 _WORKER_REPORTS = (p.TaskFinished, p.TaskErred, p.MissingData, p.Heartbeat, p.StealResponse)
+
+
+def registration_problem(msg: p.RegisterWorker, max_nthreads: int = MAX_NTHREADS) -> str:
+    """Why a worker's registration cannot be accepted ("" if it can). The state machine
+    trusts its input: absurd fields (a forged or broken worker) stop here."""
+    if not _good_name(msg.worker):
+        return (f"the worker name must be 1-{MAX_NAME} printable characters, got "
+                f"{_short(msg.worker)}")
+    if msg.worker == SCHEDULER:
+        return f"the worker name {SCHEDULER!r} is reserved"
+    if not 1 <= msg.nthreads <= max_nthreads:
+        return f"nthreads must be between 1 and {max_nthreads}, got {msg.nthreads}"
+    if msg.pid < 0:
+        return f"pid must be >= 0, got {msg.pid}"
+    if msg.incarnation < 0:
+        return f"incarnation must be >= 0, got {msg.incarnation}"
+    try:
+        if len(msg.address) > MAX_ADDRESS:
+            raise net.AddressError(f"address {_short(msg.address)} is too long")
+        _, port = net.parse_address(msg.address)
+        if port == 0:
+            raise net.AddressError(f"address {msg.address!r}: port 0")
+    except net.AddressError as e:
+        return f"data {e}"
+    return ""
+
+
+def _good_name(name: str) -> bool:
+    return 0 < len(name) <= MAX_NAME and name.isprintable()
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """``repr`` of ``text``, cut to ``limit`` characters (an over-long name in a log)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} chars)"
 
 
 def _find_cycle(new: dict[str, p.TaskSpecMsg]) -> str:

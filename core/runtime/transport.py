@@ -36,6 +36,12 @@ ZAP_DOMAIN = "squall"
 KEY_NAME = "squall"  # DIR/squall.key (public), DIR/squall.key_secret (secret, mode 0600)
 _LOOPBACK_NAMES = ("localhost",)
 
+# Limits of a registration, checked by the scheduler: the threads of one worker (a
+# scheduler may set a lower cap), the characters of a name and of a data address.
+MAX_NTHREADS = 4096
+MAX_NAME = 256
+MAX_ADDRESS = 512
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[list[Any]] = msgspec.msgpack.Decoder(list[p.AnyMessage])
 _FRAMED = (p.RunSpecs, p.DataReply, p.Payload)
@@ -191,6 +197,62 @@ def make_socket(ctx: zmq.Context[Any], kind: int, *, keys: Keys | None = None,
 
 REFUSAL_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                   | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+# A connection to the scheduler is pinged (ZMTP heartbeats, answered by the scheduler's
+# ZeroMQ I/O thread: a scheduler busy in a long handle() still answers) every
+# PING_INTERVAL s, and closed when nothing came back for PING_TIMEOUT s.
+PING_INTERVAL = 1.0
+PING_TIMEOUT = 5.0
+
+
+def keepalive(sock: zmq.Socket[Any], interval: float = PING_INTERVAL,
+              timeout: float = PING_TIMEOUT) -> None:
+    """Ping the peer every ``interval`` s; close the connection after ``timeout`` s of
+    silence (a frozen or vanished peer), which a ``LinkWatch`` then reports."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, round(interval * 1000)))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, round(timeout * 1000)))
+
+
+class LinkWatch:
+    """Watches the connections of one connecting socket (a ZeroMQ monitor).
+
+    ``read()`` says whether an established connection closed since the last call: the
+    peer's process died (its kernel closed the socket), a ``keepalive`` ping went
+    unanswered, or the link was cut. The connection is not to be trusted again: a ROUTER
+    gives a reconnected peer a new identity, so whatever was registered on the old one
+    is gone. A connection that failed before its handshake completed (nobody listening
+    yet, a refused key) is not a loss."""
+
+    def __init__(self, sock: zmq.Socket[Any]) -> None:
+        self.sock = sock
+        self.monitor: zmq.Socket[Any] = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        self.up = 0  # connections whose handshake succeeded and that are still open
+        self.lost = 0  # established connections that closed
+
+    def read(self) -> bool:
+        """Take the pending events; True if an established connection closed."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        lost = False
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return lost
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.up += 1
+            elif event["event"] == zmq.EVENT_DISCONNECTED and self.up > 0:
+                self.up -= 1
+                self.lost += 1
+                lost = True
+
+    def close(self) -> None:
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:  # the socket is closed already
+            pass
+        self.monitor.close(0)
 
 
 # ------------------------------------------------------------------ framing
@@ -394,8 +456,11 @@ class Drops:
         self.loud = loud
         self.count = 0
 
-    def __call__(self, peer: str, reason: str) -> None:
+    def __call__(self, peer: str, reason: str, quiet: bool = False) -> None:
+        """Count one drop; log it unless ``quiet`` (e.g. more of a peer already told)."""
         self.count += 1
+        if quiet:
+            return
         if self.count <= self.loud or self.count % 1000 == 0:
             self.log.warning("%s: dropped a message from %s: %s (%d dropped so far)",
                              self.where, peer, reason, self.count)

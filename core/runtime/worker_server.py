@@ -12,11 +12,21 @@ Values are kept twice: as the object (inputs of local tasks) and as the pickled 
 produced, in the task's thread, so a result that cannot be pickled fails its task with
 an error that names it, and the cluster goes on. Values fetched from peers are unpickled
 only when a task needs them, in that task's thread.
+
+A worker started by hand (``squall worker``: ``serve_standalone``) outlives its
+scheduler. It pings the scheduler (``transport.keepalive``) and watches the connection;
+when the scheduler dies, stops answering, or declares it dead, it logs so at once and
+starts again in the same process as a new incarnation (clean: nothing it held is kept),
+registering with a growing wait between attempts and a log line at attempts 1, 2, 4, 8,
+... until the scheduler -- the same one or a new one on the same address -- accepts it.
+Under a launcher (``LocalCluster``) the launcher does this instead: the worker exits
+with ``REJOIN_EXIT`` and a new process takes its name.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -39,6 +49,8 @@ log = logging.getLogger("squall.worker")
 
 _LAZY = object()  # a value that arrived from a peer and has not been unpickled yet
 FLUSH_DELAY = 0.002  # seconds reports may wait to travel together while tasks are queued
+REJOIN_FIRST_WAIT = 0.5  # seconds a rejoining worker waits for its first answer ...
+REJOIN_MAX_WAIT = 10.0  # ... doubled after each attempt, up to this
 
 
 class RegistrationError(RuntimeError):
@@ -72,7 +84,15 @@ class WorkerServer(WorkerDriver):
         incarnation: int = 0,
         proxy_api: str | None = None,
         proxy_prefix: str = "",
+        reconnect: bool = False,
     ) -> None:
+        for what, value in (("heartbeat_interval", heartbeat_interval),
+                            ("register_timeout", register_timeout),
+                            ("gather_timeout", gather_timeout)):
+            if not 0 < value < math.inf:
+                raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+        if nthreads < 1:
+            raise ValueError(f"nthreads must be >= 1, got {nthreads!r}")
         host, _ = net.parse_address(scheduler)
         if listen is None:
             listen = f"tcp://{net.local_ip_towards(host)}:0"
@@ -94,6 +114,10 @@ class WorkerServer(WorkerDriver):
         self.proxy_prefix = proxy_prefix
         self._routes: dict[str, str] = {}  # peer -> the proxy address to reach it through
         self.rejoin = False  # told by the scheduler to start again as a new incarnation
+        # Standalone (serve_standalone): ping the scheduler, end this incarnation when its
+        # connection closes, and rejoin with retries; under a launcher, none of this.
+        self.reconnect = reconnect
+        self._watch: net.LinkWatch | None = None
         self.state.observers.append(self._on_transition)
         self.data: dict[str, Any] = {}
         if validate:
@@ -113,6 +137,9 @@ class WorkerServer(WorkerDriver):
         self._threads: list[threading.Thread] = []
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        # Pool threads write to the wake pipe; it is closed under this lock so that a
+        # thread finishing a task after this incarnation ended writes to no other file.
+        self._wake_lock = threading.Lock()
         self._err_blobs: dict[str, bytes] = {}
         self._outbox: list[Any] = []
         self._out_frames: list[bytes] = []
@@ -138,8 +165,12 @@ class WorkerServer(WorkerDriver):
     def now(self) -> float:
         return time.monotonic() - self._t0
 
-    def start(self) -> None:
-        """Open the sockets, register with the scheduler and start the threads."""
+    def start(self, retry: bool = False) -> None:
+        """Open the sockets, register with the scheduler and start the threads.
+
+        The scheduler has ``register_timeout`` s to accept, else RegistrationError; with
+        ``retry`` (a rejoin), attempts go on, with growing waits, until it accepts. A
+        refusal (the scheduler's answer says why) is a RegistrationError either way."""
         self._ctx = ctx = zmq.Context()
         if self.keys is not None:
             self._auth = net.start_authenticator(ctx, self.keys)
@@ -155,11 +186,16 @@ class WorkerServer(WorkerDriver):
             self._push = net.make_socket(ctx, zmq.PUSH, linger_ms=5000)
             self._push.connect(self.record_to)
             self.recorders.append(self._record)
-        self._sched = net.make_socket(ctx, zmq.DEALER, keys=self.keys)
-        self._sched.connect(self._route("scheduler", self.scheduler_address))
+        self._connect_scheduler()
         try:
-            self._register()
-        except RegistrationError:
+            if retry:
+                self._register_until_accepted()
+            elif not self._register(self.register_timeout):
+                raise RegistrationError(
+                    f"worker {self.name}: the scheduler at {self.scheduler_address} did not "
+                    f"accept its registration within {self.register_timeout:g} s "
+                    "(not running, or refused: wrong CURVE key?)")
+        except BaseException:  # refused, no answer, or interrupted while waiting
             self._close()
             raise
         for i in range(self.nthreads):
@@ -167,20 +203,57 @@ class WorkerServer(WorkerDriver):
             t.start()
             self._threads.append(t)
 
-    def _register(self) -> None:
+    def _connect_scheduler(self) -> None:
+        assert self._ctx is not None
+        self._sched = net.make_socket(self._ctx, zmq.DEALER, keys=self.keys)
+        if self.reconnect:
+            net.keepalive(self._sched)
+            self._watch = net.LinkWatch(self._sched)
+        self._sched.connect(self._route("scheduler", self.scheduler_address))
+
+    def _disconnect_scheduler(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        if self._sched is not None:
+            self._sched.close(0)
+            self._sched = None
+
+    def _register_until_accepted(self) -> None:
+        """Register again and again, on a fresh connection each time (so no stale
+        registration queues up), waiting longer each time; log at attempts 1, 2, 4, ..."""
+        wait = REJOIN_FIRST_WAIT
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._register(wait):
+                log.warning("worker %s: rejoined the scheduler at %s as incarnation %d "
+                            "(%d attempt(s), %.1f s)", self.name, self.scheduler_address,
+                            self.incarnation, attempt, time.monotonic() - started)
+                return
+            if attempt & (attempt - 1) == 0:
+                log.warning("worker %s: the scheduler at %s has not accepted it yet (attempt "
+                            "%d, %.1f s); trying again, at most every %g s", self.name,
+                            self.scheduler_address, attempt, time.monotonic() - started,
+                            REJOIN_MAX_WAIT)
+            self._disconnect_scheduler()
+            self._connect_scheduler()
+            wait = min(2 * wait, REJOIN_MAX_WAIT)
+
+    def _register(self, timeout: float) -> bool:
+        """Send the registration; True when the scheduler accepted it within ``timeout``
+        s, False when no answer came, RegistrationError when it refused."""
         sched = self._sched
         assert sched is not None
         sched.send_multipart(net.pack([p.RegisterWorker(
             stimulus_id="", worker=self.name, nthreads=self.nthreads, address=self.address,
             pid=os.getpid(), incarnation=self.incarnation)]))
-        deadline = time.monotonic() + self.register_timeout
+        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not sched.poll(net.ms(left)):
-                raise RegistrationError(
-                    f"worker {self.name}: the scheduler at {self.scheduler_address} did not "
-                    f"accept its registration within {self.register_timeout:g} s "
-                    "(not running, or refused: wrong CURVE key?)")
+                return False
             parts = sched.recv_multipart()
             try:
                 msgs, _ = net.unpack(parts)
@@ -194,9 +267,10 @@ class WorkerServer(WorkerDriver):
                     self._first_batch = parts
                     log.info("worker %s registered with %s; serving data at %s", self.name,
                              self.scheduler_address, self.address)
-                    return
+                    return True
                 if type(msg) is p.CloseWorker:
-                    raise RegistrationError(f"worker {self.name}: refused: {msg.reason}")
+                    raise RegistrationError(f"worker {self.name}: the scheduler at "
+                                            f"{self.scheduler_address} said: {msg.reason}")
 
     def stop(self) -> None:
         self._stopping = True
@@ -214,6 +288,9 @@ class WorkerServer(WorkerDriver):
         control_fd = self.control.fileno() if self.control is not None else None
         if control_fd is not None:
             poller.register(control_fd, zmq.POLLIN)
+        watch = self._watch
+        if watch is not None:
+            poller.register(watch.monitor, zmq.POLLIN)
         next_heartbeat = time.monotonic() + self.heartbeat_interval
         try:
             if self._first_batch is not None:
@@ -238,11 +315,13 @@ class WorkerServer(WorkerDriver):
                             self._drain_peer(sock)
                     if control_fd is not None and control_fd in events:
                         self._read_control()
+                    if watch is not None and watch.monitor in events and watch.read():
+                        self._lost_scheduler()
                 if self._gathers:
                     self._expire_gathers()
                 if time.monotonic() >= next_heartbeat:
                     next_heartbeat = time.monotonic() + self.heartbeat_interval
-                    if not self.halted:
+                    if not self.halted and not self._stopping:
                         self._to_scheduler(self.state.heartbeat(self.now(),
                                                                 self._new_sid("heartbeat")))
                         self._quiescent_check()
@@ -250,26 +329,45 @@ class WorkerServer(WorkerDriver):
         finally:
             self._close()
 
+    def _lost_scheduler(self) -> None:
+        """Standalone: the connection to the scheduler closed. Whatever this incarnation
+        holds is unknown to any scheduler from now on: it ends, and a new one rejoins."""
+        if self._stopping:
+            return
+        log.warning("worker %s: lost the scheduler at %s (its connection closed: it died, "
+                    "or did not answer for %g s); rejoining as a new incarnation when it is "
+                    "back", self.name, self.scheduler_address, net.PING_TIMEOUT)
+        self.rejoin = True
+        self._stopping = True
+
     def _close(self) -> None:
         for _ in self._threads:
             self._work.put(None)
         if self._ctx is None:
             return
+        if self.rejoin:
+            # Reports of an incarnation the scheduler forgot (or that lost its
+            # scheduler): nobody would apply them.
+            self._outbox = []
+            self._out_frames = []
         if self._sched is not None:
             self._flush(force=True)
         if self._push is not None:
             self._push.send_multipart([b"eof", self.name.encode()])
         if self._auth is not None:
             self._auth.stop()
-        for sock in [self._sched, self._data_sock, *self._peer_socks.values()]:
+        self._disconnect_scheduler()
+        for sock in [self._data_sock, *self._peer_socks.values()]:
             if sock is not None:
                 sock.close(0)
         if self._push is not None:
             self._push.close(5000)
         self._ctx.term()
         self._ctx = None
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._wake_lock:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_w = -1
 
     # ------------------------------------------------------------------ the state machine
 
@@ -383,7 +481,9 @@ class WorkerServer(WorkerDriver):
             elif t is p.Membership:
                 pass  # handled above
             elif t is p.CloseWorker:
-                log.warning("worker %s: told to close: %s", self.name, msg.reason)
+                log.warning("worker %s: told to close: %s%s", self.name, msg.reason,
+                            "; rejoining as a new incarnation"
+                            if msg.rejoin and self.reconnect else "")
                 self._stopping = True
                 self.rejoin = self.rejoin or msg.rejoin
             else:
@@ -420,16 +520,19 @@ class WorkerServer(WorkerDriver):
 
     def _executor(self) -> None:
         """A pool thread: run bodies, pickle results, hand them to the loop."""
-        work, done, wake = self._work, self._done, self._wake_w
+        work, done = self._work, self._done
         while True:
             item = work.get()
             if item is None:
                 return
             done.put(self._run(*item))
-            try:
-                os.write(wake, b"x")
-            except OSError:
-                return  # closing
+            with self._wake_lock:
+                if self._wake_w < 0:
+                    return  # this incarnation ended while the task ran
+                try:
+                    os.write(self._wake_w, b"x")
+                except OSError:
+                    return  # closing
 
     def _run(self, key: str, token: str, body: bytes) -> tuple[Any, ...]:
         start = time.perf_counter()
@@ -694,3 +797,26 @@ class WorkerServer(WorkerDriver):
 def _retime(msg: Any, now: float) -> Any:
     """A message takes the time it is received at: that is "now" for its receiver."""
     return msgspec.structs.replace(msg, time=now)
+
+
+def serve_standalone(scheduler: str, *, name: str | None = None, **options: Any) -> None:
+    """Run a worker started by hand until it is interrupted, told to close for good, or
+    refused: ``squall worker``. It outlives its scheduler: when the scheduler's connection
+    closes (it died or stopped answering) or the scheduler declares it dead, the worker
+    logs it at once and starts again in this process as a new incarnation, registering
+    with retries until the scheduler (restarted on the same address, or back) accepts it.
+
+    The first registration has ``register_timeout`` s (a wrong address fails at once);
+    ``options`` are those of ``WorkerServer``."""
+    name = name or f"{os.uname().nodename}-{os.getpid()}"
+    incarnation = int(options.pop("incarnation", 0))
+    retry = False
+    while True:
+        server = WorkerServer(scheduler, name=name, incarnation=incarnation, reconnect=True,
+                              **options)
+        server.start(retry=retry)
+        server.serve()
+        if not server.rejoin:
+            return
+        incarnation += 1
+        retry = True
