@@ -2,6 +2,7 @@
 long with none, and print the figures BENCHMARKS.md records.
 
     python benchmarks/mutants.py [--budget 60] [--jobs 2] [--json mutants.json]
+    python benchmarks/mutants.py --space all   # every mutant in the default (swarm) space
 
 Per mutant: the seconds of exploration until the first failing scenario (against the
 60 s target), the shrunk trace's length in stimuli (against 30, with how many of them are
@@ -33,14 +34,19 @@ def main() -> int:
     ap.add_argument("--mutant", action="append", default=[], help="only these (repeatable)")
     ap.add_argument("--out", default="/tmp/squall-mutants-bench")
     ap.add_argument("--json", default=None, help="also write the measurements here")
+    ap.add_argument("--space", default=None,
+                    help="explore every mutant (and the baseline) in this scenario space "
+                         "instead of its own, e.g. 'all': the default of squall explore")
     args = ap.parse_args()
     chosen = [mutant(n) for n in args.mutant] if args.mutant else list(CATALOG)
+    where = f"space {args.space!r}" if args.space else "each in its own space"
     print(f"python {platform.python_version()}, {len(chosen)} mutants, budget {args.budget:g} s "
-          f"each, {args.jobs} job(s), seed {args.seed}")
+          f"each, {args.jobs} job(s), seed {args.seed}, {where}")
     started = time.monotonic()
     results, base, summary = run_mutants(
         chosen, budget=args.budget, jobs=args.jobs, seed=args.seed, out_dir=args.out,
-        replays=args.replays, say=lambda line: print(line, file=sys.stderr, flush=True))
+        replays=args.replays, say=lambda line: print(line, file=sys.stderr, flush=True),
+        require_stimuli=STIMULI, space=args.space)
     wall = time.monotonic() - started
 
     print(f"\n{'mutant':31} {'first (s)':>9} {'/60 s':>6} {'stimuli':>7} {'/30':>5} "

@@ -36,6 +36,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from squall.core.lifeline import die_with_parent, forked_from_main_thread
+
 SCHEDULER = "scheduler"
 SEP = "~"
 
@@ -242,10 +244,12 @@ class BuiltinServer:
         ctx: Any = multiprocessing.get_context(
             "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         parent, child = ctx.Pipe(duplex=False)
-        # The server exits when this end closes: when this process dies, however it dies.
+        # The server exits when this end closes: when this process dies, however it dies
+        # (and at once, with the kernel's parent-death signal: see squall.core.lifeline).
         alive, self._alive = ctx.Pipe(duplex=False)
         self.process = ctx.Process(target=_server_main, args=(host, seed, child, alive,
-                                                              self._alive),
+                                                              self._alive,
+                                                              forked_from_main_thread()),
                                    name="squall-toxiproxy", daemon=True)
         self.process.start()
         child.close()
@@ -280,11 +284,13 @@ def _exit_with_parent(alive: Any) -> None:
 
 
 def _server_main(host: str, seed: int | None, conn: Any, alive: Any = None,
-                 parent_end: Any = None) -> None:
+                 parent_end: Any = None, lifeline: bool = False) -> None:
     import threading
 
     from squall.chaos.toxiproxy import serve
 
+    if lifeline:
+        die_with_parent()
     if parent_end is not None:
         parent_end.close()  # (inherited with fork) so that only the parent holds it open
     if alive is not None:

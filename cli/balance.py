@@ -9,6 +9,7 @@ import click
 
 from squall.cli.errors import SquallError
 from squall.core.snapshot import SnapshotError, balance_snapshot
+from squall.scenarios.limits import MAX_LINE_BYTES, limit
 
 
 @click.command("balance")
@@ -18,9 +19,14 @@ def balance_command(snapshot_path: str, rounds: int) -> None:
     """Run balancing rounds on a scheduler snapshot; print {worker: [task keys]} as JSON."""
     if rounds < 1:
         raise SquallError(f"--rounds must be >= 1, got {rounds}")
+    cap = limit(MAX_LINE_BYTES)
     try:
-        with open(snapshot_path, encoding="utf-8") as f:
-            text = f.read()
+        with open(snapshot_path, "rb") as f:
+            data = f.read(cap + 1)  # never more than the limit, whatever the file holds
+        if len(data) > cap:
+            raise SquallError(f"snapshot {snapshot_path!r} is larger than {cap:,} bytes (set "
+                              f"{MAX_LINE_BYTES} to raise the limit)")
+        text = data.decode("utf-8")
     except OSError as e:
         raise SquallError(f"cannot read snapshot {snapshot_path!r}: "
                           f"{e.strerror or type(e).__name__}") from None

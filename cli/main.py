@@ -1,10 +1,13 @@
 """The ``squall`` command line.
 
-Every command reports bad input as one line, ``squall: error: ...``, and exits 2.
+Every command reports bad input (a value over a limit of ``squall.scenarios.limits``
+among it) and an output it cannot write (naming the path) as one line,
+``squall: error: ...``, and exits 2.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -18,8 +21,17 @@ from squall.cli.errors import SquallError
 from squall.cli.invariants import invariants_command
 from squall.cli.mutants import mutants_command
 from squall.cli.scenarios import explore_cmd, replay_cmd, report_cmd, run_cmd, scenarios_cmd
+from squall.cli.signals import Terminated, run_terminable
 from squall.cli.toxiproxy import toxiproxy_command
 from squall.core.graph import GraphError
+from squall.scenarios.limits import (
+    MAX_TASKS,
+    MAX_THREADS,
+    MAX_WORKERS,
+    LimitError,
+    OutputError,
+    over,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,9 +40,13 @@ def cli() -> None:
     """squall: strict validation and chaos testing for distributed task schedulers."""
 
 
-def positive(name: str, value: int) -> int:
+def positive(name: str, value: int, var: str | None = None) -> int:
+    """``value`` of ``--name``, if >= 1 and (``var``: the limit's variable) within its limit
+    (``squall.scenarios.limits``)."""
     if value < 1:
         raise SquallError(f"--{name} must be >= 1, got {value}")
+    if var is not None and (why := over(name, value, var)) is not None:
+        raise SquallError(f"--{name}: {why}")
     return value
 
 
@@ -51,9 +67,9 @@ def sim(workload: str, tasks: int, workers: int, threads: int, seed: int, steali
     from squall.core.sim import SimCluster
     from squall.scenarios.workloads import make_workload
 
-    positive("tasks", tasks)
-    positive("workers", workers)
-    positive("threads", threads)
+    positive("tasks", tasks, MAX_TASKS)
+    positive("workers", workers, MAX_WORKERS)
+    positive("threads", threads, MAX_THREADS)
     try:
         graph = make_workload(workload, tasks, seed)
     except ValueError as e:
@@ -96,11 +112,96 @@ for command in (scenarios_cmd, run_cmd, replay_cmd, explore_cmd, report_cmd, bal
     cli.add_command(command)
 
 
+class _PipeGuard:
+    """stdout or stderr as the commands write to it. When its reader goes away
+    (``squall replay X | head -1``), the stream's file descriptor is pointed at /dev/null
+    and the rest of the output is dropped, quietly: the command finishes and exits with its
+    own code (not click's 1 for a broken pipe, which ``replay`` uses for "reproduced").
+    Any other failure to write (a full disk) is dropped the same way and kept in
+    ``error``: ``main`` then exits 2 naming the stream (it is not raised where it happens:
+    click's probing of a stream would swallow it)."""
+
+    def __init__(self, stream: Any, owner: _PipeGuard | None = None) -> None:
+        self._stream = stream
+        self._owner = owner  # the text stream whose binary buffer this is
+        self._failed = False
+        self._buffer: _PipeGuard | None = None
+        self.error: OSError | None = None  # the first failure but a broken pipe
+
+    def write(self, data: Any) -> int:
+        if not self._failed:
+            try:
+                return int(self._stream.write(data))
+            except OSError as e:
+                self._fail(e)
+        return len(data)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if not self._failed:
+            try:
+                self._stream.flush()
+            except OSError as e:
+                self._fail(e)
+
+    @property
+    def buffer(self) -> Any:  # what click writes bytes to
+        if self._buffer is None:
+            self._buffer = _PipeGuard(self._stream.buffer, owner=self)
+        return self._buffer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _fail(self, error: OSError) -> None:
+        """What is still buffered, and everything after it, goes to /dev/null."""
+        for guard in (self, self._owner):
+            if guard is not None:
+                guard._failed = True
+                if guard.error is None and not isinstance(error, BrokenPipeError):
+                    guard.error = error
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return  # not a file (a test's capture): what follows is dropped here
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point: click, with usage errors and user mistakes folded to one line."""
+    """Entry point: click, with usage errors and user mistakes folded to one line, and
+    output to a reader that went away (``| head``) dropped quietly."""
+    streams = sys.stdout, sys.stderr
+    out = None if streams[0] is None else _PipeGuard(streams[0])
+    sys.stdout = out or streams[0]  # type: ignore[assignment]
+    sys.stderr = streams[1] and _PipeGuard(streams[1])  # type: ignore[assignment]
+    try:
+        return run_terminable(_main, argv)  # SIGTERM: as Ctrl-C, then exit 143
+    finally:
+        try:
+            if out is not None:
+                out.flush()  # what is still buffered: it may not get through either
+                if out.error is not None:  # not a broken pipe: the output is lost
+                    why = out.error.strerror or type(out.error).__name__
+                    click.echo(f"squall: error: cannot write standard output: {why}",
+                               err=True)
+                    sys.exit(2)
+        finally:
+            sys.stdout, sys.stderr = streams
+
+
+def _main(argv: list[str] | None) -> Any:
     try:
         return cli.main(args=argv, prog_name="squall", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, Terminated):
+            raise e.__cause__ from None  # SIGTERM: run_terminable says so
         click.echo("squall: aborted", err=True)
         sys.exit(130)
     except click.UsageError as e:
@@ -112,7 +213,7 @@ def main(argv: list[str] | None = None) -> Any:
     except click.ClickException as e:
         click.echo(f"squall: error: {e.format_message().splitlines()[0]}", err=True)
         sys.exit(e.exit_code)
-    except GraphError as e:
+    except (GraphError, LimitError, OutputError) as e:  # bad input; an output not written
         click.echo(f"squall: error: {e}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from squall.cli.errors import SquallError
 from squall.mutants.catalog import CATALOG, MUTANTS, MutantError, mutant
+from squall.scenarios.limits import MAX_PROCESSES, make_output_dir, over
 
 
 @click.command("mutants")
@@ -31,6 +32,8 @@ from squall.mutants.catalog import CATALOG, MUTANTS, MutantError, mutant
               show_default=True, help="where the shrunk traces are written")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="also explore with no mutant, which must find nothing")
+@click.option("--max-stimuli", type=int, default=None, metavar="N",
+              help="also fail (exit 1) if a shrunk trace is longer than N stimuli")
 @click.option("--list", "list_only", is_flag=True, help="list the catalog and exit")
 @click.option("--target", type=click.Choice(["reference", "dask"]), default="reference",
               show_default=True,
@@ -38,8 +41,12 @@ from squall.mutants.catalog import CATALOG, MUTANTS, MutantError, mutant
                    "bugs planted into the installed dask, each run on its small scenario")
 def mutants_command(budget: float, jobs: int, json_path: str | None, names: tuple[str, ...],
                     seed: int, replays: int, out_dir: str, baseline: bool,
-                    list_only: bool, target: str) -> None:
-    """Explore with each planted bug on: is it caught, how fast, by what, how small?"""
+                    max_stimuli: int | None, list_only: bool, target: str) -> None:
+    """Explore with each planted bug on: is it caught, how fast, by what, how small?
+
+    Exit 0 when every bug is caught by one of its own invariants and the baseline found
+    nothing; 1 otherwise (or, with --max-stimuli N, when a shrunk trace is longer than
+    N); 2 on bad input."""
     if target == "dask":
         _dask_mutants(names, json_path, baseline, list_only,
                       out_dir if out_dir != "squall-mutants" else "squall-mutants/dask")
@@ -51,8 +58,12 @@ def mutants_command(budget: float, jobs: int, json_path: str | None, names: tupl
         raise SquallError(f"--budget must be > 0 seconds, got {budget}")
     if jobs < 1:
         raise SquallError(f"--jobs must be >= 1, got {jobs}")
+    if (why := over("jobs (processes)", jobs, MAX_PROCESSES)) is not None:
+        raise SquallError(f"--jobs: {why}")
     if replays < 1:
         raise SquallError(f"--replays must be >= 1, got {replays}")
+    if max_stimuli is not None and max_stimuli < 1:
+        raise SquallError(f"--max-stimuli must be >= 1, got {max_stimuli}")
     try:
         chosen = [mutant(n) for n in names] if names else list(CATALOG)
     except MutantError as e:
@@ -69,11 +80,13 @@ def mutants_command(budget: float, jobs: int, json_path: str | None, names: tupl
             table.add_row(m.name, m.target, m.title, m.models, m.space)
         console.print(table)
         return
+    make_output_dir(out_dir, "--out directory")  # now, not after the budget is spent
     err = Console(stderr=True)
     with err.status(f"exploring with each of {len(chosen)} mutant(s) on, {budget:g} s each"):
         results, base, summary = run_mutants(chosen, budget=budget, jobs=jobs, seed=seed,
                                              out_dir=out_dir, replays=replays,
-                                             baseline=baseline, say=err.print)
+                                             baseline=baseline, say=err.print,
+                                             require_stimuli=max_stimuli)
 
     table = Table(title=f"squall mutants: {budget:g} s of exploration each, {jobs} job(s), "
                         f"seed {seed}")
@@ -158,6 +171,7 @@ def _dask_mutants(names: tuple[str, ...], json_path: str | None, baseline: bool,
             table.add_row(b.name, b.issue, b.target, b.title, b.scenario.__name__)
         console.print(table)
         return
+    make_output_dir(out_dir, "--out directory")  # now, not after the runs
     err = Console(stderr=True)
     results = []
     for b in chosen:

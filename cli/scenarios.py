@@ -2,7 +2,8 @@
 
 Exit codes: ``run`` 0 success, 1 violation or wrong result, 2 bad input; ``replay`` 0 the
 replay matches, 1 it reproduces the recorded violation (or failure), 3 it diverges, 2 an
-unreadable trace; ``explore`` 0 nothing found, 1 a failure found (and its trace written).
+unreadable trace; ``explore`` 0 nothing found, 1 a failure found (and its trace written);
+every one 2 for an output it cannot write (a trace, a log, a report, ``--out``), naming it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from squall.cli.errors import SquallError
 from squall.core.outcome import Outcome, format_violation
+from squall.scenarios.limits import MAX_PROCESSES, cannot_write, make_output_dir, over, slug
 from squall.scenarios.model import Scenario, ScenarioError, load_scenario, scenario_to_json
 from squall.targets import runtime_names
 
@@ -89,8 +91,9 @@ def run_cmd(scenario: str, runtime: str | None, seed: int | None, trace_path: st
             sc = msgspec.structs.replace(sc, **changes)
         check_runnable(sc)
         if trace_path is None and not no_trace:
-            stem = sc.name or Path(scenario).stem or "scenario"
-            trace_path = str(Path("squall-traces") / f"{stem}-{sc.runtime}.trace.jsonl")
+            # a file name made of the scenario's name: never a path, never too long
+            stem = slug(sc.name or Path(scenario).stem)
+            trace_path = str(Path("squall-traces") / f"{stem}-{slug(sc.runtime)}.trace.jsonl")
         log_path = str(Path(trace_path).with_suffix(".log")) if trace_path else None
         with _logs_to(log_path if sc.runtime != "sim" else None), \
                 _progress_bar(sc) as progress:
@@ -108,8 +111,11 @@ def _logs_to(path: str | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, mode="w")
+    except OSError as e:
+        raise cannot_write(path, e, "log") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(name)s "
                                            "%(levelname)s %(message)s"))
     root = logging.getLogger()
@@ -158,7 +164,9 @@ def _print_outcome(sc: Scenario, outcome: Outcome, log_path: str | None = None) 
     table.add_column("measure")
     table.add_column("value", justify="right")
     ok = "all correct" if outcome.results_ok else (
-        f"WRONG: {outcome.wrong}" if outcome.wrong else "not all computed")
+        f"WRONG: {outcome.wrong}" if outcome.wrong else
+        "not all computed: time budget exceeded" if outcome.budget_exceeded else
+        "not all computed")
     table.add_row("results", ok)
     n = outcome.n_tasks
     if outcome.results_ok:
@@ -168,6 +176,8 @@ def _print_outcome(sc: Scenario, outcome: Outcome, log_path: str | None = None) 
     elif outcome.wrong:
         more = "+" if len(outcome.wrong) >= 20 else ""
         done = f"{len(outcome.wrong)}{more} of {n} wrong or missing"
+    elif outcome.budget_exceeded:
+        done = f"unchecked: the time budget (cluster.max_time) stopped the run ({n} tasks)"
     else:
         done = f"unchecked: a violation stopped the run ({n} tasks)"
     table.add_row("tasks done and checked", done)
@@ -188,6 +198,8 @@ def _print_outcome(sc: Scenario, outcome: Outcome, log_path: str | None = None) 
     console.print(table)
     for v in outcome.violations:
         click.echo(format_violation(v))
+    if outcome.budget_exceeded:
+        click.echo(f"slow, not stuck: {outcome.budget_exceeded} (raise cluster.max_time)")
     if outcome.trace_path and not outcome.ok:
         click.echo(f"replay: squall replay {outcome.trace_path}")
 
@@ -237,9 +249,11 @@ def replay_cmd(trace: str, validate: bool, mutant: str | None) -> None:
               help="seconds to explore (shrinking a failure may take longer)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--jobs", type=int, default=1, show_default=True, help="processes")
-@click.option("--scenario-space", "space", default="small", show_default=True,
-              help="which scenarios to draw: small, calm, stealing, medium, storm, "
-                   "fragile, restarts, imbalance")
+@click.option("--scenario-space", "space", default=None,
+              help="which scenarios to draw: all (every space, one drawn per scenario: "
+                   "the default in the simulator), or one to focus on: small (the default "
+                   "on a target's runtime), calm, stealing, medium, storm, fragile, "
+                   "restarts, imbalance")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="squall-traces",
               show_default=True, help="where the minimal failing trace is written")
 @click.option("--runtime", type=click.Choice(["sim", *[r for r in runtime_names()
@@ -250,27 +264,32 @@ def replay_cmd(trace: str, validate: bool, mutant: str | None) -> None:
 @click.option("--shrink-budget", type=float, default=None,
               help="seconds spent shrinking a failure in a target's runtime "
                    "(default: half the budget)")
-def explore_cmd(budget: float, seed: int, jobs: int, space: str, out_dir: str, runtime: str,
-                shrink_budget: float | None) -> None:
+def explore_cmd(budget: float, seed: int, jobs: int, space: str | None, out_dir: str,
+                runtime: str, shrink_budget: float | None) -> None:
     """Explore generated scenarios, strict mode on; shrink a failure. In the simulator by
     default; ``--runtime dask`` runs them on dask.distributed's own processes."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from squall.scenarios.explore import ExploreStats, explore
-    from squall.scenarios.strategies import SCENARIO_SPACES
+    from squall.scenarios.strategies import SCENARIO_SPACES, SWARM, space_names
 
     if jobs < 1:
         raise SquallError(f"--jobs must be >= 1, got {jobs}")
+    if (why := over("jobs (processes)", jobs, MAX_PROCESSES)) is not None:
+        raise SquallError(f"--jobs: {why}")
     if not budget > 0:
         raise SquallError(f"--budget must be > 0 seconds, got {budget}")
-    if space not in SCENARIO_SPACES:
+    if space is None:  # every space in the simulator; real processes: the small one
+        space = SWARM if runtime == "sim" else "small"
+    if space != SWARM and space not in SCENARIO_SPACES:
         raise SquallError(f"--scenario-space: unknown space {space!r}; choose one of: "
-                          f"{', '.join(SCENARIO_SPACES)}")
+                          f"{', '.join(space_names())}")
     if runtime != "sim" and jobs != 1:
         raise SquallError(f"--jobs: exploration on the {runtime} runtime runs one cluster at "
                           f"a time (got --jobs {jobs})")
     if shrink_budget is not None and not shrink_budget >= 0:
         raise SquallError(f"--shrink-budget must be >= 0 seconds, got {shrink_budget}")
+    make_output_dir(out_dir, "--out directory")  # now, not after the budget is spent
     console = Console(stderr=True)
     started = time.monotonic()
     with Progress(TextColumn(f"[bold]exploring ({runtime})"), BarColumn(), TimeElapsedColumn(),
@@ -309,6 +328,9 @@ def explore_cmd(budget: float, seed: int, jobs: int, space: str, out_dir: str, r
                    f"space {space}, seed {seed}): {s.transitions} transitions, "
                    f"{s.checks} invariant checks, {s.stimuli} stimuli in "
                    f"{result.elapsed:.1f} s")
+        if s.over_budget:
+            click.echo(f"{s.over_budget} of them stopped at their time budget (max_time) with "
+                       "their work still progressing: slow, not stuck, not a failure")
         sys.exit(0)
     click.echo(f"squall explore: failure found after {s.scenarios} scenarios; "
                f"shrunk to: {f.scenario.describe()}")

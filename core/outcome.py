@@ -37,10 +37,20 @@ class Outcome(msgspec.Struct, omit_defaults=True):
     steals: int = 0
     wall_time: float = 0.0
     trace_path: str = ""
+    # Why the run stopped at its time budget (the simulator's ``max_time``) with the work
+    # still progressing ("": it did not). Slow, not stuck: no violation, and its results
+    # were not judged (``ok`` is False, ``failed`` too).
+    budget_exceeded: str = ""
 
     @property
     def ok(self) -> bool:
         return self.results_ok and not self.violations
+
+    @property
+    def failed(self) -> bool:
+        """A violation or a wrong result was found (a run over its time budget found
+        neither: it is not ``ok`` and not ``failed``)."""
+        return not self.ok and not self.budget_exceeded
 
 
 def format_violation(v: Violation) -> str:

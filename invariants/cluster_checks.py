@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from squall.core.oracle import error_problem
-from squall.core.scheduler import SchedulerTaskState
+from squall.core.scheduler import SchedulerTaskState, WorkerStatus
 from squall.core.worker import WorkerTaskState
 from squall.invariants.base import (
     CLUSTER,
@@ -103,10 +103,19 @@ def waiting_task_progresses(cv: Any) -> Found:
 
 
 @liveness_invariant("liveness.worker-tasks-settled",
-                    "at quiescence, a worker's tasks are all in memory: nothing is left to "
-                    "run, fetch or find", scope=QUIESCENT)
+                    "at quiescence, a member worker's tasks are all in memory: nothing is "
+                    "left to run, fetch or find", scope=QUIESCENT)
 def worker_tasks_settled(cv: Any) -> Found:
+    """A worker the scheduler removed (declared dead, or replaced) is no member: nothing
+    it holds is the cluster's any more, and it is closed, tasks and all, when it next
+    reaches the scheduler. At quiescence such a worker is one that cannot hear the
+    scheduler (a "close" on its way is not quiescence): cut off, it holds what it held
+    when the link went down, and that is not stuck work."""
+    members = cv.state.workers
     for name, wst in cv.worker_states().items():
+        record = members.get(name)
+        if record is None or record.status == WorkerStatus.DEAD:
+            continue
         stuck = [wt for wt in wst.tasks.values() if wt.state != WorkerTaskState.MEMORY]
         if stuck:
             wt = stuck[0]

@@ -1,10 +1,16 @@
 """Exploration: Hypothesis over whole scenarios in the simulator, strict mode on.
 
+Scenarios come from a scenario space (``squall.scenarios.strategies``): by default
+"all", where each example draws one of the named spaces (swarm testing). A run that
+stops at its time budget with its work still progressing (``Outcome.budget_exceeded``)
+is slow, not stuck: it is counted (``ExploreStats.over_budget``), not a failure.
+
 Each job runs Hypothesis in batches of examples (each batch with its own seed derived
 from the exploration seed) until the time budget is spent. A scenario that ends with a
 violation, wrong results or a crash is shrunk by Hypothesis; the minimal one is run once
 more with a trace written, and the exploration stops. ``jobs > 1`` runs that many jobs
-in forked processes, which report their counts to the parent as they go.
+in forked processes, which report their counts to the parent as they go, and die with it
+(``squall.core.lifeline``): a parent stopped by SIGTERM or SIGKILL leaves none behind.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import msgspec
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 
+from squall.core.lifeline import die_with_parent
 from squall.core.outcome import Outcome, Violation
 from squall.scenarios.model import Scenario, scenario_to_json
 from squall.scenarios.runner import run_scenario
-from squall.scenarios.strategies import SCENARIO_SPACES, scenarios
+from squall.scenarios.strategies import SWARM, check_space, scenarios
 
 BATCH = 25  # examples per Hypothesis run; the budget is checked between runs
 REPORT_EVERY = 0.2  # seconds between progress reports of a job
@@ -42,11 +49,20 @@ class ExploreStats:
     checks: int = 0  # invariant checks
     stimuli: int = 0
     failures: int = 0  # counted, not shrunk (keep_going)
+    over_budget: int = 0  # runs stopped at their time budget, work still progressing
+    # keep_going: what the first failure counted was (its invariant, or wrong results), and
+    # its scenario (JSON), to look at it again
+    first_failure: str = ""
+    first_failure_scenario: str = ""
     shrinking: bool = False
     failed_at: float = 0.0  # time.monotonic() when the first failing scenario ended (0: none)
 
     def add(self, other: ExploreStats) -> None:
         self.failures += other.failures
+        self.over_budget += other.over_budget
+        if other.first_failure and not self.first_failure:
+            self.first_failure = other.first_failure
+            self.first_failure_scenario = other.first_failure_scenario
         self.scenarios += other.scenarios
         self.transitions += other.transitions
         self.checks += other.checks
@@ -121,9 +137,7 @@ def _context(job_context: JobContext | None) -> AbstractContextManager[Any]:
 def _explore_job(job: int, seed: int, space: str, deadline: float,
                  progress: ProgressFn | None, max_scenarios: int | None,
                  keep_going: bool) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
-    if space not in SCENARIO_SPACES:
-        raise ValueError(f"unknown scenario space {space!r}; choose one of: "
-                         f"{', '.join(SCENARIO_SPACES)}")
+    check_space(space)
     stats = ExploreStats()
     last: dict[str, Any] = {}
     last_report = [0.0]
@@ -148,15 +162,22 @@ def _explore_job(job: int, seed: int, space: str, deadline: float,
         stats.transitions += outcome.transitions
         stats.checks += outcome.invariant_checks
         stats.stimuli += outcome.n_stimuli
+        if outcome.budget_exceeded:  # slow, not stuck: neither a failure nor a pass
+            stats.over_budget += 1
         report()
-        if not outcome.ok and keep_going:
+        if not outcome.failed:
+            return
+        what = (outcome.violations[0].invariant if outcome.violations
+                else f"wrong results {outcome.wrong[:3]}")
+        if keep_going:
             stats.failures += 1
-        elif not outcome.ok:
+            if not stats.first_failure:
+                stats.first_failure = what
+                stats.first_failure_scenario = scenario_to_json(scenario, indent=False).decode()
+        else:
             stats.failed_at = stats.failed_at or time.monotonic()
             last["failure"] = (scenario, "")
             stats.shrinking = True
-            what = (outcome.violations[0].invariant if outcome.violations
-                    else f"wrong results {outcome.wrong[:3]}")
             raise ScenarioFailed(what)
 
     quiet = list(HealthCheck)
@@ -198,19 +219,20 @@ def record_failure(scenario: Scenario, error: str, out_dir: str | Path,
     return Failure(scenario, outcome, trace_path=str(path))
 
 
-def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = "small",
+def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = SWARM,
             out_dir: str | Path = "squall-traces", progress: ProgressFn | None = None,
             max_scenarios: int | None = None, keep_going: bool = False,
             job_context: JobContext | None = None) -> ExploreResult:
     """Explore scenarios for ``budget`` seconds in ``jobs`` processes (see module doc).
 
+    ``space``: a named scenario space (``SCENARIO_SPACES``: to focus), or SWARM ("all",
+    the default): every example draws its space, so no space has to be guessed.
+
     ``keep_going``: do not stop at a failure; count it (``stats.failures``) and go on.
     ``job_context``: every job runs inside ``job_context()`` (it switches a planted bug on
     for ``squall mutants``), and so does the run that records the failure's trace.
     """
-    if space not in SCENARIO_SPACES:
-        raise ValueError(f"unknown scenario space {space!r}; choose one of: "
-                         f"{', '.join(SCENARIO_SPACES)}")
+    check_space(space)
     started = time.monotonic()
     deadline = started + budget
     if jobs <= 1:
@@ -225,6 +247,8 @@ def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = "small"
 def _job_main(job: int, seed: int, space: str, deadline: float, q: Any,
               max_scenarios: int | None, keep_going: bool,
               job_context: JobContext | None) -> None:
+    die_with_parent()  # a parent gone (SIGTERM, SIGKILL) takes its jobs with it
+
     def progress(j: int, stats: ExploreStats) -> None:
         q.put(("progress", j, msgspec.to_builtins(stats.__dict__)))
 

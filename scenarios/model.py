@@ -4,7 +4,9 @@ A scenario names its workload (a generator with parameters, or an explicit graph
 cluster's shape, a chaos schedule, a seed and a runtime. It round-trips through JSON
 unchanged, so a scenario file, a trace header and a Hypothesis example are the same
 thing. ``load_scenario`` turns a bad file into a one-line ``ScenarioError`` naming the
-file and the field.
+file and the field. What a scenario may ask for is bounded (tasks, workers, threads,
+worker processes, the length of its names, the size of its file: see
+``squall.scenarios.limits``), and every worker a fault strikes must exist when it strikes.
 """
 
 from __future__ import annotations
@@ -16,8 +18,20 @@ from typing import Any
 
 import msgspec
 
+from squall.chaos.injectors import effects, surface_calls
 from squall.chaos.kinds import Faults, as_faults
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
+from squall.scenarios.limits import (
+    MAX_LINE_BYTES,
+    MAX_PROCESSES,
+    MAX_TASKS,
+    MAX_THREADS,
+    MAX_WORKERS,
+    limit,
+    name_problem,
+    over,
+    shown,
+)
 from squall.scenarios.workloads import WORKLOADS
 
 
@@ -104,13 +118,18 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
         from squall.targets import runtime_names
 
         if self.runtime not in runtime_names():
-            raise ScenarioError(f"runtime: unknown runtime {self.runtime!r}; choose one of: "
-                                f"{', '.join(runtime_names())}")
+            raise ScenarioError(f"runtime: unknown runtime {shown(self.runtime)}; choose one "
+                                f"of: {', '.join(runtime_names())}")
+        if self.name and (why := name_problem(self.name)) is not None:
+            raise ScenarioError(f"name: {why}")
         c = self.cluster
-        if c.workers < 0:
-            raise ScenarioError(f"cluster.workers must be >= 0, got {c.workers}")
+        joins = [f for f in self.chaos if "add_worker" in effects(f)]
+        if c.workers < 1 and not (c.workers == 0 and joins):
+            raise ScenarioError(f"cluster.workers must be >= 1 (or 0 with a fault that "
+                                f"starts a worker), got {c.workers}")
         if c.threads < 1:
             raise ScenarioError(f"cluster.threads must be >= 1, got {c.threads}")
+        self._check_sizes(c, len(joins))
         if not c.latency >= 0 or not c.jitter >= 0:
             raise ScenarioError("cluster.latency and cluster.jitter must be >= 0")
         if not c.bandwidth > 0:
@@ -128,8 +147,8 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
         w = self.workload
         if isinstance(w, Generated):
             if w.name not in WORKLOADS:
-                raise ScenarioError(f"workload.name: unknown workload {w.name!r}; choose one of: "
-                                    f"{', '.join(WORKLOADS)}")
+                raise ScenarioError(f"workload.name: unknown workload {shown(w.name)}; choose "
+                                    f"one of: {', '.join(WORKLOADS)}")
             if w.tasks < 1:
                 raise ScenarioError(f"workload.tasks must be >= 1, got {w.tasks}")
             try:
@@ -145,6 +164,79 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
                 fault.check()
             except ValueError as e:
                 raise ScenarioError(f"chaos[{i}]: {e}") from None
+        self._check_fault_workers()
+
+    def _check_sizes(self, c: ClusterShape, joins: int) -> None:
+        """The limits (``squall.scenarios.limits``) on what the scenario asks for: tasks,
+        workers, threads, worker processes, and the length of every name in it."""
+        started = c.workers + joins
+        w = self.workload
+        tasks = w.tasks if isinstance(w, Generated) else len(w.tasks)
+        if (why := over("tasks", tasks, MAX_TASKS)) is not None:
+            raise ScenarioError(f"workload.tasks: {why}")
+        if (why := over("workers (started and joining)", started, MAX_WORKERS)) is not None:
+            raise ScenarioError(f"cluster.workers: {why}")
+        if self.runtime != "sim" and (why := over(
+                f"worker processes (started and joining, runtime {self.runtime!r})", started,
+                MAX_PROCESSES)) is not None:
+            raise ScenarioError(f"cluster.workers: {why}")
+        if (why := over("threads per worker", c.threads, MAX_THREADS)) is not None:
+            raise ScenarioError(f"cluster.threads: {why}")
+        for i, link in enumerate(c.links):
+            if (why := name_problem(link.worker)) is not None:
+                raise ScenarioError(f"cluster.links[{i}].worker: {why}")
+        if isinstance(w, Generated):
+            for param, value in w.params.items():
+                if (why := name_problem(param)) is not None:
+                    raise ScenarioError(f"workload.params: {why}")
+                if isinstance(value, str) and (why := name_problem(value)) is not None:
+                    raise ScenarioError(f"workload.params.{param}: {why}")
+                if type(value) is int and (why := over(param, value, MAX_TASKS)) is not None:
+                    raise ScenarioError(f"workload.params.{param}: {why}")
+        else:
+            for i, t in enumerate(w.tasks):
+                for name in (t.key, *t.deps):
+                    if (why := name_problem(name)) is not None:
+                        raise ScenarioError(f"workload.tasks[{i}]: key {why}")
+        for i, fault in enumerate(self.chaos):
+            for field in fault.__struct_fields__:
+                value = getattr(fault, field)
+                if isinstance(value, str) and (why := name_problem(value)) is not None:
+                    raise ScenarioError(f"chaos[{i}].{field}: {why}")
+                if field == "threads" and type(value) is int and (why := over(
+                        "threads per worker", value, MAX_THREADS)) is not None:
+                    raise ScenarioError(f"chaos[{i}].threads: {why}")
+
+    def _check_fault_workers(self) -> None:
+        """Every worker a fault strikes (kills, pauses, or one end of a link it changes)
+        exists when it strikes: one the cluster starts with, or one that joined before
+        (under its name, or under the next free ``wN``, as every runtime names it)."""
+        n = self.cluster.workers
+        known = {f"w{i}" for i in range(n)}
+        auto = n
+        starts = "no worker" if n < 1 else "w0" if n == 1 else f"w0..w{n - 1}"
+        for method, target, fault in surface_calls(self.chaos):
+            if method == "add_worker":
+                if not target:
+                    while f"w{auto}" in known:
+                        auto += 1
+                    target = f"w{auto}"
+                known.add(target)
+                continue
+            if method == "set_link":
+                ends = target.split("->")
+            elif method in ("kill_worker", "pause_worker"):
+                ends = [target]
+            else:
+                continue
+            for name in ends:
+                if name not in known and name not in ("*", "scheduler"):
+                    where = next((f"chaos[{i}]" for i, f in enumerate(self.chaos)
+                                  if f is fault), "chaos")
+                    raise ScenarioError(
+                        f"{where}: {fault.kind_name()} fault at {fault.at:g} s names worker "
+                        f"{shown(name)}, which does not exist then (the cluster starts "
+                        f"{starts}; a worker that joins before the fault counts)")
 
     def graph(self) -> TaskGraph:
         """The task graph this scenario submits (ScenarioError on a bad graph)."""
@@ -234,10 +326,15 @@ def scenario_from_json(data: bytes | str, source: str = "scenario") -> Scenario:
 
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
+    cap = limit(MAX_LINE_BYTES)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(cap + 1)  # never more than the limit, whatever the file holds
     except OSError as e:
         raise ScenarioError(f"cannot read scenario file {str(path)!r}: {e.strerror}") from None
+    if len(data) > cap:
+        raise ScenarioError(f"{path}: scenario file larger than {cap:,} bytes (set "
+                            f"{MAX_LINE_BYTES} to raise the limit)")
     return scenario_from_json(data, source=str(path))
 
 

@@ -21,8 +21,9 @@ profiles without replacing any:
   strict mode, must pass, and replaying its recorded stimuli must not reproduce the
   recorded violation. A trace that cannot be read fails in one line (file and line).
 - The Hypothesis profiles ``squall-dev``, ``squall-ci`` and ``squall-deep``
-  (``squall.scenarios.profiles``) are registered where missing, when pytest loads the
-  plugin; none is loaded unless asked (``--hypothesis-profile`` or ``HYPOTHESIS_PROFILE``).
+  (``squall.scenarios.profiles``) are registered where missing, as soon as Hypothesis is
+  in play (imported, or a profile asked for); none is loaded unless asked
+  (``--hypothesis-profile`` or ``HYPOTHESIS_PROFILE``).
 """
 
 from __future__ import annotations
@@ -30,19 +31,31 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from squall.scenarios.profiles import register_profiles
 
-# Now, not in a hook: Hypothesis' own plugin reads --hypothesis-profile when pytest
-# configures, which may come before any hook of this plugin.
-register_profiles()
+def _register_profiles_if_hypothesis(args: list[str] | None = None) -> None:
+    """squall's profiles, once Hypothesis is in play: already imported, or a profile asked
+    for. (Importing Hypothesis only for them would cost every pytest run 0.1 s.)"""
+    if ("hypothesis" in sys.modules or os.environ.get("HYPOTHESIS_PROFILE")
+            or any(a.startswith("--hypothesis-profile") for a in args or ())):
+        from squall.scenarios.profiles import register_profiles
+
+        register_profiles()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> None:
+    # Before conftests and before Hypothesis' own plugin reads --hypothesis-profile.
+    _register_profiles_if_hypothesis(args)
 
 REAL = "squall_real"  # the marker, and the xdist group its tests share
 REAL_MARKER = (f"{REAL}: starts real processes and sockets; run serially (xdist group "
@@ -67,6 +80,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _register_profiles_if_hypothesis()
     for line in (REAL_MARKER, PROPERTY_MARKER, SIM_MARKER, DASK_MARKER):
         config.addinivalue_line("markers", line)
     if not config.pluginmanager.hasplugin("xdist"):
@@ -105,7 +119,7 @@ _REPORT_KEY = pytest.StashKey[pytest.TestReport]()
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Iterator[None]:
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Keeps the call phase's report, so a fixture's teardown knows whether its test
     failed."""
     report = yield
@@ -267,6 +281,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
+    _register_profiles_if_hypothesis()  # (a test module may have imported Hypothesis)
     grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
         if grouped and item.get_closest_marker(REAL) is not None:

@@ -11,9 +11,13 @@ through a proxy on every connection a worker opens (``LocalCluster(proxy=True)``
 
 With a trace, every stimulus the scheduler and the workers received is streamed here
 and written as in the simulator (receiver, incarnation, transition count before it), so
-``squall replay`` treats a real trace like a simulated one. A real trace has no state
-digests: the state lives in other processes; the per-stimulus transition counts are
-what replay compares. After the run the trace is replayed with strict mode on, without
+``squall replay`` treats a real trace like a simulated one. The state lives in other
+processes, so the trace's digests are computed here as it is written: fresh state
+machines (``squall.scenarios.replay.DigestShadow``) are fed every line in the order it
+is written -- the order replay reads them -- and a digest of their state, with the
+stream digest of the bytes written so far, goes in every ``DIGEST_EVERY`` stimuli and in
+the outcome line (so the digests depend only on the recorded stimuli and their order,
+not on timing). After the run the trace is replayed with strict mode on, without
 processes: that counts the transitions and invariant checks, and adds the cluster-wide
 checks (no task body run twice unless its worker died) that no single process can make.
 """
@@ -34,12 +38,16 @@ from squall.core.graph import TaskGraph, TaskSpec
 from squall.core.oracle import error_problem, expected_results, task_value
 from squall.core.outcome import Outcome, Violation
 from squall.core.view import REAL, Target
+from squall.scenarios.limits import cannot_write
 from squall.scenarios.model import DEFAULT_TICK, Scenario
-from squall.scenarios.trace import CHAOS, End, Stim, TraceWriter, WorkerStart
+from squall.scenarios.trace import CHAOS, Digest, End, Stim, TraceWriter, WorkerStart
 
 POLL = 0.01  # seconds between looks at the futures and the fault schedule
 PROGRESS_EVERY = 0.2  # seconds between progress reports
 LARGE = 64 * 1024  # outputs at least this large carry real bytes
+# Stimuli between two digests of a real-mode trace: its digests cost little beside the
+# run, and an edit is placed within this many stimuli.
+REAL_DIGEST_EVERY = 100
 
 
 class SimulatedTaskError(RuntimeError):
@@ -110,6 +118,28 @@ def needs_network(scenario: Scenario) -> bool:
     """Whether the scenario slows or cuts links: then every connection goes through a proxy."""
     return bool(scenario.cluster.links) or any(
         "set_link" in effects(f) for f in scenario.chaos)
+
+
+class _DigestingWriter(TraceWriter):
+    """A TraceWriter that computes the digests of a run whose state machines run in other
+    processes, from fresh ones fed every line as it is written (see the module doc)."""
+
+    def __init__(self, path: str | Path, scenario: Scenario) -> None:
+        from squall.scenarios.replay import DigestShadow
+
+        self.shadow = DigestShadow(scenario)
+        super().__init__(path, scenario, digest_every=REAL_DIGEST_EVERY)
+
+    def write(self, line: Any) -> None:
+        super().write(line)
+        if type(line) is WorkerStart or type(line) is Stim:  # a worker starts, a fault
+            self.shadow.line(line)
+
+    def stimulus(self, target: str, incarnation: int, counter: int, msg: Any) -> None:
+        if self.n and self.n % self.digest_every == 0 and not self.shadow.broken:
+            self.write(Digest(n=self.n, d=self.shadow.digest(), s=self.stream_digest()))
+        super().stimulus(target, incarnation, counter, msg)
+        self.shadow.stimulus(target, incarnation, msg)
 
 
 class _RealSurface:
@@ -275,7 +305,7 @@ def run_real(scenario: Scenario, *, trace: str | Path | None = None,
     graph = scenario.graph()
     expected = expected_results(graph)
     limit = min(c.max_time, 600.0) if timeout is None else timeout
-    writer = TraceWriter(trace, scenario) if trace is not None else None
+    writer = _DigestingWriter(trace, scenario) if trace is not None else None
     started_wall = time.perf_counter()
     results: dict[str, tuple[str, Any]] = {}
     violation: Violation | None = None
@@ -375,17 +405,20 @@ def _error_explained(graph: TaskGraph, key: str, error: str, want: Any) -> bool:
     return error_problem(graph, key, blame, want, killed="KilledWorker" in error) is None
 
 
-def _finish_trace(writer: TraceWriter, outcome: Outcome, validate: bool) -> None:
+def _finish_trace(writer: _DigestingWriter, outcome: Outcome, validate: bool) -> None:
     """Write the outcome line, then replay the trace without processes (strict mode as in
     the run): it counts the transitions and checks, and runs the cluster-wide invariants;
-    what it finds goes into the outcome, and the outcome line is written again."""
+    what it finds goes into the outcome, and the outcome line is written again (with the
+    same digests: the lines before it do not change)."""
     from squall.scenarios.replay import DIVERGED, replay_trace
+
+    digest, stream = writer.shadow.digest(), writer.stream_digest()
 
     def end_line(out: Outcome) -> End:
         v = out.violations[0] if out.violations else None
         phase = "done" if v is None else ("stimulus" if v.stimulus_id else "stuck")
         recorded = msgspec.structs.replace(out, wall_time=0.0, trace_path="")
-        return End(outcome=recorded, phase=phase, n=writer.n)
+        return End(outcome=recorded, phase=phase, n=writer.n, digest=digest, stream=stream)
 
     writer.write(end_line(outcome))
     writer.close()
@@ -404,14 +437,38 @@ def _finish_trace(writer: TraceWriter, outcome: Outcome, validate: bool) -> None
     if found is not None and not outcome.violations:
         outcome.violations = [found]
         outcome.results_ok = False
-    elif result.verdict == DIVERGED and found is None and not outcome.violations:
+    elif result.verdict == DIVERGED and found is None and not outcome.violations and (
+            not result.not_rederived):  # (not: a wrong value, which replay cannot see)
         outcome.violations = [Violation(
             invariant="replay.matches", text="a real run's trace replays to the same "
             "transitions", entity="trace", detail=result.message)]
         outcome.results_ok = False
-    with open(writer.path, "rb+") as f:  # rewrite the outcome line, the last one
-        data = f.read()
-        cut = data.rstrip(b"\n").rfind(b"\n") + 1
-        f.seek(cut)
-        f.truncate()
-        f.write(msgspec.json.encode(end_line(outcome)) + b"\n")
+    try:
+        with open(writer.path, "rb+") as f:  # rewrite the outcome line, the last one
+            cut = _last_line_start(f)
+            f.seek(cut)
+            f.truncate()
+            f.write(msgspec.json.encode(end_line(outcome)) + b"\n")
+    except OSError as e:
+        raise cannot_write(writer.path, e, "trace") from None
+
+
+def _last_line_start(f: Any, chunk: int = 1 << 16) -> int:
+    """The offset at which the last line of the open file ``f`` starts (read backwards a
+    chunk at a time: a trace may be large)."""
+    pos = f.seek(0, 2)
+    trailing = True  # still in the newlines that end the file
+    while pos > 0:
+        step = min(chunk, pos)
+        pos -= step
+        f.seek(pos)
+        block = f.read(step)
+        if trailing:
+            block = block.rstrip(b"\n")
+            if not block:
+                continue
+            trailing = False
+        i = block.rfind(b"\n")
+        if i >= 0:
+            return pos + i + 1
+    return 0

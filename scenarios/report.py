@@ -28,11 +28,19 @@ from matplotlib.figure import Figure
 from squall.chaos.injectors import ENDS_PROCESS, Fault, surface_calls
 from squall.chaos.kinds import FaultKind, kind
 from squall.core import protocol as p
+from squall.scenarios.limits import cannot_write
 from squall.scenarios.replay import ReplayCluster, ReplayResult, replay_trace
 from squall.scenarios.trace import CHAOS, SCHEDULER, Stim
 
 MAX_SAMPLES = 800  # occupancy samples kept (halved by dropping every other one)
+LABEL_CHARS = 60  # a name drawn in a figure (a row, a legend entry) is cut to this
 _RUNNING = ("executing", "cancelled")  # a thread is busy in either
+
+
+def _short(text: str) -> str:
+    """``text`` as a figure draws it: cut short if long (a trace's names are untrusted, and
+    laying out a long text costs far more than the text)."""
+    return text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS - 3] + "..."
 
 
 @dataclass
@@ -178,9 +186,9 @@ def timeline_figure(tl: Timeline, result: ReplayResult) -> Figure:
     if violation is not None:
         t = violation.time or end
         ax.axvline(t, color="red", linewidth=2)
-        ax.text(t, len(rows) - 0.4, f" {violation.invariant}", color="red", fontsize=9,
-                va="bottom")
-    ax.set_yticks(range(len(rows)), rows)
+        ax.text(t, len(rows) - 0.4, f" {_short(violation.invariant)}", color="red",
+                fontsize=9, va="bottom")
+    ax.set_yticks(range(len(rows)), [_short(row) for row in rows])
     ax.set_ylim(-0.6, len(rows) - 0.2)
     ax.set_xlim(0, end * 1.02)
     ax.invert_yaxis()
@@ -190,7 +198,7 @@ def timeline_figure(tl: Timeline, result: ReplayResult) -> Figure:
     if prefixes and len(prefixes) <= 12:
         from matplotlib.patches import Patch
 
-        handles = [Patch(color=c, label=pre) for pre, c in prefixes.items()]
+        handles = [Patch(color=c, label=_short(pre)) for pre, c in prefixes.items()]
         ax.add_artist(ax.legend(handles=handles, loc="upper right", fontsize=7,
                                 ncols=min(6, len(prefixes))))
     if legend:
@@ -215,7 +223,7 @@ def _draw_faults(ax: Any, tl: Timeline, row_of: dict[str, int], end: float) -> d
                                             linestyle="None", label=label))
 
     for f, fk in zip(tl.faults, tl.fault_kinds, strict=True):
-        colour, label = (fk.colour, fk.label) if fk is not None else ("black", f.kind)
+        colour, label = (fk.colour, fk.label) if fk is not None else ("black", _short(f.kind))
         row = row_of.get(f.target)
         if f.kind in ENDS_PROCESS:
             mark(f.time, row, "X", 10, colour, label)
@@ -273,7 +281,7 @@ def occupancy_figure(tl: Timeline) -> Figure:
     for name, samples in tl.occupancy.items():
         if samples:
             ax.step([t for t, _ in samples], [o for _, o in samples], where="post",
-                    label=name, linewidth=1)
+                    label=_short(name), linewidth=1)
     ax.set_xlabel("virtual time (s)")
     ax.set_ylabel("expected seconds queued")
     ax.set_title("occupancy per worker (the scheduler's view)", fontsize=10)
@@ -295,7 +303,8 @@ def _svg(fig: Figure) -> str:
 
 
 def write_report(trace: str | Path, output: str | Path, *, png: str | Path | None = None) -> None:
-    """Write the HTML report of ``trace`` to ``output`` (and the timeline PNG to ``png``)."""
+    """Write the HTML report of ``trace`` to ``output`` (and the timeline PNG to ``png``);
+    ``squall.scenarios.limits.OutputError`` names an output that cannot be written."""
     from squall.core.outcome import format_violation
     from squall.scenarios.model import scenario_to_json
 
@@ -303,7 +312,10 @@ def write_report(trace: str | Path, output: str | Path, *, png: str | Path | Non
     timeline = timeline_figure(tl, result)
     occupancy = occupancy_figure(tl)
     if png is not None:
-        timeline.savefig(png, format="png", dpi=110)
+        try:
+            timeline.savefig(png, format="png", dpi=110)
+        except OSError as err:
+            raise cannot_write(png, err, "PNG") from None
     header = result.header
     rec = result.recorded
     out = rec.outcome if rec is not None else None
@@ -340,4 +352,7 @@ def write_report(trace: str | Path, output: str | Path, *, png: str | Path | Non
     parts += ["<h2>timeline</h2>", _svg(timeline), "<h2>occupancy</h2>", _svg(occupancy),
               "<h2>scenario</h2>", f"<pre>{e(scenario_to_json(header.scenario).decode())}</pre>",
               "</body></html>"]
-    Path(output).write_text("".join(parts), encoding="utf-8")
+    try:
+        Path(output).write_text("".join(parts), encoding="utf-8")
+    except OSError as err:
+        raise cannot_write(output, err, "report") from None

@@ -10,7 +10,9 @@ through ``squall.scenarios.target_run``.
 In the simulator, strict mode is on by default. A violation (an ``InvariantViolation``,
 or the core refusing an impossible transition, a livelock, a stuck cluster) ends the run
 and is returned in ``Outcome.violations``, never raised; the trace, if asked for, ends
-with the outcome line either way.
+with the outcome line either way. A run whose virtual time passes the scenario's
+``max_time`` while its work still progresses is slow, not stuck: it ends with
+``Outcome.budget_exceeded`` saying so (no violation; phase "budget" in the trace).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from squall.chaos.injectors import ChaosDriver
 from squall.core.outcome import Outcome, Violation
 from squall.core.scheduler import InvalidTransition, LivelockError
-from squall.core.sim import SimCluster, SimulationError
+from squall.core.sim import SimCluster, SimulationError, TimeBudgetExceeded
 from squall.core.view import REAL, SIM, ClusterView, Target
 from squall.core.worker import InvalidWorkerTransition
 from squall.invariants import InvariantViolation
@@ -58,6 +60,8 @@ def violation_from(exc: BaseException, time: float = 0.0) -> Violation | None:
             return Violation(invariant=invariant, text=text, entity="",
                              detail=str(exc).splitlines()[0], time=time,
                              stimulus_id=_sid_in(str(exc)))
+    if isinstance(exc, TimeBudgetExceeded):  # slow, not stuck
+        return None
     if isinstance(exc, SimulationError):
         msg = str(exc).splitlines()[0]
         if msg.startswith("cluster stuck"):
@@ -112,7 +116,7 @@ class _Progress:
 
 # The phase a trace's outcome line records, by the validator's phase when it stopped the run:
 # "stimulus" (a per-stimulus check: replay must see it recur at that stimulus), "stuck" or
-# "end"; "done" when nothing stopped it.
+# "end"; "done" when nothing stopped it, "budget" when its time budget did (not judged).
 _TRACE_PHASE = {RUNNING: "stimulus", QUIESCENT: "stuck", STUCK: "stuck", END: "end"}
 
 
@@ -159,6 +163,11 @@ def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
         outcome.faults = dict(driver.counts)
         if progress is not None:
             progress(len(view.results), len(graph))
+    except TimeBudgetExceeded as e:  # slow, not stuck: no violation, results not judged
+        phase = "budget"
+        outcome = _over_budget_outcome(view, len(graph), counter.n, str(e).splitlines()[0])
+        outcome.invariant_checks = validator.checks if validator is not None else 0
+        outcome.faults = dict(driver.counts)
     except Exception as e:
         violation = violation_from(e, view.now)
         if violation is None:
@@ -178,7 +187,15 @@ def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
     return outcome
 
 
-def _interrupted_outcome(view: ClusterView, n_tasks: int, violation: Violation,
+def _over_budget_outcome(view: ClusterView, n_tasks: int, n_stimuli: int,
+                         why: str) -> Outcome:
+    """A run stopped at its time budget with the work still progressing (not judged)."""
+    outcome = _interrupted_outcome(view, n_tasks, None, n_stimuli)
+    outcome.budget_exceeded = why
+    return outcome
+
+
+def _interrupted_outcome(view: ClusterView, n_tasks: int, violation: Violation | None,
                          n_stimuli: int) -> Outcome:
     """What can be said of a run a violation stopped (results unchecked: it did not end)."""
     transitions = view.scheduler.transition_counter + sum(
@@ -187,7 +204,7 @@ def _interrupted_outcome(view: ClusterView, n_tasks: int, violation: Violation,
         results_ok=False, makespan=view.now, n_tasks=n_tasks, transitions=transitions,
         digest="", n_stimuli=n_stimuli,
         runs={k: n for k, n in view.runs.items() if n > 1},
-        violations=[violation],
+        violations=[violation] if violation is not None else [],
     )
 
 

@@ -26,6 +26,7 @@ from squall.chaos.injectors import (
     effects,
 )
 from squall.chaos.kinds import WORKER, Maybe, Menu, Pick, drawn_kinds
+from squall.core.oracle import output_bytes
 from squall.scenarios.model import ClusterShape, ExplicitGraph, Generated, Scenario, TaskDef
 from squall.scenarios.workloads import WORKLOADS
 
@@ -178,14 +179,33 @@ def chaos_schedules(draw: st.DrawFn, workers: int, *, max_faults: int = 3,
 # ------------------------------------------------------------------ scenarios
 
 
+SWARM = "all"  # every space: each example draws one (swarm testing); what explore defaults to
+
+
+def check_space(space: str) -> None:
+    """ValueError (one line, listing the names) unless ``space`` is SWARM or a named space
+    of SCENARIO_SPACES."""
+    if space != SWARM and space not in SCENARIO_SPACES:
+        raise ValueError(f"unknown scenario space {space!r}; choose one of: "
+                         f"{', '.join(space_names())}")
+
+
+def space_names() -> list[str]:
+    """SWARM first, then the named spaces (SCENARIO_SPACES)."""
+    return [SWARM, *SCENARIO_SPACES]
+
+
 @st.composite
 def scenarios(draw: st.DrawFn, space: str = "small") -> Scenario:
-    """A whole scenario from the named space (see SCENARIO_SPACES)."""
-    try:
-        limits = SCENARIO_SPACES[space]
-    except KeyError:
-        raise ValueError(f"unknown scenario space {space!r}; choose one of: "
-                         f"{', '.join(SCENARIO_SPACES)}") from None
+    """A whole scenario from the named space (see SCENARIO_SPACES), or, for SWARM
+    ("all"), from a space drawn for each example: swarm testing, so that every example
+    leaves out what its space leaves out (faults, stealing, generated workloads, ...) and
+    the parameters within it are that space's. Deterministic for a given Hypothesis seed;
+    it shrinks toward the first space ("small")."""
+    check_space(space)
+    if space == SWARM:
+        space = draw(st.sampled_from(tuple(SCENARIO_SPACES)))
+    limits = SCENARIO_SPACES[space]
     shape = draw(cluster_shapes(max_workers=limits["workers"],
                                 stealing=True if limits.get("stealing") else None,
                                 fragile=bool(limits.get("fragile"))))
@@ -200,10 +220,49 @@ def scenarios(draw: st.DrawFn, space: str = "small") -> Scenario:
     if any(effects(f) & UNNOTICED for f in chaos):
         # Without a heartbeat timeout nothing ever notices a cut-off worker.
         shape = replace(shape, heartbeat_timeout=HEARTBEAT_TIMEOUT)
-    # Small scenarios finish in well under a virtual minute: a livelock is cut short.
-    shape = replace(shape, max_time=600.0)
-    return Scenario(workload=workload, cluster=shape, chaos=chaos,
-                    seed=draw(st.integers(0, 1000)))
+    scenario = Scenario(workload=workload, cluster=shape, chaos=chaos,
+                        seed=draw(st.integers(0, 1000)))
+    # A livelock is cut short, a slow run is not: the cap scales with the work.
+    return replace(scenario, cluster=replace(shape, max_time=time_budget(scenario)))
+
+
+BASE_TIME = 600.0  # virtual seconds every drawn scenario may take, whatever its work
+
+
+def time_budget(scenario: Scenario) -> float:
+    """A virtual-time cap (``max_time``) that no healthy run of ``scenario`` reaches:
+    BASE_TIME, plus the faults' times (the last one, every pause and partition, a heartbeat
+    timeout), plus a generous multiple (two, and one more per fault, each of which may
+    lose all the work done) of Graham's bound on a schedule that never idles: the work
+    (task bodies, their messages and input transfers over the slowest link any fault
+    sets) over the threads of the smallest cluster the faults may leave (one worker),
+    plus the critical path."""
+    c = scenario.cluster
+    slow = [f for f in scenario.chaos if isinstance(f, SlowNetwork)]
+    latency = max([c.latency + c.jitter,
+                   *((f.latency or 0.0) + (f.jitter or 0.0) for f in slow)])
+    bandwidth = min([c.bandwidth, *(f.bandwidth for f in slow if f.bandwidth)])
+    graph = scenario.graph()
+    specs = graph.tasks
+    longest: dict[str, float] = {}  # key -> the longest path of costs ending with it
+    work = 0.0
+    for key in graph.topological_order():
+        spec = specs[key]
+        cost = spec.actual_duration + 2 * latency  # its body, asked for and reported
+        before = 0.0
+        for dep in spec.deps:
+            cost += latency + output_bytes(specs[dep]) / bandwidth
+            before = max(before, longest[dep])
+        work += cost
+        longest[key] = before + cost
+    critical = max(longest.values(), default=0.0)
+    threads = min([c.threads, *(f.threads for f in scenario.chaos
+                                if isinstance(f, JoinWorker) and f.threads)])
+    faults = max((f.at for f in scenario.chaos), default=0.0) + sum(
+        getattr(f, "seconds", None) or 0.0 for f in scenario.chaos) + (
+        c.heartbeat_timeout or 0.0)
+    return round(BASE_TIME + faults + (2 + len(scenario.chaos)) * (work / threads + critical),
+                 3)
 
 
 SCENARIO_SPACES: dict[str, dict[str, int]] = {

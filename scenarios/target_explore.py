@@ -39,7 +39,7 @@ from squall.scenarios.explore import (
     failure_trace_path,
 )
 from squall.scenarios.model import Scenario
-from squall.scenarios.strategies import SCENARIO_SPACES, scenarios
+from squall.scenarios.strategies import check_space, scenarios
 from squall.scenarios.target_run import ClusterPool, run_on_target, unsupported_on_target
 from squall.targets import target_for
 
@@ -61,9 +61,7 @@ def explore_on_target(*, runtime: str, budget: float, seed: int = 0, space: str 
                       shrink_budget: float | None = None) -> ExploreResult:
     """Explore ``space`` in ``runtime`` for ``budget`` seconds, then shrink a failure for at
     most ``shrink_budget`` seconds (default: half the budget). See the module docstring."""
-    if space not in SCENARIO_SPACES:
-        raise ValueError(f"unknown scenario space {space!r}; choose one of: "
-                         f"{', '.join(SCENARIO_SPACES)}")
+    check_space(space)
     target = target_for(runtime)
     started = time.monotonic()
     deadline = started + budget

@@ -6,20 +6,29 @@ Every line is one tagged object (``k`` names its kind):
 - ``worker``   a worker incarnation starts (name, incarnation number, threads);
 - ``s``        a stimulus delivered to ``t`` (``scheduler`` or a worker name) of
                incarnation ``i``, with ``c`` the receiver's transition count before it
-               and ``m`` the message (its ``time`` is the virtual time it arrived);
-- ``digest``   a digest of the scheduler's and workers' state after ``n`` stimuli;
+               and ``m`` the message (its ``time``: when it was sent, or made);
+- ``digest``   after ``n`` stimuli: ``d`` a digest of the scheduler's and workers' state,
+               ``s`` (format 2) the stream digest: a hash of every byte of the trace
+               before it (header, stimuli, faults, worker starts, digests: times and
+               all), so an edited line makes the next digest differ;
 - ``ts``       a stimulus another target's state machine received (``t``: its receiver;
                ``m``: the target's own record, tagged ``target``: ``{"target": "dask",
                ...}``); a trace of the reference scheduler has none;
-- ``outcome``  the last line: the outcome, its violations, where the run stopped.
+- ``outcome``  the last line: the outcome, its violations, where the run stopped, the
+               final state and stream digests, and (format 2, simulator) ``quiet``:
+               whether nothing was in flight when the end-of-run checks ran.
 
 Faults are recorded as ``s`` lines to target ``chaos`` carrying a ``FaultInjected``.
 There is no wall-clock time anywhere in a trace: the same scenario and seed give the
-same bytes. Lines are buffered and encoded with msgspec, so recording costs little.
+same bytes. A real-mode trace carries the same digests, computed in the parent process
+as it writes the trace, from fresh state machines fed the lines in the order written.
+Format 1 (no stream digests, no ``quiet``) is still read. Lines are buffered and encoded
+with msgspec, so recording costs little.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from importlib import metadata
@@ -33,9 +42,12 @@ from squall.core import protocol as p
 from squall.core.outcome import Outcome
 from squall.core.scheduler import SchedulerState
 from squall.core.worker import WorkerState
+from squall.scenarios.limits import MAX_LINE_BYTES, MAX_NAME, cannot_write, limit, name_problem
 from squall.scenarios.model import Scenario
 
-FORMAT_VERSION = 1
+# 2: digests carry the stream digest ``s``, the outcome line ``stream`` and ``quiet``, and
+# real-mode traces have digests (format 1 is still read; its times are not covered).
+FORMAT_VERSION = 2
 DIGEST_EVERY = 1000  # stimuli between two state digests
 SCHEDULER = "scheduler"
 CHAOS = "chaos"
@@ -74,14 +86,21 @@ class TargetStim(msgspec.Struct, tag="ts", tag_field="k", frozen=True):
 
 class Digest(msgspec.Struct, tag="digest", tag_field="k", frozen=True):
     n: int  # stimuli so far
-    d: str
+    d: str  # state digest
+    s: str = ""  # stream digest of every byte before it (format 2)
 
 
 class End(msgspec.Struct, tag="outcome", tag_field="k", frozen=True, omit_defaults=True):
     outcome: Outcome
-    phase: str = "done"  # where a violation struck: "stimulus", "end", "stuck", or "done"
+    # where a violation struck: "stimulus", "end", "stuck", or "done"; "budget": the run
+    # stopped at its time budget with its work still progressing (no violation, not judged)
+    phase: str = "done"
     digest: str = ""  # state digest at the end
     n: int = 0  # stimuli recorded
+    stream: str = ""  # stream digest of every byte before it (format 2)
+    # Nothing in flight when the end-of-run checks ran (agreement and liveness run only
+    # then); None: not known (format 1, real mode).
+    quiet: bool | None = None
 
 
 TraceLine = Header | WorkerStart | Stim | TargetStim | Digest | End
@@ -95,6 +114,16 @@ def squall_version() -> str:
         return metadata.version("squall")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         return "0+unknown"
+
+
+def stream_hasher() -> Any:
+    """A new stream digest (SHA-256: hardware-accelerated here)."""
+    return hashlib.sha256()
+
+
+def stream_hex(hasher: Any) -> str:
+    """The stream digest as a trace writes it."""
+    return str(hasher.hexdigest()[:32])
 
 
 def state_digest(sched: SchedulerState, workers: Iterator[WorkerState] | list[WorkerState]) -> str:
@@ -121,12 +150,17 @@ class TraceWriter:
     def __init__(self, path: str | Path, scenario: Scenario, *,
                  digest_every: int = DIGEST_EVERY) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        except OSError as e:
+            raise cannot_write(self.path, e, "trace") from None
         self._buf = bytearray()
         self.digest_every = digest_every
         self.n = 0
         self._heads: dict[str, bytes] = {}  # target -> the start of its stimulus lines
+        self._stream = stream_hasher()
+        self._hashed = 0  # the bytes at the start of the buffer the stream digest has seen
         self.write(Header(format=FORMAT_VERSION, squall=squall_version(), seed=scenario.seed,
                           scenario=scenario, digest_every=digest_every))
 
@@ -135,8 +169,22 @@ class TraceWriter:
         _encoder.encode_into(line, buf, -1)
         buf += b"\n"
         if len(buf) > _FLUSH_BYTES:
-            self._file.write(buf)
-            buf.clear()
+            self._flush()
+
+    def _hash_pending(self) -> None:
+        """What is written is hashed in large pieces: when a digest is wanted, and before
+        the buffer is written out."""
+        buf = self._buf
+        if self._hashed < len(buf):
+            with memoryview(buf) as view, view[self._hashed:] as pending:
+                self._stream.update(pending)
+            self._hashed = len(buf)
+
+    def stream_digest(self) -> str:
+        """The stream digest of every byte written so far (what a ``Digest`` line's ``s``
+        and the outcome's ``stream`` hold: the digest of the trace before them)."""
+        self._hash_pending()
+        return stream_hex(self._stream)
 
     def stimulus(self, target: str, incarnation: int, counter: int, msg: Any) -> None:
         """One ``Stim`` line, its envelope written by hand: the hot path of recording."""
@@ -149,38 +197,65 @@ class TraceWriter:
         _encoder.encode_into(msg, buf, -1)
         buf += b"}\n"
         if len(buf) > _FLUSH_BYTES:
-            self._file.write(buf)
-            buf.clear()
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the buffer out; OutputError (naming the path) if it cannot be written."""
+        self._hash_pending()
+        try:
+            self._file.write(self._buf)
+        except OSError as e:
+            self._buf.clear()
+            with contextlib.suppress(OSError):
+                self._file.close()
+            raise cannot_write(self.path, e, "trace") from None
+        self._buf.clear()
+        self._hashed = 0
 
     def close(self) -> None:
         if self._file.closed:
             return
-        self._file.write(self._buf)
-        self._buf.clear()
-        self._file.close()
+        self._hash_pending()
+        try:
+            try:
+                self._file.write(self._buf)
+            finally:
+                self._buf.clear()
+                self._file.close()
+        except OSError as e:
+            raise cannot_write(self.path, e, "trace") from None
 
 
 def read_trace(path: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, line)``; TraceError names the file and line of any problem.
 
     Checks the header first (a newer format version is refused) and that the trace ends
-    with an outcome line (a truncated trace is refused when its end is reached).
+    with an outcome line (a truncated trace is refused when its end is reached). Lines are
+    read one at a time, each at most ``SQUALL_MAX_LINE_BYTES`` long (a longer one is
+    refused unread), and a worker's name may not exceed ``SQUALL_MAX_NAME`` characters
+    (``squall.scenarios.limits``).
     """
     path = Path(path)
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
         raise TraceError(f"cannot read trace {str(path)!r}: {e.strerror}") from None
+    cap = limit(MAX_LINE_BYTES)
+    names = limit(MAX_NAME)
     with f:
         lineno = 0
         last: Any = None
-        for raw in f:
+        while raw := f.readline(cap + 1):  # a line is read up to the limit, never beyond
             lineno += 1
             if not raw.endswith(b"\n"):
+                if len(raw) > cap:
+                    raise TraceError(f"{path}: line {lineno}: longer than {cap:,} bytes, the "
+                                     f"line limit (set {MAX_LINE_BYTES} to raise it)")
                 raise TraceError(f"{path}: line {lineno}: truncated line (the trace was cut "
                                  "short)")
             if lineno == 1:
                 last = _read_header(path, raw)
+                _check_name(path, lineno, "scenario name", last.scenario.name, names)
                 yield lineno, last
                 continue
             if isinstance(last, End):
@@ -190,7 +265,13 @@ def read_trace(path: str | Path) -> Iterator[tuple[int, Any]]:
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
                 raise TraceError(f"{path}: line {lineno}: corrupt: "
                                  f"{str(e).splitlines()[0]}") from None
-            if isinstance(last, Header):
+            kind = type(last)
+            if kind is Stim or kind is TargetStim:
+                if len(last.t) > names:
+                    _check_name(path, lineno, "receiver", last.t, names)
+            elif kind is WorkerStart:
+                _check_name(path, lineno, "worker name", last.name, names)
+            elif kind is Header:
                 raise TraceError(f"{path}: line {lineno}: a second header")
             yield lineno, last
         if lineno == 0:
@@ -198,6 +279,14 @@ def read_trace(path: str | Path) -> Iterator[tuple[int, Any]]:
         if not isinstance(last, End):
             raise TraceError(f"{path}: line {lineno}: trace ends without an outcome line "
                              "(truncated?)")
+
+
+def _check_name(path: Path, lineno: int, what: str, name: str, cap: int) -> None:
+    """TraceError if ``name`` is over the name limit (``cap``, checked first: the cheap
+    part) or holds a control character."""
+    why = name_problem(name) if len(name) > cap or name else None
+    if why is not None:
+        raise TraceError(f"{path}: line {lineno}: {what} {why}")
 
 
 def _read_header(path: Path, raw: bytes) -> Header:
@@ -273,7 +362,7 @@ class SimRecorder:
             self._sync_workers()
         w = self.writer
         if w.n and w.n % self._every == 0:
-            w.write(Digest(n=w.n, d=self.digest()))
+            w.write(Digest(n=w.n, d=self.digest(), s=w.stream_digest()))
         if target == SCHEDULER:
             w.stimulus(target, 0, c.scheduler.transition_counter, msg)
         else:
@@ -295,9 +384,13 @@ class SimRecorder:
         return recorded
 
     def finish(self, outcome: Outcome, phase: str) -> None:
-        """Write the outcome line (wall time and trace path left out: they vary) and close."""
+        """Write the outcome line (wall time and trace path left out: they vary) and close.
+        ``quiet``: whether nothing was in flight, as the end-of-run checks saw it (replay
+        runs agreement and liveness only then, as they did)."""
         self._sync_workers()
         recorded = msgspec.structs.replace(outcome, wall_time=0.0, trace_path="")
-        self.writer.write(End(outcome=recorded, phase=phase, digest=self.digest(),
-                              n=self.writer.n))
-        self.writer.close()
+        pending = getattr(self.cluster, "pending", None)
+        w = self.writer
+        w.write(End(outcome=recorded, phase=phase, digest=self.digest(), n=w.n,
+                    stream=w.stream_digest(), quiet=None if pending is None else pending == 0))
+        w.close()

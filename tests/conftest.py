@@ -14,10 +14,11 @@ import pytest
 from hypothesis import settings
 
 from squall.cli.main import main
-from squall.scenarios.profiles import CI, DEV
+from squall.scenarios.profiles import CI, DEV, register_profiles
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    register_profiles()
     if not os.environ.get("HYPOTHESIS_PROFILE") and not config.getoption(
             "hypothesis_profile", None):
         settings.load_profile(CI if os.environ.get("CI") else DEV)

@@ -371,3 +371,18 @@ def test_the_catalog_can_be_listed(run_cli) -> None:
     assert code == 0
     for m in CATALOG:
         assert m.name in out
+
+
+def test_the_exit_status_counts_catches_and_false_alarms_and_size_only_when_asked() -> None:
+    from squall.mutants.measure import BaselineResult, MutantResult, summarize
+
+    results = [MutantResult("a", "small", 20.0, detected=True, first_failure=1.0, stimuli=12),
+               MutantResult("b", "small", 20.0, detected=True, first_failure=25.0,
+                            stimuli=37)]
+    clean = [BaselineResult("small", 20.0, scenarios=10)]
+    assert summarize(results, clean)["ok"]  # every one caught, nothing false: 0
+    assert not summarize(results, clean, require_stimuli=30)["ok"]  # 37 > 30 asked for
+    missed = [*results, MutantResult("c", "small", 20.0)]
+    assert not summarize(missed, clean)["ok"]
+    alarm = [BaselineResult("small", 20.0, scenarios=10, violations=1)]
+    assert not summarize(results, alarm)["ok"]

@@ -356,8 +356,9 @@ def test_a_frozen_worker_is_declared_dead_after_the_heartbeat_timeout() -> None:
         assert cluster.workers["w0"].incarnation > old.incarnation
 
 
-def _raw_socket(ctx: zmq.Context, address: str) -> zmq.Socket:  # type: ignore[type-arg]
-    s = net.make_socket(ctx, zmq.DEALER)
+def _raw_socket(ctx: zmq.Context, address: str,  # type: ignore[type-arg]
+                keys: net.Keys | None) -> zmq.Socket:  # type: ignore[type-arg]
+    s = net.make_socket(ctx, zmq.DEALER, keys=keys)
     s.connect(address)
     return s
 
@@ -379,8 +380,8 @@ def test_fuzzed_frames_are_rejected_while_the_scheduler_keeps_serving() -> None:
     with LocalCluster(workers=1, threads=1, validate=True) as cluster, \
             Client(cluster) as client:
         ctx = zmq.Context()
-        stranger = _raw_socket(ctx, cluster.address)
-        fuzzer = _raw_socket(ctx, cluster.address)
+        stranger = _raw_socket(ctx, cluster.address, cluster.keys)
+        fuzzer = _raw_socket(ctx, cluster.address, cluster.keys)
         fuzzer.send_multipart(net.pack([p.RegisterClient(stimulus_id="", client="fuzzer")]))
         assert fuzzer.poll(TIMEOUT * 1000)
         fuzzer.recv_multipart()  # membership: registered
@@ -479,7 +480,7 @@ def test_strict_mode_violation_reaches_the_client_as_invariant_violation() -> No
     with LocalCluster(workers=0, validate=True) as cluster, Client(cluster) as client:
         # A worker that lies: it reports a negative size for the task it was given.
         ctx = zmq.Context()
-        liar = _raw_socket(ctx, cluster.address)
+        liar = _raw_socket(ctx, cluster.address, cluster.keys)
         liar.send_multipart(net.pack([p.RegisterWorker(
             stimulus_id="", worker="liar", nthreads=1, address="tcp://127.0.0.1:9")]))
         f = client.submit(inc, 1, key="inc-1")

@@ -172,7 +172,7 @@ def _free_port() -> int:
 
 
 def _scheduler(address: str, *options: str) -> Proc:
-    proc = Proc("scheduler", "--listen", address, *options)
+    proc = Proc("scheduler", "--listen", address, "--insecure", *options)
     proc.wait_for(lambda x: f"listening at {address}" in x, "the scheduler listening")
     return proc
 
@@ -234,7 +234,8 @@ def test_standalone_worker_outlives_its_scheduler_and_rejoins_a_restarted_one(
         no_process_left: None) -> None:
     address = f"tcp://127.0.0.1:{_free_port()}"
     first = _scheduler(address)
-    worker = Proc("worker", address, "--name", "wa", "--heartbeat-interval", "0.1")
+    worker = Proc("worker", address, "--name", "wa", "--heartbeat-interval", "0.1",
+                  "--insecure")
     second: Proc | None = None
     try:
         with Client(address) as client:
@@ -275,7 +276,8 @@ def test_standalone_worker_paused_past_the_heartbeat_timeout_rejoins(
         no_process_left: None) -> None:
     address = f"tcp://127.0.0.1:{_free_port()}"
     scheduler = _scheduler(address, "--heartbeat-timeout", "0.5")
-    worker = Proc("worker", address, "--name", "wb", "--heartbeat-interval", "0.1")
+    worker = Proc("worker", address, "--name", "wb", "--heartbeat-interval", "0.1",
+                  "--insecure")
     try:
         with Client(address) as client:
             client.wait_until(lambda: "wb" in client.workers, TIMEOUT, "wb registered")
@@ -387,10 +389,11 @@ def test_scheduler_answers_a_forged_registration_with_a_refusal(no_process_left:
     with LocalCluster(workers=0) as cluster, Client(cluster) as client:
         ctx = zmq.Context()
         sockets: list[zmq.Socket] = []  # type: ignore[type-arg]
-        greedy = WorkerServer(cluster.address, name="greedy", nthreads=MAX_NTHREADS + 1)
+        greedy = WorkerServer(cluster.address, name="greedy", nthreads=MAX_NTHREADS + 1,
+                              keys=cluster.keys)
         try:
             for what, msg in ABSURD.items():
-                forger = net.make_socket(ctx, zmq.DEALER)
+                forger = net.make_socket(ctx, zmq.DEALER, keys=cluster.keys)
                 sockets.append(forger)
                 forger.connect(cluster.address)
                 forger.send_multipart(net.pack([msg]))

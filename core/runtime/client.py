@@ -18,6 +18,12 @@ The connection to the scheduler is watched: ZeroMQ pings the scheduler every sec
 monitor reports the connection's end. When the scheduler's process dies, or it does not
 answer for ``scheduler_timeout`` s, every call waiting on it -- and every later one --
 raises ``SchedulerLost`` naming its address: what this client submitted is gone with it.
+
+Authentication: ``Client(cluster)`` uses a ``LocalCluster``'s own CURVE keys;
+``Client(address, keys=DIR)`` those of a scheduler started by hand (the directory
+``squall scheduler`` printed, or gave with ``--keys``). A scheduler that refuses the
+handshake (no keys, or another cluster's) makes the constructor raise ``Refused`` at once,
+saying which; one that does not answer at all, ``ConnectionError`` after ``timeout`` s.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ from squall.core.protocol import ProtocolError
 from squall.core.runtime import transport as net
 
 GATHER_CHUNK = 5000  # keys asked of one worker in one request
+# Handshakes the scheduler closed in a row, without a reason, before the client takes it
+# as a refusal (a CURVE server cannot even read a client that holds another server key).
+HANDSHAKE_CUTS = 3
 
 
 class RemoteTraceback(Exception):
@@ -65,6 +74,11 @@ class SchedulerLost(ConnectionError):
     """The connection to the scheduler closed: its process died, it stopped answering
     pings, or the link was cut. The scheduler's record of this client (its keys, its
     registration) is gone; a new ``Client`` must start again."""
+
+
+class Refused(ConnectionRefusedError):
+    """The scheduler refused this client's handshake: it requires the cluster's CURVE keys
+    and this client has none or others (or the other way round); the message says which."""
 
 
 class ClusterHalted(RuntimeError):
@@ -191,6 +205,10 @@ class Client:
                 lost = self._lost
                 self.close()
                 raise lost
+            if self._watch.refused or self._watch.cut >= HANDSHAKE_CUTS:
+                why = self._watch.refusal_reason(f"the scheduler at {address}", self.keys)
+                self.close()
+                raise Refused(why)
             if left <= 0:
                 self.close()
                 raise ConnectionError(

@@ -15,8 +15,14 @@ are called in this process, by ``sync_records()`` and at ``close()`` (which wait
 last record of every process that exited normally); ``raw_recorders`` also get the
 worker incarnation and the receiver's transition count before the stimulus.
 
-Addresses default to 127.0.0.1. Anything else requires CURVE keys (``keys=DIR``, made
-with ``squall keys DIR``), and every socket of the cluster then authenticates its peers.
+Authentication: every socket of the cluster authenticates its peers with ZeroMQ CURVE
+(workers unpickle what they are sent, so nobody unauthenticated may send). By default a
+cluster makes its own key pair, in memory: its processes get it when they are started,
+``Client(cluster)`` gets it from the cluster object, and nothing is written anywhere; a
+client given only the address is refused. ``keys=DIR`` (made with ``squall keys DIR``)
+uses a key pair shared with machines elsewhere. ``insecure=True`` runs without keys (any
+local user could then submit code to run as this user), on loopback only. Addresses
+default to 127.0.0.1.
 
 Network chaos: ``proxy=True`` (or a Toxiproxy URL; TOXIPROXY_URL is honoured) routes every
 connection a worker opens -- to the scheduler, and to each peer it fetches from --
@@ -41,6 +47,7 @@ from typing import Any, NamedTuple
 import zmq
 
 from squall.core import protocol as p
+from squall.core.lifeline import forked_from_main_thread
 from squall.core.runtime import transport as net
 from squall.core.runtime.client import Client
 from squall.core.runtime.launcher import (
@@ -71,7 +78,8 @@ class LocalCluster:
         *,
         validate: bool | None = None,
         host: str = "127.0.0.1",
-        keys: str | None = None,
+        keys: str | net.Keys | None = None,
+        insecure: bool = False,
         heartbeat_interval: float = 0.5,
         heartbeat_timeout: float | None = 5.0,
         allowed_failures: int = 3,
@@ -98,7 +106,14 @@ class LocalCluster:
             validate = os.environ.get("SQUALL_VALIDATE", "") not in ("", "0")
         if validate:
             _check_validator_available()
-        self.keys = net.load_keys(keys) if keys is not None else None
+        if insecure and keys is not None:
+            raise ValueError("keys= and insecure=True exclude each other")
+        if insecure:
+            self.keys: net.Keys | None = None
+        elif keys is None:
+            self.keys = net.new_keys()  # this cluster's own, in memory
+        else:
+            self.keys = net.load_keys(keys) if isinstance(keys, str) else keys
         net.check_listen(f"tcp://{host}:0", self.keys)
         self.validate = validate
         self.timeout = timeout
@@ -124,7 +139,7 @@ class LocalCluster:
         if proxy:
             port = self._start_network(proxy, workers)
         self.config = ClusterConfig(
-            workers=workers, threads=threads, host=host, keys_dir=keys,
+            workers=workers, threads=threads, host=host, keys=self.keys,
             heartbeat_interval=heartbeat_interval, heartbeat_timeout=heartbeat_timeout,
             allowed_failures=allowed_failures, validate=validate, stealing=stealing,
             restart=restart, record_to=record_to, register_timeout=timeout,
@@ -140,7 +155,8 @@ class LocalCluster:
         self._launcher = ctx.Process(
             target=launcher_main, name="squall-launcher",
             args=(self.config, child_conn, parent_end, self.start_method,
-                  self._logs.queue if self._logs is not None else None))
+                  self._logs.queue if self._logs is not None else None,
+                  forked_from_main_thread()))
         self._launcher.start()
         child_conn.close()
         self._finalizer = weakref.finalize(self, _stop_launcher, self._conn, self._launcher)

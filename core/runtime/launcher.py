@@ -12,6 +12,11 @@ feeds ``RemoveWorker(reason="died")`` to its state machine), tells the parent, a
 a new incarnation under the same name. Heartbeat timeouts catch what this cannot (a
 frozen worker, a worker on another machine).
 
+Lifetime: the launcher ends when its parent does, however the parent ends (the end of
+its command pipe; on Linux also the kernel's parent-death signal, see
+``squall.core.lifeline``), and the scheduler and the workers end with the launcher, a
+worker paused with SIGSTOP too.
+
 Logs: with fork, the children inherit the parent's root handlers as wrapped by
 multiprocessing-logging (``install_mp_handler``), whose queue carries every record to the
 parent's handlers. Where fork is unavailable, processes are spawned instead and the
@@ -29,7 +34,12 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from squall.core.lifeline import die_with_parent
+
+if TYPE_CHECKING:
+    from squall.core.runtime.transport import Keys
 
 log = logging.getLogger("squall.launcher")
 
@@ -47,6 +57,9 @@ class ClusterConfig:
     host: str = "127.0.0.1"
     port: int = 0
     keys_dir: str | None = None
+    # The cluster's CURVE key pair, handed to the children in memory (LocalCluster makes
+    # one per cluster unless told otherwise); None with keys_dir: read from there.
+    keys: Keys | None = None
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float | None = 5.0
     allowed_failures: int = 3
@@ -126,6 +139,8 @@ def _close_all(conns: list[Any]) -> None:
 
 
 def _keys(config: ClusterConfig) -> Any:
+    if config.keys is not None:
+        return config.keys
     if config.keys_dir is None:
         return None
     from squall.core.runtime.transport import load_keys
@@ -135,6 +150,7 @@ def _keys(config: ClusterConfig) -> Any:
 
 def scheduler_main(config: ClusterConfig, control: Any, report: Any, inherited: list[Any],
                    log_queue: Any) -> None:
+    die_with_parent()  # the launcher forks from its only thread
     _close_all(inherited)
     child_logging(log_queue)
     from squall.core.runtime.scheduler_server import SchedulerServer
@@ -156,6 +172,7 @@ def scheduler_main(config: ClusterConfig, control: Any, report: Any, inherited: 
 
 def worker_main(config: ClusterConfig, address: str, name: str, incarnation: int,
                 control: Any, inherited: list[Any], log_queue: Any, port: int = 0) -> None:
+    die_with_parent()  # even paused (SIGSTOP), it cannot outlive the launcher
     _close_all(inherited)
     child_logging(log_queue)
     from squall.core.runtime.worker_server import RegistrationError, WorkerServer
@@ -385,7 +402,9 @@ class Launcher:
 
 
 def launcher_main(config: ClusterConfig, conn: Any, parent_end: Any, method: str,
-                  log_queue: Any) -> None:
+                  log_queue: Any, lifeline: bool = False) -> None:
+    if lifeline:  # the parent forked us from its main thread (see squall.core.lifeline)
+        die_with_parent()
     if parent_end is not None:
         parent_end.close()  # so that the parent's death shows as the end of our pipe
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle

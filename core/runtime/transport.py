@@ -5,12 +5,14 @@ structs of ``core/protocol.py`` (several messages travel together: batching), th
 cloudpickle frames that some of them announce (``frame_count``): task bodies, values,
 exceptions. The header is decoded with the protocol's one definition; bytes from the
 frames are unpickled only by a worker or client, and only from the peers it connected to
-itself (CURVE-authenticated when not on loopback).
+itself (CURVE-authenticated: the peer proved it holds the cluster's secret key; only an
+explicitly insecure cluster, on loopback, skips that).
 
 Topology: the scheduler binds a ROUTER; every worker and client connects a DEALER to it.
 Each worker binds a ROUTER of its own that serves its values (``GetData`` ->
-``DataReply``) to peers and clients, who connect DEALERs to it. A data socket answers any
-peer that can connect: on loopback that is this machine, elsewhere CURVE decides.
+``DataReply``) to peers and clients, who connect DEALERs to it. A data socket answers only
+peers whose CURVE handshake proved they hold the cluster's key pair (any local peer, in an
+insecure cluster).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import math
 import os
 import pickle
 import socket as pysocket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,24 +105,41 @@ def local_ip_towards(host: str) -> str:
 
 @dataclass(frozen=True)
 class Keys:
-    """The cluster's one CURVE key pair, shared by every member (z85-encoded)."""
+    """The cluster's one CURVE key pair, shared by every member (z85-encoded). Whoever
+    holds the secret belongs to the cluster; it never appears in a repr."""
 
     public: bytes
-    secret: bytes
-    directory: str
+    secret: bytes = field(repr=False)
+    directory: str = ""  # where they were read from ("": made in memory, never written)
+
+
+def new_keys() -> Keys:
+    """A fresh key pair in memory: a ``LocalCluster``'s own, handed to the processes it
+    starts and to the clients made from it, and to nobody else."""
+    if not zmq.has("curve"):
+        raise KeysError("this pyzmq/libzmq has no CURVE support: a cluster cannot "
+                        "authenticate its members (LocalCluster(insecure=True) runs without)")
+    public, secret = zmq.curve_keypair()
+    return Keys(public, secret)
 
 
 def create_keys(directory: str | os.PathLike[str]) -> Path:
-    """Write a new key pair into ``directory``; return the secret file's path."""
+    """Write a new key pair into ``directory`` (made 0700 if new; the secret file 0600,
+    never readable by others, not even for a moment); return the secret file's path."""
     import zmq.auth
 
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret = d / f"{KEY_NAME}.key_secret"
     if secret.exists():
         raise KeysError(f"{secret}: exists already; remove it to make new keys")
-    zmq.auth.create_certificates(d, KEY_NAME)
+    umask = os.umask(0o077)
+    try:
+        zmq.auth.create_certificates(d, KEY_NAME)
+    finally:
+        os.umask(umask)
     os.chmod(secret, 0o600)
+    os.chmod(d / f"{KEY_NAME}.key", 0o644)  # the public half may be read by anyone
     return secret
 
 
@@ -190,6 +209,8 @@ def make_socket(ctx: zmq.Context[Any], kind: int, *, keys: Keys | None = None,
         if server:
             s.curve_server = True
             s.zap_domain = ZAP_DOMAIN.encode()
+            # No ZAP handler (not started, or gone): refuse every peer, never admit one.
+            s.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
         else:
             s.curve_serverkey = keys.public
     return s
@@ -221,14 +242,20 @@ class LinkWatch:
     unanswered, or the link was cut. The connection is not to be trusted again: a ROUTER
     gives a reconnected peer a new identity, so whatever was registered on the old one
     is gone. A connection that failed before its handshake completed (nobody listening
-    yet, a refused key) is not a loss."""
+    yet, a refused key) is not a loss; a handshake the peer refused for its security
+    mechanism or credentials is counted in ``refused`` (with the last one's kind in
+    ``refusal``), one it closed without saying why (a CURVE server that cannot read a
+    client holding another server key does so) in ``cut``: see ``refusal_reason``."""
 
     def __init__(self, sock: zmq.Socket[Any]) -> None:
         self.sock = sock
         self.monitor: zmq.Socket[Any] = sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | REFUSAL_EVENTS)
         self.up = 0  # connections whose handshake succeeded and that are still open
         self.lost = 0  # established connections that closed
+        self.refused = 0  # handshakes that failed on the mechanism or the credentials
+        self.refusal = 0  # the last one's event
+        self.cut = 0  # handshakes the peer closed without a reason
 
     def read(self) -> bool:
         """Take the pending events; True if an established connection closed."""
@@ -246,6 +273,25 @@ class LinkWatch:
                 self.up -= 1
                 self.lost += 1
                 lost = True
+            elif event["event"] in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                                    zmq.EVENT_HANDSHAKE_FAILED_AUTH):
+                self.refused += 1
+                self.refusal = event["event"]
+            elif event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                self.cut += 1
+
+    def refusal_reason(self, peer: str, keys: Keys | None) -> str:
+        """Why ``peer`` refused the handshake, in words for the one who holds ``keys``."""
+        if self.refusal == zmq.EVENT_HANDSHAKE_FAILED_AUTH or (
+                not self.refused and keys is not None):
+            return (f"{peer} refused this connection's CURVE key: it is not the cluster's "
+                    "(keys from another cluster?)")
+        if keys is None:
+            return (f"{peer} requires the cluster's CURVE keys: Client(cluster) passes a "
+                    "LocalCluster's own; else keys=DIR, the directory `squall scheduler` "
+                    "printed (or gave with --keys)")
+        return (f"{peer} refused the handshake: it does not use CURVE keys (started with "
+                "--insecure?) or speaks another protocol")
 
     def close(self) -> None:
         try:

@@ -6,6 +6,14 @@
   runs one graph to the end; ``submit``, ``advance`` and ``drain`` step through a run.
 """
 
-from squall.core.sim.cluster import CLIENT, SCHEDULER, SimCluster, SimulationError, SimWorker
+from squall.core.sim.cluster import (
+    CLIENT,
+    SCHEDULER,
+    SimCluster,
+    SimulationError,
+    SimWorker,
+    TimeBudgetExceeded,
+)
 
-__all__ = ["CLIENT", "SCHEDULER", "SimCluster", "SimWorker", "SimulationError"]
+__all__ = ["CLIENT", "SCHEDULER", "SimCluster", "SimWorker", "SimulationError",
+           "TimeBudgetExceeded"]

@@ -60,6 +60,13 @@ class SimulationError(RuntimeError):
     """The simulated cluster was driven into something impossible (a runtime bug)."""
 
 
+class TimeBudgetExceeded(SimulationError):
+    """Virtual time passed ``max_time`` while the work was still progressing (a task body
+    running for the first time, or an input on its way to a worker that will run it): the
+    run is slow, not stuck. Not a violation: nothing was found wrong, nothing was proved
+    right either."""
+
+
 @dataclass(slots=True)
 class Link:
     latency: float
@@ -350,7 +357,8 @@ class SimCluster:
     def drain(self) -> Outcome:
         """Run until every wanted key has a result and every death is noticed, then check
         every result (strict mode: and the end-of-run invariants). SimulationError if the
-        cluster gets stuck on the way."""
+        cluster gets stuck on the way; ``TimeBudgetExceeded`` (one) if virtual time passes
+        ``max_time`` while the work still progresses (slow, not stuck: no violation)."""
         gc_was_enabled = gc.isenabled()
         gc.disable()  # as in run()
         try:
@@ -425,7 +433,7 @@ class SimCluster:
                     elif t - stuck_since > self.stall_timeout:
                         self._stuck(f"no progress for {self.stall_timeout:g} virtual seconds")
             if t > max_time:
-                self._stuck(f"virtual time passed max_time={max_time:g}")
+                self._over_time()
             fn(*args)
             if validator is not None and self.pending == 0:
                 validator.quiescent(self)
@@ -442,6 +450,50 @@ class SimCluster:
         known = self.scheduler.workers
         return any(not sw.alive and sw.ws is not None and known.get(sw.name) is sw.ws
                    for sw in self.all_workers)
+
+    def _over_time(self) -> None:
+        """Virtual time passed ``max_time``: over budget if the work still progresses
+        (``TimeBudgetExceeded``), else stuck (a livelock keeps events coming, but nothing
+        new gets done)."""
+        why = f"virtual time passed max_time={self.max_time:g}"
+        progressing = self._progressing()
+        if not progressing:
+            self._stuck(why)
+        missing = len(self.wanted) - len(self.results)
+        raise TimeBudgetExceeded(
+            f"time budget exceeded at t={self.now:.3f}: {why} with work still progressing "
+            f"({progressing}); {missing} keys unfinished")
+
+    def _progressing(self) -> str:
+        """What shows that the work still progresses ("": nothing does): a task body
+        running on a member worker for the first time (or again, as often as deaths
+        account for), or a transfer on its way to a member worker, bringing data."""
+        member = self._member
+        deaths = sum(1 for sw in self.all_workers if not sw.alive or sw.broken or sw.forgotten)
+        runs = self.runs
+        executing: list[str] = []
+        fetching: list[str] = []
+        for _, _, fn, args, _ in self._events:
+            func = getattr(fn, "__func__", None)
+            if func is SimCluster._execute_done:
+                sw, spec = args[0], args[1]
+                if member(sw) and runs.get(spec.key, 0) <= 1 + deaths:
+                    executing.append(spec.key)
+            elif func is SimCluster._gather_done:
+                if member(args[0]) and args[2]:
+                    fetching.extend(args[2])
+        what = []
+        if executing:
+            what.append(f"{len(executing)} task(s) executing: {sorted(executing)[:3]}")
+        if fetching:
+            what.append(f"{len(fetching)} input(s) on their way: {sorted(fetching)[:3]}")
+        return "; ".join(what)
+
+    def _member(self, sw: SimWorker) -> bool:
+        """Whether the scheduler hears ``sw`` (alive, connected, this incarnation a member):
+        what it computes counts."""
+        return (sw.alive and not sw.broken and not sw.forgotten and sw.ws is not None
+                and self.scheduler.workers.get(sw.name) is sw.ws)
 
     def _stuck(self, why: str) -> None:
         missing = sorted(self.wanted - set(self.results))

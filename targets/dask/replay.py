@@ -189,7 +189,7 @@ def _limit(value: Any) -> float:
 
 def _child_main() -> None:
     """``python -m squall.targets.dask.replay``: records in on stdin, a TargetReplay out."""
-    from squall.targets.dask.routing import die_with_parent
+    from squall.core.lifeline import die_with_parent
 
     die_with_parent()
     job = msgspec.json.decode(sys.stdin.buffer.read())

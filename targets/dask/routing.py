@@ -21,12 +21,9 @@ machine handles to the scheduler, for the trace (``squall.targets.dask.stimuli``
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import functools
 import json
 import os
-import signal
-import sys
 import time
 import urllib.request
 from typing import Any
@@ -35,6 +32,7 @@ import msgspec
 from distributed import Nanny
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from squall.core.lifeline import die_with_parent
 from squall.targets.dask.stimuli import WORKER_TOPIC
 
 
@@ -48,9 +46,6 @@ class SquallNanny(Nanny):
             self.worker_kwargs["scheduler_ip"] = scheduler_via
 
 
-PR_SET_PDEATHSIG = 1  # prctl(2)
-
-
 class DieWithParent(WorkerPlugin):
     """SIGKILL from the kernel when the worker's parent dies (Linux; elsewhere a no-op)."""
 
@@ -58,18 +53,6 @@ class DieWithParent(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         die_with_parent()
-
-
-def die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere a
-    no-op)."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # it died before the request took hold
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class PeerRoutes(WorkerPlugin):
