@@ -141,7 +141,7 @@ class DaskValidator:
         last = None
         since = time.monotonic()
         while True:
-            pulse = self._pulse(client.run(_worker_pulse))
+            pulse = self._pulse(_run_everywhere(client, _worker_pulse))
             now = time.monotonic()
             if pulse is None or pulse != last:
                 last, since = pulse, now
@@ -150,7 +150,7 @@ class DaskValidator:
             if now >= deadline:
                 break
             time.sleep(SETTLE_POLL)  # polling the cluster for quiet, with a deadline
-        reports = client.run(_worker_report)
+        reports = _run_everywhere(client, _worker_report)
         self._on_loop(self._quiescent, reports)
 
     async def acheck_quiescent(self, client: Any, timeout: float = SETTLE_TIMEOUT) -> None:
@@ -175,7 +175,7 @@ class DaskValidator:
         """What changes while the cluster moves (transition counts, workers), or None while
         a task body runs or data is on its way: the same twice, some time apart, and the
         cluster is still."""
-        return self._pulse(client.run(_worker_pulse))
+        return self._pulse(_run_everywhere(client, _worker_pulse))
 
     def reset(self, client: Any) -> None:
         """Start over on an idle cluster (all keys released): what was found and counted
@@ -535,6 +535,23 @@ class SquallWorkerPlugin(WorkerPlugin):
 def _plugin(dask_worker: Any) -> SquallWorkerPlugin | None:
     plugin = dask_worker.plugins.get(PLUGIN_NAME)
     return plugin if isinstance(plugin, SquallWorkerPlugin) else None
+
+
+RUN_ATTEMPTS = 20  # a broadcast that met a worker closing is sent again, this often
+
+
+def _run_everywhere(client: Any, fn: Callable[..., Any]) -> Any:
+    """``client.run(fn)`` on every worker the scheduler knows. A worker whose connection
+    closes while the call is on its way (dask dropping it) fails the whole broadcast: it
+    is sent again once the scheduler has let the worker go."""
+    for attempt in range(RUN_ATTEMPTS):
+        try:
+            return client.run(fn)
+        except OSError:  # (dask's CommClosedError is one)
+            if attempt == RUN_ATTEMPTS - 1:
+                raise
+            time.sleep(SETTLE_POLL)  # polling the cluster for the worker's removal
+    return None
 
 
 def _reset_worker(dask_worker: Any) -> None:
