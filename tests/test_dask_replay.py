@@ -93,3 +93,20 @@ def test_a_worker_bug_is_re_derived_by_the_replay_not_read_from_the_outcome(
     with mock.patch.object(WorkerState, "_transition_to_memory", forgets_data):
         again = replay_trace(recorded)
     assert again.verdict == REPRODUCED and v.invariant in again.message
+
+
+def test_a_worker_that_behaved_otherwise_is_named_at_its_first_differing_stimulus(
+        tmp_path: Path) -> None:
+    records = _records()
+    records[3] = {**records[3], "c": records[3]["c"] + 1}  # the 3rd stimulus, forged
+    result = replay_trace(_trace(tmp_path / "t.jsonl", records))
+    assert result.verdict == DIVERGED
+    assert "stimulus 's3'" in result.message and "line 5" in result.message  # (header: line 1)
+    assert "transitions before it" in result.message
+
+
+def test_a_violation_edited_into_the_outcome_is_not_reproduced(tmp_path: Path) -> None:
+    edited = Violation(invariant="dask.worker.executing-has-thread", text="edited in",
+                       entity="w0", key="x")
+    result = replay_trace(_trace(tmp_path / "t.jsonl", _records(), (edited,)))
+    assert result.verdict == DIVERGED and "was recorded but did not recur" in result.message
