@@ -137,7 +137,8 @@ class DaskCluster:
     def __init__(self, workers: int = 2, threads: int = 1, *, validate: bool = True,
                  network: bool = False, stealing: bool = True, allowed_failures: int = 3,
                  heartbeat_interval: float | None = None,
-                 heartbeat_timeout: float | None = None, timeout: float = 30.0) -> None:
+                 heartbeat_timeout: float | None = None, timeout: float = 30.0,
+                 memory_manager: bool = True) -> None:
         if workers < 0 or threads < 1:
             raise ValueError(f"need workers >= 0 and threads >= 1, got {workers}, {threads}")
         from squall.targets.dask import require_dask
@@ -175,6 +176,9 @@ class DaskCluster:
         config: dict[str, Any] = {
             "distributed.scheduler.allowed-failures": allowed_failures,
             "distributed.scheduler.work-stealing": stealing,
+            # dask's active memory manager (on by default) drops and copies replicas on
+            # its own schedule; off, a scenario's replicas stay as its stimuli left them
+            "distributed.scheduler.active-memory-manager.start": memory_manager,
         }
         self._default_ttl = dask.config.get("distributed.scheduler.worker-ttl")
         if heartbeat_timeout is not None:
