@@ -372,6 +372,25 @@ def run_real(scenario: Scenario, *, trace: str | Path | None = None,
     if progress is not None:
         progress(len(results), len(expected))
     n_stimuli = counter[0]
+    wrong, n_erred = judge_results(graph, expected, results)
+    outcome = Outcome(
+        results_ok=violation is None and not wrong, makespan=makespan, n_tasks=len(graph),
+        transitions=0, digest="", n_stimuli=n_stimuli, n_erred=n_erred,
+        wrong=sorted(wrong)[:20], faults=dict(driver.counts) if driver else {},
+        violations=[violation] if violation is not None else [],
+        wall_time=time.perf_counter() - started_wall)
+    if writer is not None:
+        _finish_trace(writer, outcome, validate)
+        outcome.trace_path = str(trace)
+    outcome.wall_time = time.perf_counter() - started_wall
+    return outcome
+
+
+def judge_results(graph: TaskGraph, expected: dict[str, Any],
+                  results: dict[str, tuple[str, Any]]) -> tuple[list[str], int]:
+    """The keys whose real result (``("memory", value)`` or ``("erred", "Type: text")``)
+    the oracle rejects, and how many erred: what a run of real processes reports, whatever
+    runs them (squall's runtime or a target's)."""
     wrong = []
     n_erred = 0
     for key, want in expected.items():
@@ -384,17 +403,7 @@ def run_real(scenario: Scenario, *, trace: str | Path | None = None,
                 wrong.append(key)
         elif got[1] != want:
             wrong.append(key)
-    outcome = Outcome(
-        results_ok=violation is None and not wrong, makespan=makespan, n_tasks=len(graph),
-        transitions=0, digest="", n_stimuli=n_stimuli, n_erred=n_erred,
-        wrong=sorted(wrong)[:20], faults=dict(driver.counts) if driver else {},
-        violations=[violation] if violation is not None else [],
-        wall_time=time.perf_counter() - started_wall)
-    if writer is not None:
-        _finish_trace(writer, outcome, validate)
-        outcome.trace_path = str(trace)
-    outcome.wall_time = time.perf_counter() - started_wall
-    return outcome
+    return wrong, n_erred
 
 
 def _error_explained(graph: TaskGraph, key: str, error: str, want: Any) -> bool:

@@ -31,12 +31,17 @@ import msgspec
 
 from squall.chaos.injectors import ChaosDriver, timeline
 from squall.core import protocol as p
-from squall.core.graph import TaskGraph
-from squall.core.oracle import error_problem, expected_results
+from squall.core.oracle import expected_results
 from squall.core.outcome import Outcome, Violation
 from squall.core.view import GraphCluster, ReusableCluster, Target, TaskFuture
 from squall.scenarios.model import DEFAULT_TICK, Scenario
-from squall.scenarios.real import _RealSurface, needs_network, plain_value, real_graph
+from squall.scenarios.real import (
+    _RealSurface,
+    judge_results,
+    needs_network,
+    plain_value,
+    real_graph,
+)
 from squall.scenarios.runner import RuntimeUnavailable
 from squall.scenarios.trace import CHAOS, End, Stim, TargetStim, TraceWriter
 
@@ -292,18 +297,7 @@ def run_on_target(scenario: Scenario, target: Target, *, trace: str | Path | Non
             _close(cluster)
     if progress is not None:
         progress(len(results), len(expected))
-    wrong = []
-    n_erred = 0
-    for key, want in expected.items():
-        got = results.get(key)
-        if got is None:
-            wrong.append(key)
-        elif got[0] == "erred":
-            n_erred += 1
-            if not _error_explained(graph, key, str(got[1]), want):
-                wrong.append(key)
-        elif got[1] != want:
-            wrong.append(key)
+    wrong, n_erred = judge_results(graph, expected, results)
     outcome = Outcome(
         results_ok=not wrong, makespan=makespan, n_tasks=len(graph),
         transitions=cluster.transitions, digest="", n_stimuli=counter[0], n_erred=n_erred,
@@ -351,14 +345,6 @@ def _result(fut: TaskFuture, timeout: float) -> tuple[str, Any]:
         return ("memory", plain_value(fut.result(timeout)))
     except (Exception, asyncio.CancelledError) as e:  # the task's error (or its cancelling)
         return ("erred", f"{type(e).__name__}: {e}")
-
-
-def _error_explained(graph: TaskGraph, key: str, error: str, want: Any) -> bool:
-    """The oracle's rule, on an error's text: it names its blame as "(error:KEY)", and a
-    task given up after its workers kept dying is a KilledWorker."""
-    start = error.rfind("(error:")
-    blame = error[start + 7:error.find(")", start)] if start >= 0 else key
-    return error_problem(graph, key, blame, want, killed="KilledWorker" in error) is None
 
 
 def _close(cluster: Any) -> None:
