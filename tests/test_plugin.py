@@ -5,6 +5,7 @@ fixtures leave a trace when a test fails."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,10 +14,19 @@ from pathlib import Path
 import pytest
 
 
+# Hypothesis loads a profile named "ci" by itself where one of these is set (a CI machine),
+# and the chosen profile comes from HYPOTHESIS_PROFILE: the user's run here is a local one
+_CHOOSES_A_PROFILE = ("CI", "__TOX_ENVIRONMENT_VARIABLE_ORIGINAL_CI", "TF_BUILD",
+                      "bamboo.buildKey", "BUILDKITE", "CIRCLECI", "CIRRUS_CI",
+                      "CODEBUILD_BUILD_ID", "GITHUB_ACTIONS", "GITLAB_CI",
+                      "HEROKU_TEST_RUN_ID", "TEAMCITY_VERSION", "HYPOTHESIS_PROFILE")
+
+
 def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    local = {k: v for k, v in os.environ.items() if k not in _CHOOSES_A_PROFILE}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "-W", "error::pytest.PytestUnknownMarkWarning", *args],
-                          cwd=folder, capture_output=True, text=True, timeout=300)
+                          cwd=folder, capture_output=True, text=True, timeout=300, env=local)
 
 
 @pytest.fixture
