@@ -86,9 +86,14 @@ class DurationEstimator:
             d = self._hinted.get(prefix, self.default)
         return d
 
+    def fresh(self, prefix: str) -> float:
+        """``duration(prefix)`` recomputed from what was measured, hinted and skewed, not
+        read from ``durations``: the invariants compare the two."""
+        return self._base(prefix) * self._skew_all * self._skew.get(prefix, 1.0)
+
     def _refresh(self, prefix: str) -> None:
         self.version += 1
-        self.durations[prefix] = self._base(prefix) * self._skew_all * self._skew.get(prefix, 1.0)
+        self.durations[prefix] = self.fresh(prefix)
 
     def snapshot(self) -> dict[str, float]:
         """Current skewed estimates of every prefix seen."""

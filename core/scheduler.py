@@ -272,6 +272,14 @@ class SchedulerState:
             total += self._transfer_time(ws.fetch_bytes, ws)
         return total
 
+    def remembered_occupancy(self, ws: WorkerInfo) -> float | None:
+        """What placement remembers of ``ws``'s occupancy per thread and would use now
+        without recomputing it (None: nothing). Read by the invariants: a remembered value
+        must equal its recomputation."""
+        if self._occupancies_version != self.estimator.version:
+            return None
+        return self._occupancy_per_thread.get(ws)
+
     def transfer_cost(self, ts: TaskState, ws: WorkerInfo) -> float:
         """Seconds to bring the inputs of ``ts`` that ``ws`` lacks."""
         total, held = self._input_bytes(ts)

@@ -54,6 +54,11 @@ Interface for invariant checkers (read-only):
     steal it is the victim of, plus ``thief_cost`` per open steal it is the thief of. An
     entry exists only while a steal involving that (live) worker is open, so the dict is
     empty whenever ``in_flight`` is (an orphaned steal books nothing).
+``WorkStealing.incoming`` / ``outgoing`` / ``bookings: dict[WorkerInfo, int]``
+    per live worker, the open steals it is the thief of, the victim of, and either.
+``WorkStealing.stats: dict[str, int]``
+    every requested steal ends once, as ``moved``, ``refused``, ``thief-gone``,
+    ``closed`` or ``victim-gone``, or is still open (``in_flight`` or ``orphans``).
 
 ``balance_snapshot(snapshot, rounds)`` and ``squall balance SNAPSHOT.json`` replay
 balancing decisions on a given assignment (see ``load_snapshot`` for the format).
@@ -140,6 +145,22 @@ class WorkStealing:
         """Tasks a steal moved, while they stay processing: key -> (when, the workers it
         was stolen from). Read only: the invariants read it, stealing alone writes it."""
         return self._moved
+
+    # Counts kept alongside ``in_flight`` so that balancing need not scan it: live worker
+    # -> open steals it is the thief of (``incoming``), the victim of (``outgoing``), and
+    # either (``bookings``). Read only: the invariants recount them from ``in_flight``.
+    @property
+    def incoming(self) -> dict[WorkerInfo, int]:
+        return self._incoming
+
+    @property
+    def outgoing(self) -> dict[WorkerInfo, int]:
+        return self._outgoing
+
+    @property
+    def bookings(self) -> dict[WorkerInfo, int]:
+        return self._open
+
     def add_worker(self, ws: WorkerInfo) -> None:
         """A new worker is idle: the scheduler puts it in ``state.idle``, where we look."""
 

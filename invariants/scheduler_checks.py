@@ -340,6 +340,22 @@ def blame_iff_erred(v: Any, ts: Any) -> str | None:
     return f"in state {ts.state} with an error blamed on {ts.exception_blame!r}"
 
 
+@task_invariant("task.estimate-fresh",
+                "the duration estimate kept for a task's prefix (what placement, occupancy "
+                "and stealing read) equals its recomputation from what was measured, "
+                "hinted and skewed", scope=FULL)
+def estimate_fresh(v: Any, ts: Any) -> str | None:
+    estimator = v.state.estimator
+    fresh = getattr(estimator, "fresh", None)
+    kept = getattr(estimator, "durations", {}).get(ts.prefix)
+    if fresh is None or kept is None:
+        return None  # an estimator that keeps nothing, or nothing yet for this prefix
+    want = fresh(ts.prefix)
+    if abs(kept - want) <= REL_TOL * max(1.0, abs(want)):
+        return None
+    return f"estimate of prefix {ts.prefix!r} kept as {kept!r} s, recomputed {want!r} s"
+
+
 @task_invariant("task.retries-within-limit",
                 "a task whose workers died under it more than allowed_failures times is not "
                 "run again: it is erred (KilledWorker)",
@@ -439,6 +455,20 @@ def occupancy_fresh(v: Any, ws: Any, ledger: Any) -> str | None:
     if abs(got - fresh) <= REL_TOL * max(1.0, abs(fresh)):
         return None
     return f"occupancy {got!r}, recomputed {fresh!r}"
+
+
+@worker_invariant("worker.remembered-occupancy-fresh",
+                  "the occupancy per thread placement remembers for a worker (and would use "
+                  "without recomputing it) equals its recomputation")
+def remembered_occupancy_fresh(v: Any, ws: Any, ledger: Any) -> str | None:
+    remembered = getattr(v.state, "remembered_occupancy", None)
+    kept = None if remembered is None else remembered(ws)
+    if kept is None:
+        return None
+    fresh = v.state.occupancy(ws) / ws.nthreads
+    if abs(kept - fresh) <= REL_TOL * max(1.0, abs(fresh)):
+        return None
+    return f"placement remembers {kept!r} s per thread, recomputed {fresh!r} s"
 
 
 @worker_invariant("worker.occupancy-non-negative",

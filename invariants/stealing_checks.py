@@ -12,6 +12,9 @@ The stealing extension is ``SchedulerState.stealing`` (``WorkStealing`` sets it)
 
 - ``orphans`` (optional): steals whose thief left, awaiting the victim's answer; same
   records as ``in_flight``.
+- ``stats`` (optional): counts of steals ``requested`` and of how they ended (see
+  ``STEAL_ENDINGS``); ``incoming``, ``outgoing``, ``bookings`` (optional): per worker,
+  the open steals it is the thief of, the victim of, and either.
 
 State checks are ``fn(v, ext)``. Response checks are ``fn(v, msg, before, opened, moved)``,
 run after a StealResponse: ``before`` is the worker the task was processing on before
@@ -143,6 +146,59 @@ def books_shared_estimate(v: Any, ext: Any) -> str | None:
             if abs(cost - want) > 1e-9 * max(1.0, want):
                 return (f"steal {steal_id!r} of {key!r} books {cost!r} s on its {role} "
                         f"{ws.name!r}; the estimate is {d!r} s, so {want!r} s with transfer")
+    return None
+
+
+# How every requested steal ends (``WorkStealing.stats``), once each.
+STEAL_ENDINGS = ("moved", "refused", "thief-gone", "closed", "victim-gone")
+
+
+@steal_invariant("steal.accounted",
+                 "every steal requested is still open (in flight or orphaned) or ended "
+                 "exactly once: moved, refused, thief gone, closed or victim gone")
+def accounted(v: Any, ext: Any) -> str | None:
+    stats = getattr(ext, "stats", None)
+    if not isinstance(stats, dict) or "requested" not in stats:
+        return None  # an extension that keeps no such counts
+    still_open = len(ext.in_flight) + len(getattr(ext, "orphans", None) or {})
+    ended = sum(stats.get(name, 0) for name in STEAL_ENDINGS)
+    if stats["requested"] == ended + still_open:
+        return None
+    how = ", ".join(f"{name} {stats.get(name, 0)}" for name in STEAL_ENDINGS)
+    return (f"{stats['requested']} steals requested, but {still_open} open and {ended} "
+            f"ended ({how})")
+
+
+@steal_invariant("steal.bookings-recount",
+                 "the occupancy and the counts booked per worker for open steals equal a "
+                 "recount of the steals in flight")
+def bookings_recount(v: Any, ext: Any) -> str | None:
+    booked: dict[Any, float] = {}
+    counts: dict[str, dict[Any, int]] = {"incoming": {}, "outgoing": {}, "bookings": {}}
+    for _, _, entry in open_steals(v, ext):
+        victim, thief = field(entry, "victim"), field(entry, "thief")
+        victim_cost, thief_cost = field(entry, "victim_cost"), field(entry, "thief_cost")
+        if victim_cost is not None and thief_cost is not None:
+            booked[victim] = booked.get(victim, 0.0) - victim_cost
+            booked[thief] = booked.get(thief, 0.0) + thief_cost
+        for name, ws in (("outgoing", victim), ("incoming", thief)):
+            counts[name][ws] = counts[name].get(ws, 0) + 1
+            counts["bookings"][ws] = counts["bookings"].get(ws, 0) + 1
+    if booked or not ext.in_flight:  # (an extension without costs books nothing to recount)
+        have = getattr(ext, "in_flight_occupancy", None) or {}
+        for ws in set(have) | set(booked):
+            got, want = have.get(ws, 0.0), booked.get(ws, 0.0)
+            if abs(got - want) > OCCUPANCY_TOL * max(1.0, abs(want)):
+                return (f"{got!r} s booked on {getattr(ws, 'name', ws)!r} for open steals, "
+                        f"recounted {want!r} s")
+    for name, want_of in counts.items():
+        kept = getattr(ext, name, None)
+        if kept is None:
+            continue  # optional: an extension that keeps no such count
+        for ws in set(kept) | set(want_of):
+            if kept.get(ws, 0) != want_of.get(ws, 0):
+                return (f"{name}[{getattr(ws, 'name', ws)!r}] = {kept.get(ws, 0)}, but "
+                        f"{want_of.get(ws, 0)} open steals involve it so")
     return None
 
 

@@ -23,6 +23,7 @@ from squall.core.scheduler import (
     WorkerStatus,
 )
 from squall.core.sim import SimCluster
+from squall.core.stealing import WorkStealing
 from squall.core.worker import WorkerState, WorkerTaskState, WTask
 from squall.invariants import (
     CATALOG,
@@ -382,10 +383,25 @@ def _(h: Sched) -> None:
     h.s.occupancy = lambda ws: 123.0  # type: ignore[method-assign]  # an accumulated drift
 
 
+@_worker_case("worker.remembered-occupancy-fresh", "w0")
+def _(h: Sched) -> None:
+    # placement's memo of w0's occupancy per thread, current but wrong (a missed forget)
+    h.s._occupancy_per_thread[h.w("w0")] = 99.0
+    h.s._occupancies_version = h.s.estimator.version
+
+
+@case("task.estimate-fresh")
+def _() -> InvariantViolation:
+    h = Sched()
+    prefix = h.t("b-0").prefix
+    h.s.estimator.durations[prefix] = 2 * h.s.estimator.fresh(prefix) + 1  # a stale memo
+    return h.full()
+
+
 @case("worker.occupancy-non-negative")
 def _() -> InvariantViolation:
     h = Sched()
-    h.s.estimator.durations[""] = -1.0  # a broken estimate: negative durations
+    h.s.estimator.observe("", -1.0)  # a broken measurement: a negative duration
     return h.full()
 
 
@@ -753,6 +769,25 @@ def _() -> InvariantViolation:
     steal = _steal(h, "b-0")
     d = h.s.estimator.duration(h.t("b-0").prefix)
     FakeStealing(h.s).in_flight["b-0"] = dict(steal, victim_cost=d, thief_cost=2 * d + 1)
+    return h.full()
+
+
+@case("steal.accounted")
+def _() -> InvariantViolation:
+    h = Sched()
+    WorkStealing(h.s).stats["requested"] += 1  # a steal asked for, then lost track of
+    return h.full()
+
+
+@case("steal.bookings-recount")
+def _() -> InvariantViolation:
+    h = Sched()
+    steal = _steal(h, "b-0")
+    ts = h.t("b-0")
+    d = h.s.estimator.duration(ts.prefix)
+    costs = {"victim_cost": d + h.s.transfer_cost(ts, steal["victim"]),
+             "thief_cost": d + h.s.transfer_cost(ts, steal["thief"])}
+    FakeStealing(h.s).in_flight["b-0"] = dict(steal, **costs)  # and booked on nobody
     return h.full()
 
 

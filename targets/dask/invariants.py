@@ -122,6 +122,9 @@ APPLICABILITY: dict[str, Applicability] = {
         "host and resource restrictions; see dask.task.no-worker-unplaceable"),
     "task.blame-iff-erred": _same(),
     "task.retries-within-limit": _same("dask's suspicious count against allowed_failures"),
+    "task.estimate-fresh": _not(
+        "dask keeps one moving average per task prefix and reads it directly: no kept "
+        "estimate beside it to recompute"),
     # ---------------------------------------------------------------- scheduler's worker records
     "worker.live-record": _adapted("a worker's name is its address; dask's statuses map to "
                                    "running, paused, closing and dead"),
@@ -135,6 +138,9 @@ APPLICABILITY: dict[str, Applicability] = {
     "worker.fetch-bytes-sum": _adapted("dask's network occupancy (_network_occ)"),
     "worker.occupancy-fresh": _adapted("dask's own prefix duration estimate; bytes to fetch "
                                        "over the scheduler's bandwidth"),
+    "worker.remembered-occupancy-fresh": _not(
+        "dask's placement remembers no occupancy between decisions; its kept occupancy is "
+        "checked by worker.occupancy-fresh"),
     "worker.occupancy-non-negative": _same(),
     "worker.idleness-by-load": _not(
         "dask's idle set also takes a worker whose occupancy is under half the average, and "
@@ -206,6 +212,11 @@ APPLICABILITY: dict[str, Applicability] = {
         "(squall calls these orphans)"),
     "steal.unique-ids": _adapted("a steal's id is dask's stimulus id of its request"),
     "steal.in-flight-occupancy-zero": _adapted("dask's WorkStealing.in_flight_occupancy"),
+    "steal.accounted": _not(
+        "dask's stealing counts moves in its metrics, not how each request ended"),
+    "steal.bookings-recount": _not(
+        "the view does not map dask's InFlightInfo durations and in_flight_tasks counts "
+        "yet; with no steal in flight, steal.in-flight-occupancy-zero checks the booking"),
     "steal.books-shared-estimate": _not(
         "dask books a steal at its own cost ratio and transfer model, not one shared "
         "duration-plus-transfer estimate"),
