@@ -27,6 +27,7 @@ import statistics
 import threading
 import time
 
+from squall.core.lifeline import descendants
 from squall.core.runtime.client import Client, SchedulerLost
 from squall.core.runtime.cluster import LocalCluster
 
@@ -34,30 +35,6 @@ from squall.core.runtime.cluster import LocalCluster
 def task(x: int) -> int:
     time.sleep(0.005)
     return x
-
-
-def descendants() -> set[int]:
-    """The live (not zombie) descendants of this process, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found: set[int] = set()
-    todo = [os.getpid()]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def one_run(kind: str, futures: int, workers: int) -> dict[str, float]:

@@ -3,6 +3,9 @@
 - ``injectors``: ``KillWorker``, ``PauseWorker``, ``SlowNetwork``, ``Partition`` (and
   ``Heal``), ``SkewEstimates``, ``JoinWorker`` -- small serialisable structs acting only
   through the fault surface -- and ``ChaosDriver``, which applies them and counts them.
+- ``clients``: client actions as kinds of the same schedule -- ``ReleaseKeys``,
+  ``WantKeys``, ``SubmitKeys``: futures released, asked for again (by a second client,
+  too) and graphs submitted mid-run -- acting through the client surface.
 - ``kinds``: the registry every fault kind registers in (``@fault_kind``), with its label
   and colour in reports and how it is drawn; strategies, rate schedules, scenario
   decoding, the minimizer and the report find the kinds there.

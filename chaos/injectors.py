@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from squall.chaos.kinds import PREFIX, WORKER, Maybe, RateDraw, fault_kind
-from squall.core.view import FaultSurface
+from squall.core.view import ClientSurface, FaultSurface
 
 
 class Fault(msgspec.Struct, tag_field="kind", frozen=True, kw_only=True, omit_defaults=True,
@@ -408,14 +408,17 @@ def describe_call(method: str, args: tuple[Any, ...],
         target = f"{named.pop('src', '*')}->{named.pop('dst', '*')}"
     else:
         name = named.pop("name", None)
+        if name is None:  # a client action names its client
+            name = named.pop("client", None)
         target = "" if name is None else str(name)
     return target, {k: v for k, v in named.items() if v is not None}
 
 
 @functools.cache
 def _positional(method: str) -> tuple[str, ...]:
-    """The names of a surface method's positional parameters (``FaultSurface``'s)."""
-    fn = getattr(FaultSurface, method, None)
+    """The names of a surface method's positional parameters (``FaultSurface``'s, or
+    ``ClientSurface``'s)."""
+    fn = getattr(FaultSurface, method, None) or getattr(ClientSurface, method, None)
     if fn is None:
         return ()
     return tuple(p.name for p in list(inspect.signature(fn).parameters.values())[1:]
@@ -423,8 +426,10 @@ def _positional(method: str) -> tuple[str, ...]:
 
 
 def surface_methods() -> tuple[str, ...]:
-    """The methods of the fault surface, as ``FaultSurface`` declares them."""
-    return tuple(name for name, value in vars(FaultSurface).items()
+    """The methods of the fault surface, as ``FaultSurface`` declares them, then those of
+    the client surface (``ClientSurface``: client actions)."""
+    return tuple(name for proto in (FaultSurface, ClientSurface)
+                 for name, value in vars(proto).items()
                  if callable(value) and not name.startswith("_"))
 
 
@@ -477,3 +482,8 @@ def surface_calls(faults: Iterable[Fault]) -> list[tuple[str, str, Fault]]:
         out += [(method, target, fault) for method, target, _ in probe.calls]
         probe.calls.clear()
     return out
+
+
+# The client actions register as kinds too (``squall.chaos.clients``): wherever a fault
+# decodes, they do.
+from squall.chaos import clients as _clients  # noqa: E402,F401  (registers them)

@@ -36,6 +36,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from squall.chaos.toxiproxy.model import join_host_port
 from squall.core.lifeline import die_with_parent, forked_from_main_thread
 
 SCHEDULER = "scheduler"
@@ -218,7 +219,8 @@ def free_port(host: str = "127.0.0.1", rng: random.Random | None = None) -> int:
     rng = rng or random.Random(os.getpid() ^ int.from_bytes(os.urandom(4), "little"))
     for _ in range(200):
         port = rng.randrange(start, end)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::1": IPv6
+        with socket.socket(family, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
@@ -262,7 +264,7 @@ class BuiltinServer:
         if status != "ok":
             self.stop()
             raise RuntimeError(f"the built-in toxiproxy server failed: {value}")
-        self.url = f"http://{host}:{value}"
+        self.url = f"http://{join_host_port(host, value)}"  # "[::1]:PORT" for IPv6
 
     def stop(self) -> None:
         if self.process.is_alive():

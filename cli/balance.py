@@ -1,5 +1,6 @@
 """``squall balance SNAPSHOT.json``: balancing rounds on a scheduler snapshot (the format
-is ``squall.core.snapshot.load_snapshot``'s), printed as ``{worker: [task keys]}``."""
+is ``squall.core.snapshot.load_snapshot``'s; ``squall replay TRACE --snapshot FILE --at
+SECONDS`` writes one), printed as ``{worker: [task keys]}``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from squall.scenarios.limits import MAX_LINE_BYTES, limit
 @click.argument("snapshot_path", metavar="SNAPSHOT.json")
 @click.option("--rounds", default=1, show_default=True, help="balancing rounds to run")
 def balance_command(snapshot_path: str, rounds: int) -> None:
-    """Run balancing rounds on a scheduler snapshot; print {worker: [task keys]} as JSON."""
+    """Run balancing rounds on a scheduler snapshot; print {worker: [task keys]} as JSON.
+
+    `squall replay TRACE --snapshot FILE --at SECONDS` writes a snapshot of a recorded
+    run; README's "Work stealing and balance snapshots" gives the format."""
     if rounds < 1:
         raise SquallError(f"--rounds must be >= 1, got {rounds}")
     cap = limit(MAX_LINE_BYTES)
@@ -37,6 +41,9 @@ def balance_command(snapshot_path: str, rounds: int) -> None:
     except json.JSONDecodeError as e:
         raise SquallError(f"snapshot {snapshot_path!r} is not valid JSON: {e.msg} at line "
                           f"{e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise SquallError(f"snapshot {snapshot_path!r}: JSON nested too deeply (a snapshot "
+                          "is an object of lists of flat objects)") from None
     try:
         result = balance_snapshot(snapshot, rounds)
     except SnapshotError as e:

@@ -18,6 +18,7 @@ from rich.table import Table
 from squall.cli.balance import balance_command
 from squall.cli.cluster import keys_command, scheduler_command, worker_command
 from squall.cli.errors import SquallError
+from squall.cli.explore import merge_cmd
 from squall.cli.invariants import invariants_command
 from squall.cli.mutants import mutants_command
 from squall.cli.scenarios import explore_cmd, replay_cmd, report_cmd, run_cmd, scenarios_cmd
@@ -53,7 +54,10 @@ def positive(name: str, value: int, var: str | None = None) -> int:
 @cli.command()
 @click.option("--workload", default="random-dag", show_default=True,
               help="graph generator (see scenarios/workloads.py)")
-@click.option("--tasks", default=1000, show_default=True, help="number of tasks")
+@click.option("--tasks", default=1000, show_default=True,
+              help="the workload's size: its number of tasks, but for tree the number of "
+                   "leaves (256 leaves: 511 tasks), for fan-out-fan-in of maps (N+2 tasks), "
+                   "for mixed at least 20; the summary gives the total")
 @click.option("--workers", default=4, show_default=True)
 @click.option("--threads", default=1, show_default=True, help="threads per worker")
 @click.option("--seed", default=0, show_default=True)
@@ -78,7 +82,8 @@ def sim(workload: str, tasks: int, workers: int, threads: int, seed: int, steali
                          validate=validate)
     outcome = cluster.run(graph)
     console = Console()
-    table = Table(title=f"squall sim: {workload}, {tasks} tasks, {workers}x{threads} threads, "
+    size = f"{tasks} tasks" if len(graph) == tasks else f"--tasks {tasks}: {len(graph)} tasks"
+    table = Table(title=f"squall sim: {workload} ({size}), {workers}x{threads} threads, "
                         f"seed {seed}")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -110,6 +115,7 @@ for command in (scenarios_cmd, run_cmd, replay_cmd, explore_cmd, report_cmd, bal
                 toxiproxy_command, scheduler_command, worker_command, keys_command,
                 invariants_command, mutants_command):
     cli.add_command(command)
+explore_cmd.add_command(merge_cmd)  # squall explore merge DIR...
 
 
 class _PipeGuard:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from squall.cli.errors import SquallError
 from squall.mutants.catalog import CATALOG, MUTANTS, MutantError, mutant
-from squall.scenarios.limits import MAX_PROCESSES, make_output_dir, over
+from squall.scenarios.limits import jobs_problem, make_output_dir
 
 
 @click.command("mutants")
@@ -58,7 +58,7 @@ def mutants_command(budget: float, jobs: int, json_path: str | None, names: tupl
         raise SquallError(f"--budget must be > 0 seconds, got {budget}")
     if jobs < 1:
         raise SquallError(f"--jobs must be >= 1, got {jobs}")
-    if (why := over("jobs (processes)", jobs, MAX_PROCESSES)) is not None:
+    if (why := jobs_problem(jobs)) is not None:
         raise SquallError(f"--jobs: {why}")
     if replays < 1:
         raise SquallError(f"--replays must be >= 1, got {replays}")

@@ -9,7 +9,9 @@ every one 2 for an output it cannot write (a trace, a log, a report, ``--out``),
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -23,32 +25,48 @@ from rich.table import Table
 
 from squall.cli.errors import SquallError
 from squall.core.outcome import Outcome, format_violation
-from squall.scenarios.limits import MAX_PROCESSES, cannot_write, make_output_dir, over, slug
-from squall.scenarios.model import Scenario, ScenarioError, load_scenario, scenario_to_json
+from squall.scenarios.limits import cannot_write, jobs_problem, make_output_dir, slug
+from squall.scenarios.model import (
+    Scenario,
+    ScenarioError,
+    load_scenarios,
+    scenario_to_json,
+    scenarios_to_json,
+)
 from squall.targets import runtime_names
 
 
-def resolve_scenario(spec: str) -> Scenario:
-    """A standard scenario's name, or the path of a scenario JSON file."""
+def resolve_scenarios(spec: str) -> list[Scenario]:
+    """A standard scenario's name, or the path of a scenario JSON file (one scenario, or a
+    list of them)."""
     from squall.scenarios.library import named_scenario, scenario_names
 
     if spec in scenario_names():
-        return named_scenario(spec)
+        return [named_scenario(spec)]
     if spec.endswith(".json") or Path(spec).exists():
-        return load_scenario(spec)
-    return named_scenario(spec)  # raises, listing the names
+        return load_scenarios(spec)
+    return [named_scenario(spec)]  # raises, listing the names
 
 
 @click.command("scenarios")
-@click.option("--json", "as_json", is_flag=True, help="print each scenario as JSON")
-def scenarios_cmd(as_json: bool) -> None:
-    """List the standard scenarios."""
-    from squall.scenarios.library import all_scenarios
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--json", "as_json", is_flag=True,
+              help="print them as one JSON document that `squall run FILE` runs: one NAME, "
+                   "its scenario; otherwise a list of scenarios, run one after another")
+def scenarios_cmd(names: tuple[str, ...], as_json: bool) -> None:
+    """List the standard scenarios (all, or the NAMEs given)."""
+    from squall.scenarios.library import all_scenarios, named_scenario
 
     lib = all_scenarios()
+    if names:
+        try:
+            lib = {name: named_scenario(name) for name in names}
+        except ScenarioError as e:
+            raise SquallError(str(e)) from None
     if as_json:
-        for sc in lib.values():
-            click.echo(scenario_to_json(sc, indent=False))
+        chosen = list(lib.values())
+        click.echo(scenario_to_json(chosen[0]) if len(names) == 1
+                   else scenarios_to_json(chosen))
         return
     table = Table(title="standard scenarios (squall run NAME)")
     table.add_column("name")
@@ -75,34 +93,61 @@ def run_cmd(scenario: str, runtime: str | None, seed: int | None, trace_path: st
             no_trace: bool, validate: bool) -> None:
     """Run a standard scenario (by NAME) or a scenario file (FILE.json).
 
-    Shows a progress bar while it runs and a summary at the end; writes a trace that
-    `squall replay` and `squall report` read. Real mode logs to the trace's .log file.
+    A file holds one scenario, or a list of them (`squall scenarios --json`), run one
+    after another: exit 0 when every one passed. Shows a progress bar while it runs and a
+    summary at the end; writes a trace that `squall replay` and `squall report` read.
+    Real mode logs to the trace's .log file.
     """
-    from squall.scenarios.runner import check_runnable, run_scenario
+    from squall.scenarios.runner import check_runnable
 
     try:
-        sc = resolve_scenario(scenario)
+        scs = resolve_scenarios(scenario)
         changes: dict[str, Any] = {}
         if runtime is not None:
             changes["runtime"] = runtime
         if seed is not None:
             changes["seed"] = seed
         if changes:
-            sc = msgspec.structs.replace(sc, **changes)
-        check_runnable(sc)
-        if trace_path is None and not no_trace:
-            # a file name made of the scenario's name: never a path, never too long
-            stem = slug(sc.name or Path(scenario).stem)
-            trace_path = str(Path("squall-traces") / f"{stem}-{slug(sc.runtime)}.trace.jsonl")
-        log_path = str(Path(trace_path).with_suffix(".log")) if trace_path else None
-        with _logs_to(log_path if sc.runtime != "sim" else None), \
-                _progress_bar(sc) as progress:
-            outcome = run_scenario(sc, trace=trace_path, validate=validate,
-                                   progress=progress)
+            scs = [msgspec.structs.replace(sc, **changes) for sc in scs]
+        for i, sc in enumerate(scs):  # every one runnable before any runs
+            try:
+                check_runnable(sc)
+            except ScenarioError as e:
+                raise ScenarioError(f"{scenario}: [{i}]: {e}" if len(scs) > 1 else str(e)) \
+                    from None
+        if trace_path is not None and len(scs) > 1:
+            raise SquallError(f"--trace: {scenario} holds {len(scs)} scenarios, each written "
+                              "to its own trace under squall-traces/ (or give --no-trace)")
+        stems: set[str] = set()
+        failed: list[str] = []
+        for i, sc in enumerate(scs):
+            path = trace_path
+            if path is None and not no_trace:
+                # a file name made of the scenario's name: never a path, never too long
+                stem = f"{slug(sc.name or Path(scenario).stem)}-{slug(sc.runtime)}"
+                if stem in stems:  # two scenarios of one name in a list: both traces kept
+                    stem = f"{stem}-{i}"
+                stems.add(stem)
+                path = str(Path("squall-traces") / f"{stem}.trace.jsonl")
+            if not _run_one(sc, path, validate):
+                failed.append(sc.name or f"[{i}]")
     except ScenarioError as e:
         raise SquallError(str(e)) from None
+    if len(scs) > 1:
+        click.echo(f"squall run: {len(scs) - len(failed)} of {len(scs)} scenarios passed"
+                   + (f"; failed: {', '.join(failed)}" if failed else ""))
+    sys.exit(1 if failed else 0)
+
+
+def _run_one(sc: Scenario, trace_path: str | None, validate: bool) -> bool:
+    """Run one scenario and print its summary; whether it passed."""
+    from squall.scenarios.runner import run_scenario
+
+    log_path = str(Path(trace_path).with_suffix(".log")) if trace_path else None
+    with _logs_to(log_path if sc.runtime != "sim" else None), _progress_bar(sc) as progress:
+        outcome = run_scenario(sc, trace=trace_path, validate=validate, progress=progress)
     _print_outcome(sc, outcome, log_path if sc.runtime != "sim" else None)
-    sys.exit(0 if outcome.ok else 1)
+    return outcome.ok
 
 
 @contextlib.contextmanager
@@ -210,7 +255,14 @@ def _print_outcome(sc: Scenario, outcome: Outcome, log_path: str | None = None) 
               help="re-run strict mode on the replayed state machines")
 @click.option("--mutant", default=None, metavar="NAME",
               help="replay with this planted bug on (a trace `squall mutants` wrote)")
-def replay_cmd(trace: str, validate: bool, mutant: str | None) -> None:
+@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), default=None,
+              help="also write the scheduler's state at --at as a balance snapshot (JSON "
+                   "that `squall balance` reads)")
+@click.option("--at", "at", type=float, default=None, metavar="SECONDS",
+              help="the moment of --snapshot on the trace's clock: the state after every "
+                   "stimulus the scheduler received up to then")
+def replay_cmd(trace: str, validate: bool, mutant: str | None, snapshot_path: str | None,
+               at: float | None) -> None:
     """Feed a trace's stimuli into fresh state machines and compare."""
     from squall.mutants.catalog import MUTANTS, switched_on
     from squall.scenarios.replay import replay_trace
@@ -219,11 +271,19 @@ def replay_cmd(trace: str, validate: bool, mutant: str | None) -> None:
     if mutant is not None and mutant not in MUTANTS:
         raise SquallError(f"--mutant: unknown mutant {mutant!r}; choose one of: "
                      f"{', '.join(MUTANTS)}")
+    if (snapshot_path is None) != (at is None):
+        raise SquallError("--snapshot FILE and --at SECONDS go together")
+    if at is not None and not 0 <= at < math.inf:
+        raise SquallError(f"--at must be a number of seconds >= 0, got {at}")
+    taker = _SnapshotAt(at) if at is not None else None
     try:
+        if taker is not None:
+            _check_snapshot_runtime(trace)
         with switched_on(mutant):
-            result = replay_trace(trace, validate=validate)
+            result = replay_trace(trace, validate=validate, before=taker)
     except TraceError as e:
         raise SquallError(str(e)) from None
+    written = taker.write(snapshot_path) if taker is not None and snapshot_path else None
     click.echo(f"squall replay: {result.message}")
     click.echo(f"  {result.stimuli} stimuli, {result.digests_checked} digests checked, "
                f"{result.wall_time:.2f} s")
@@ -241,14 +301,90 @@ def replay_cmd(trace: str, validate: bool, mutant: str | None) -> None:
             for target, msg in tail:
                 line = f"    {target}: {describe(msg)}"
                 click.echo(line if len(line) <= 120 else line[:117] + "...")
+    if written is not None:
+        click.echo(f"snapshot: {written}")
     sys.exit(result.exit_code)
 
 
-@click.command("explore")
-@click.option("--budget", type=float, default=60.0, show_default=True,
-              help="seconds to explore (shrinking a failure may take longer)")
+def _check_snapshot_runtime(trace: str) -> None:
+    """Only a trace of squall's own scheduler replays it (a dask trace: its workers)."""
+    from squall.core.view import REAL, SIM
+    from squall.scenarios.trace import read_trace
+
+    lines: Any = read_trace(trace)  # a generator: closed (its file too) once read
+    try:
+        _, header = next(lines)
+    finally:
+        lines.close()
+    runtime = header.scenario.runtime
+    if runtime not in (SIM, REAL):
+        raise SquallError(f"--snapshot: {trace!r} is a trace of the {runtime} runtime, whose "
+                          "scheduler is not replayed (only a sim or real trace's is)")
+
+
+class _SnapshotAt:
+    """A replay observer that takes the scheduler's state as a balance snapshot just
+    before the first stimulus it receives later than ``at`` (or where the replay ends)."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.snapshot: dict[str, Any] | None = None
+        self.time = 0.0
+        self.cluster: Any = None
+
+    def __call__(self, lineno: int, line: Any, cluster: Any) -> None:
+        from squall.scenarios.trace import SCHEDULER
+
+        self.cluster = cluster
+        if self.snapshot is None and line.t == SCHEDULER \
+                and getattr(line.m, "time", 0.0) > self.at:
+            self._take(cluster.scheduler)
+
+    def _take(self, state: Any) -> None:
+        from squall.core.snapshot import snapshot_of
+
+        self.snapshot = snapshot_of(state)
+        self.time = state.time
+
+    def write(self, path: str) -> str:
+        """Write the snapshot to ``path``; what was written, in one line."""
+        early = ""
+        if self.snapshot is None:
+            if self.cluster is None:
+                raise SquallError("--snapshot: the trace holds no stimulus to take the "
+                                  "scheduler's state from")
+            self._take(self.cluster.scheduler)
+            early = f", where the replay ended (before {self.at:g} s)"
+        snap = self.snapshot
+        assert snap is not None
+        try:
+            Path(path).write_text(_snapshot_json(snap))
+        except OSError as e:
+            raise cannot_write(path, e, "snapshot") from None
+        return (f"the scheduler at {self.time:.3f} s{early}: {len(snap['tasks'])} tasks on "
+                f"{len(snap['workers'])} workers, written to {path} (squall balance {path})")
+
+
+def _snapshot_json(snapshot: dict[str, Any]) -> str:
+    """A snapshot as JSON, one worker, input or task per line."""
+    parts = []
+    for field, value in snapshot.items():
+        if isinstance(value, list) and value:
+            items = ",\n".join(f"    {json.dumps(x)}" for x in value)
+            parts.append(f"  {json.dumps(field)}: [\n{items}\n  ]")
+        else:
+            parts.append(f"  {json.dumps(field)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+@click.group("explore", invoke_without_command=True, subcommand_metavar="[merge DIR...]")
+@click.option("--budget", type=float, default=None,
+              help="seconds to explore (shrinking a failure may take longer); each stream "
+                   "explores a prefix of its batches  [default: 60, none with --batches]")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--jobs", type=int, default=1, show_default=True, help="processes")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="processes, each exploring a stream of its own (with --dask: the "
+                   "streams, whose batches the whole cluster runs)")
 @click.option("--scenario-space", "space", default=None,
               help="which scenarios to draw: all (every space, one drawn per scenario: "
                    "the default in the simulator), or one to focus on: small (the default "
@@ -264,21 +400,80 @@ def replay_cmd(trace: str, validate: bool, mutant: str | None) -> None:
 @click.option("--shrink-budget", type=float, default=None,
               help="seconds spent shrinking a failure in a target's runtime "
                    "(default: half the budget)")
-def explore_cmd(budget: float, seed: int, jobs: int, space: str | None, out_dir: str,
-                runtime: str, shrink_budget: float | None) -> None:
+@click.option("--shard", "shard_text", default=None, metavar="K/N",
+              help="explore shard K of N (0 <= K < N): the streams K + N*j for each job j; "
+                   "the N shards of one seed cover one run with N times the jobs; writes "
+                   "OUT/summary.json unless --summary says where")
+@click.option("--batches", type=int, default=None,
+              help="stop each stream after this many batches of 25 scenarios: an exact "
+                   "part of the search, the same on every backend")
+@click.option("--summary", type=click.Path(dir_okay=False), default=None,
+              help="write the run's summary (JSON) here, for squall explore merge")
+@click.option("--digests", is_flag=True,
+              help="list every generated scenario's digest in the summary")
+@click.option("--dask", "dask_text", default=None, metavar="ADDRESS",
+              help="run the batches on a dask.distributed cluster: a scheduler's "
+                   "tcp://HOST:PORT, or local:N for N worker processes on this machine "
+                   "(needs squall[dask]); traces are written here")
+@click.option("--minimize", "minimize_for", type=float, default=0.0, show_default=True,
+              help="seconds to minimize a shrunk failure further by trace length (with "
+                   "--dask: candidates judged in parallel on the cluster)")
+@click.option("--task-batches", "per_task", type=int, default=1, show_default=True,
+              help="with --dask: consecutive batches of a stream in one dask task (fewer "
+                   "tasks, for a scheduler many workers would saturate)")
+def explore_cmd(budget: float | None, seed: int, jobs: int, space: str | None, out_dir: str,
+                runtime: str, shrink_budget: float | None, shard_text: str | None,
+                batches: int | None, summary: str | None, digests: bool,
+                dask_text: str | None, minimize_for: float, per_task: int) -> None:
     """Explore generated scenarios, strict mode on; shrink a failure. In the simulator by
-    default; ``--runtime dask`` runs them on dask.distributed's own processes."""
+    default (in --jobs processes, a --shard of a larger search, or on a --dask cluster);
+    ``--runtime dask`` runs them on dask.distributed's own processes.
+    ``squall explore merge DIR...`` merges the summaries of shards."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return  # ``squall explore merge``
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from squall.cli.explore import (
+        backend_name,
+        describe_coverage,
+        parse_dask,
+        parse_shard,
+        run_on_dask,
+        streams_problem,
+        write_run_summary,
+    )
     from squall.scenarios.explore import ExploreStats, explore
+    from squall.scenarios.explore_summary import SUMMARY_NAME
     from squall.scenarios.strategies import SCENARIO_SPACES, SWARM, space_names
 
+    shard, shards = parse_shard(shard_text)
+    dask = parse_dask(dask_text)
     if jobs < 1:
         raise SquallError(f"--jobs must be >= 1, got {jobs}")
-    if (why := over("jobs (processes)", jobs, MAX_PROCESSES)) is not None:
+    if dask is None and (why := jobs_problem(jobs)) is not None:
         raise SquallError(f"--jobs: {why}")
-    if not budget > 0:
+    if dask is not None and (why := streams_problem(jobs)) is not None:
+        raise SquallError(f"--jobs: {why}")
+    if batches is not None and batches < 1:
+        raise SquallError(f"--batches must be >= 1, got {batches}")
+    if budget is None:
+        budget = None if batches is not None else 60.0
+    elif not budget > 0:
         raise SquallError(f"--budget must be > 0 seconds, got {budget}")
+    if not minimize_for >= 0:
+        raise SquallError(f"--minimize must be >= 0 seconds, got {minimize_for}")
+    if per_task < 1:
+        raise SquallError(f"--task-batches must be >= 1, got {per_task}")
+    if per_task != 1 and dask is None:
+        raise SquallError("--task-batches: only with --dask")
+    if runtime != "sim":
+        given = [name for name, on in (("--shard", shards > 1), ("--dask", dask),
+                                       ("--batches", batches), ("--summary", summary),
+                                       ("--digests", digests), ("--minimize", minimize_for))
+                 if on]
+        if given:
+            raise SquallError(f"{given[0]}: explores the simulator only, not the {runtime} "
+                              f"runtime")
     if space is None:  # every space in the simulator; real processes: the small one
         space = SWARM if runtime == "sim" else "small"
     if space != SWARM and space not in SCENARIO_SPACES:
@@ -289,28 +484,44 @@ def explore_cmd(budget: float, seed: int, jobs: int, space: str | None, out_dir:
                           f"a time (got --jobs {jobs})")
     if shrink_budget is not None and not shrink_budget >= 0:
         raise SquallError(f"--shrink-budget must be >= 0 seconds, got {shrink_budget}")
+    if summary is None and shards > 1:
+        summary = str(Path(out_dir) / SUMMARY_NAME)
     make_output_dir(out_dir, "--out directory")  # now, not after the budget is spent
+    if summary is not None:
+        make_output_dir(Path(summary).parent, "--summary directory")
     console = Console(stderr=True)
     started = time.monotonic()
-    with Progress(TextColumn(f"[bold]exploring ({runtime})"), BarColumn(), TimeElapsedColumn(),
+    label = runtime if dask is None else f"dask {dask_text}"
+    with Progress(TextColumn(f"[bold]exploring ({label})"), BarColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console,
                   transient=True) as bar:
-        task = bar.add_task("", total=budget)
+        # a time budget: the bar is time; batches alone: the batches run
+        total = budget if budget is not None else jobs * (batches or 1)
+        task = bar.add_task("", total=total)
 
         def progress(job: int, stats: ExploreStats) -> None:
             elapsed = time.monotonic() - started
             state = "shrinking a failure... " if stats.shrinking else ""
-            bar.update(task, completed=min(elapsed, budget), description=(
+            done = elapsed if budget is not None else stats.batches
+            bar.update(task, completed=min(done, total), description=(
                 f"{state}{stats.scenarios} scenarios, {stats.transitions} transitions, "
                 f"{stats.checks} checks"))
 
-        if runtime == "sim":
-            result = explore(budget=budget, seed=seed, jobs=jobs, space=space,
-                             out_dir=out_dir, progress=progress)
+        if dask is not None:
+            result = run_on_dask(dask, budget=budget, seed=seed, jobs=jobs, shard=shard,
+                                 shards=shards, space=space, out_dir=out_dir,
+                                 progress=progress, max_batches=batches, digests=digests,
+                                 minimize_for=minimize_for, per_task=per_task)
+        elif runtime == "sim":
+            result = explore(budget=budget if budget is not None else float("inf"),
+                             seed=seed, jobs=jobs, space=space, out_dir=out_dir,
+                             progress=progress, shard=shard, shards=shards,
+                             max_batches=batches, digests=digests, minimize_for=minimize_for)
         else:
             from squall.scenarios.runner import RuntimeUnavailable
             from squall.scenarios.target_explore import explore_on_target
 
+            assert budget is not None  # --batches: refused off the simulator, above
             try:
                 result = explore_on_target(runtime=runtime, budget=budget, seed=seed,
                                            space=space, out_dir=out_dir, progress=progress,
@@ -319,8 +530,19 @@ def explore_cmd(budget: float, seed: int, jobs: int, space: str | None, out_dir:
                 raise SquallError(str(e).splitlines()[0]) from None
     s = result.stats
     f = result.failure
+    if summary is not None:
+        write_run_summary(result, summary, seed=seed, space=space, shard=shard, shards=shards,
+                          backend=backend_name(dask_text), budget=budget, max_batches=batches)
+    if runtime == "sim":
+        click.echo(f"squall explore: {describe_coverage(result, shard, shards)}"
+                   + (f"; summary: {summary}" if summary is not None else ""), err=True)
+    if s.rescheduled:
+        click.echo(f"squall explore: {s.rescheduled} batches run again after the dask worker "
+                   f"running them was lost", err=True)
     if f is None:
-        where = (f"{jobs} job{'s' if jobs > 1 else ''}" if runtime == "sim" else
+        where = (f"on dask {dask_text}, {jobs} stream{'s' if jobs > 1 else ''}"
+                 if dask is not None else
+                 f"{jobs} job{'s' if jobs > 1 else ''}" if runtime == "sim" else
                  f"on {runtime}, {result.clusters} cluster{'s' if result.clusters != 1 else ''}"
                  f" started, {result.reused} runs on a reused one")
         click.echo(f"squall explore: no violation in {s.scenarios} scenarios "

@@ -16,11 +16,11 @@ from squall.cli.errors import SquallError
 def toxiproxy_command(host: str, port: int, seed: int | None) -> None:
     """Run the built-in Toxiproxy-compatible proxy server until interrupted."""
     from squall.chaos.toxiproxy import serve
-    from squall.chaos.toxiproxy.model import ApiError
+    from squall.chaos.toxiproxy.model import ApiError, join_host_port
 
     def ready(server: object) -> None:
-        click.echo(f"squall toxiproxy: API on http://{host}:{getattr(server, 'port', port)}",
-                   err=True)
+        where = join_host_port(host.strip("[]"), getattr(server, "port", port))
+        click.echo(f"squall toxiproxy: API on http://{where}", err=True)  # [::1]: IPv6
 
     try:
         serve(host, port, seed=seed, on_ready=ready)

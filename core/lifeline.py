@@ -17,14 +17,22 @@ Linux sends the signal when the *thread* that forked the child ends, not the pro
 a child forked from a thread that may end before the child should (a ``LocalCluster``
 made in a thread pool, say) must not ask for it. ``forked_from_main_thread()``, called in
 the parent before it starts the child, says whether that is safe.
+
+What outlived its parent is found in /proc (Linux): ``descendants(root)`` (the live
+processes under ``root``), ``session_members(sid)`` (a session's, orphans reparented to
+init among them) and ``wait_gone(members, timeout)``, which the tests and
+``benchmarks/faults.py`` use to count what a command or a cluster left behind.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
@@ -38,8 +46,8 @@ def forked_from_main_thread() -> bool:
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Have the kernel send ``sig`` (SIGKILL) to this process when its parent dies (Linux;
-    elsewhere a no-op). If the parent is gone already -- this process was reparented, or
-    the multiprocessing parent's sentinel says so -- die now."""
+    elsewhere a no-op). If the parent is gone already -- it died before the request took
+    hold, or even before this process looked (it was reparented) -- die now."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -49,15 +57,84 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     gone = os.getppid() != parent  # it died before the request took hold
-    # It may have died even before ``parent`` was read (we were reparented then): the
-    # multiprocessing parent's sentinel (a pipe it holds open) has closed in that case.
-    # (With the forkserver method the kernel's parent is the fork server; the sentinel
-    # still tells of the process that asked for this one.)
+    # It may have died even before ``parent`` was read: ``parent`` is then init (or a
+    # subreaper), not the process that started this one. A multiprocessing child knows
+    # that one's pid: when the kernel's parent is another process, whether that one still
+    # lives decides. (Not its sentinel pipe: every sibling forked after this one holds its
+    # write end too, so it looks alive while they live -- a ``squall explore`` SIGKILLed
+    # just after it forked its jobs left the first one running, reparented to init.) With
+    # the forkserver method the kernel's parent is the fork server, and this asks about
+    # the process that asked for this one.
     started_by = multiprocessing.parent_process()
-    if not gone and started_by is not None:
-        try:
-            gone = not started_by.is_alive()
-        except (OSError, ValueError, AssertionError):  # no sentinel to ask
-            pass
+    if not gone and started_by is not None and started_by.pid not in (None, parent):
+        gone = not alive(started_by.pid)
     if gone:
         os.kill(os.getpid(), sig)
+
+
+# ------------------------------------------------------------------ what outlived whom
+
+
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, session id) of a process from /proc, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces and parentheses
+    return fields[0], int(fields[1]), int(fields[3])
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (dead, not yet reaped)."""
+    st = proc_stat(pid)
+    return st is not None and st[0] not in "ZX"
+
+
+def _live() -> dict[int, tuple[str, int, int]]:
+    """pid -> (state, ppid, session) of every live (not zombie) process of the machine."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := proc_stat(int(entry))) is not None and st[0] not in "ZX":
+            out[int(entry)] = st
+    return out
+
+
+def descendants(root: int | None = None) -> set[int]:
+    """The live (not zombie) descendants of ``root`` (default: this process)."""
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in _live().items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = [os.getpid() if root is None else root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def session_members(sid: int) -> set[int]:
+    """The live processes of session ``sid``: what its leader started, orphans reparented
+    to init among them (a process that calls setsid itself leaves it)."""
+    return {pid for pid, (_, _, session) in _live().items() if session == sid}
+
+
+def wait_gone(members: Callable[[], set[int]], timeout: float) -> set[int]:
+    """Wait until ``members()`` is empty, blocking on each one's exit (its pidfd), for at
+    most ``timeout`` seconds; what is still there then (empty: all gone)."""
+    deadline = time.monotonic() + timeout
+    while left := members():
+        if time.monotonic() > deadline:
+            return left
+        try:
+            fd = os.pidfd_open(min(left))
+        except OSError:  # gone meanwhile
+            continue
+        try:
+            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(fd)
+    return set()

@@ -191,6 +191,7 @@ class SchedulerState:
         self.transition_log = TransitionLog(transition_log_size)
         self.transition_counter = 0
         self.stale_reports = 0  # results from workers not assigned the task, ignored
+        self.removals: dict[str, int] = {}  # reason -> workers removed for it, so far
         self.observers: list[Observer] = []
         # Extensions (work stealing) get the stimuli they care about.
         self.extensions: list[Any] = []
@@ -483,6 +484,11 @@ class SchedulerState:
         return {}
 
     def _waiting_released(self, ts: TaskState, sid: str) -> Recommendations:
+        # An input's error may have been pinned on it (to err next) when a dependent that
+        # erred let it go first: released, it is not erred, and blames no one.
+        ts.exception = None
+        ts.traceback = ""
+        ts.exception_blame = None
         ts.state = RELEASED
         return self._after_release(ts)
 
@@ -754,7 +760,10 @@ class SchedulerState:
                 continue
             del ts.who_wants[msg.client]
             if not ts.who_wants and not ts.waiters:
-                if ts.state in (MEMORY, ERRED, WAITING, NO_WORKER, PROCESSING):
+                if ts.state in (MEMORY, WAITING, NO_WORKER, PROCESSING) or (
+                        ts.state is ERRED and not ts.dependents):
+                    # (an erred key's error stands for its dependents: releasing it would
+                    # reset them and run it again; it is forgotten after them)
                     recs[ts] = RELEASED
                 elif ts.state is RELEASED and not ts.dependents:
                     recs[ts] = FORGOTTEN
@@ -789,6 +798,7 @@ class SchedulerState:
 
     def _remove_worker(self, ws: WorkerInfo, reason: str) -> None:
         died = reason != "closed"
+        self.removals[reason] = self.removals.get(reason, 0) + 1
         ws.status = DEAD
         del self.workers[ws.name]
         del self.running[ws]

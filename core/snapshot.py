@@ -1,6 +1,8 @@
 """Balance snapshots: a scheduler's assignment written as JSON, loaded into a fresh
 ``SchedulerState`` with ``WorkStealing``, to debug a balancing decision in isolation
-(``squall balance SNAPSHOT.json``). Pure: a snapshot is a parsed JSON value, not a file.
+(``squall balance SNAPSHOT.json``). ``snapshot_of`` writes one from a scheduler's state
+(``squall replay TRACE --snapshot FILE --at SECONDS`` does, at a moment of a recorded
+run); ``load_snapshot`` reads one. Pure: a snapshot is a parsed JSON value, not a file.
 """
 
 from __future__ import annotations
@@ -222,6 +224,46 @@ def load_snapshot(snapshot: Any, *, interval: float = STEAL_INTERVAL) -> LoadedS
                                  worker=name, executing=running))
     return LoadedSnapshot(state, stealing, executing, [w for w, _ in workers],
                           [t[0] for t in tasks])
+
+
+def snapshot_of(state: SchedulerState) -> dict[str, Any]:
+    """The snapshot (``load_snapshot``'s format) of ``state``'s assignment: every worker it
+    knows; every task processing on one, in that worker's queue order, ``executing`` if the
+    worker's last heartbeat said it runs, else ``ready``, with its prefix's current
+    duration estimate; and the inputs of those tasks with their size and holders.
+
+    What the format has no place for is left out: tasks on no worker (waiting, queued,
+    no-worker), results no processing task reads, a worker's status (a paused worker is
+    written as any other), steals in flight and how long running tasks have run.
+    ``load_snapshot(snapshot_of(state))`` has the same workers, queues, inputs and
+    estimates."""
+    workers = list(state.workers.values())
+    known = {ws.name for ws in workers}
+    duration = state.estimator.duration
+    data: dict[str, dict[str, Any]] = {}
+    tasks: list[dict[str, Any]] = []
+    for ws in workers:
+        running = 0
+        for ts in ws.processing:
+            deps: list[str] = []
+            for dep in ts.dependencies:
+                on = [holder.name for holder in dep.who_has if holder.name in known]
+                if not on:  # not in memory: a processing task's inputs always are
+                    continue
+                deps.append(dep.key)
+                if dep.key not in data:
+                    data[dep.key] = {"key": dep.key, "nbytes": max(dep.nbytes, 0), "on": on}
+            executing = ts.key in ws.executing and running < ws.nthreads
+            running += executing
+            task: dict[str, Any] = {"key": ts.key}
+            if ts.prefix:
+                task["prefix"] = ts.prefix
+            task.update(duration=duration(ts.prefix), deps=deps, worker=ws.name,
+                        state="executing" if executing else "ready")
+            tasks.append(task)
+    return {"bandwidth": state.bandwidth,
+            "workers": [{"name": ws.name, "nthreads": ws.nthreads} for ws in workers],
+            "data": list(data.values()), "tasks": tasks}
 
 
 def balance_snapshot(snapshot: dict[str, Any], rounds: int = 1) -> dict[str, list[str]]:

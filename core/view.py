@@ -1,11 +1,15 @@
 """The seams between squall's framework and a scheduler: typed Protocols, nothing else.
 
-Invariants, chaos and scenarios speak to a scheduler only through these (DESIGN.md,
+Invariants, chaos and scenarios speak to a scheduler only through these (docs/DESIGN.md,
 principle 6), never through private attributes:
 
 - ``FaultSurface``: what chaos acts through (``kill_worker``, ``pause_worker``,
   ``set_link``, ``skew_estimates``, ``add_worker``). The simulator changes simulated state;
   a real cluster sends signals to processes and configures the network proxy.
+- ``ClientSurface``: what a scenario's client actions act through (``release_keys``,
+  ``want_keys``: a client drops its futures, or asks for keys again), beside the fault
+  surface of a runtime that performs them (the simulator's; see
+  ``squall.chaos.clients``).
 - ``ClusterView``: what the cluster-wide validator reads of a running cluster: its
   scheduler, its workers, the graph, the wanted keys, the results reported to the client,
   how often each body ran, the time and what is still in flight.
@@ -59,6 +63,18 @@ class FaultSurface(Protocol):
     def skew_estimates(self, factor: float, prefix: str | None = None) -> None: ...
 
     def add_worker(self, name: str | None = None, threads: int | None = None) -> str: ...
+
+
+class ClientSurface(Protocol):
+    """What a runtime that performs client actions offers them (``squall.chaos.clients``):
+    the scheduler's own client stimuli, sent by the named client."""
+
+    def release_keys(self, client: str, keys: Sequence[str]) -> None:
+        """``client`` drops its futures of ``keys`` (ClientReleasesKeys)."""
+
+    def want_keys(self, client: str, keys: Sequence[str]) -> None:
+        """``client`` asks for ``keys`` (again): an UpdateGraph carrying their tasks and
+        everything they depend on, as the client knows them, wanting ``keys``."""
 
 
 class WorkerView(Protocol):

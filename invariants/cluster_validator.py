@@ -68,9 +68,9 @@ class Validator:
         self.workers: dict[WorkerState, WorkerValidator] = {}
         self.kills = 0  # worker processes that died (the runtime's view)
         self.legit_reruns: dict[str, int] = {}  # key -> body reruns a death accounts for
-        # key -> (deaths when its last run was handed out, scheduler record, ran on a
-        # removed worker), at its last start
-        self._last_start: dict[str, tuple[int, TaskState | None, bool]] = {}
+        # key -> ((deaths when its last run was taken on, keys let go before it was handed
+        # out), scheduler record, ran on a removed worker), at its last start
+        self._last_start: dict[str, tuple[tuple[int, int], TaskState | None, bool]] = {}
         self._taken_on: dict[tuple[str, str], int] = {}  # (worker, key) -> deaths then
         self._gone_checks = 0
         self._gone_transitions = 0
@@ -252,15 +252,20 @@ class Validator:
         a worker died (or was removed) between the two runs being handed out (the first
         may start after the death that dooms it: its cancellation is on its way), when
         either ran on a worker the scheduler had removed (a partitioned worker runs on,
-        unaware), or when the key was submitted anew."""
+        unaware), when the key was submitted anew, or when between the two runs being
+        handed out the scheduler let its result (or its run) go while no client wanted it
+        -- a client released it, or it was only an input whose dependents were done --
+        and it was needed again (a client wants it again, or a key depending on it)."""
         ws = wv.ws
-        epoch = self.scheduler.removed + self.kills
+        deaths = self.scheduler.removed + self.kills
         if move[2] != "executing":  # taken on: remember when
-            self._taken_on[(ws.name, wt.key)] = epoch
+            self._taken_on[(ws.name, wt.key)] = deaths
             return
         self._own_checks += 1
         key = wt.key
-        epoch = self._taken_on.pop((ws.name, key), epoch)
+        # deaths when it was taken on, and keys let go before the scheduler handed it out
+        epoch = (self._taken_on.pop((ws.name, key), deaths),
+                 self.scheduler.handed_out.get(wt.run_id, 0))
         ts = self.state.tasks.get(key)
         record = self.state.workers.get(ws.name)
         removed = record is None or record.status == "dead"
@@ -268,7 +273,8 @@ class Validator:
         self._last_start[key] = (epoch, ts, removed)
         if prev is None:
             return
-        if prev[0] != epoch or prev[1] is not ts or prev[2] or removed:
+        if prev[0][0] != epoch[0] or prev[1] is not ts or prev[2] or removed or \
+                key in self.scheduler.let_go[prev[0][1]:epoch[1]]:
             self.legit_reruns[key] = self.legit_reruns.get(key, 0) + 1
             return
         self.reporter.report(

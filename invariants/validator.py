@@ -174,6 +174,10 @@ _NOT_ASKED = (WorkerTaskState.RELEASED, WorkerTaskState.FETCH, WorkerTaskState.M
 Snapshot = tuple[str, WorkerInfo | None, str, tuple[WorkerInfo, ...], int, tuple[TaskState, ...]]
 
 
+# A task's result held, or being computed: what the scheduler may let go
+_HELD = (SchedulerTaskState.MEMORY, SchedulerTaskState.PROCESSING)
+
+
 class SchedulerValidator:
     """Strict mode for a SchedulerState: incremental after each stimulus, full on demand."""
 
@@ -182,6 +186,11 @@ class SchedulerValidator:
         self.reporter = reporter if reporter is not None else Reporter()
         self.checks = 0  # invariant evaluations
         self.removed = 0  # worker records removed so far (deaths, as the scheduler sees them)
+        # keys whose result (or run) the scheduler gave up while no client wanted it, in
+        # order: a key let go may be computed again once it is needed again
+        self.let_go: list[str] = []
+        # run id -> how many keys were let go before that assignment (once any was)
+        self.handed_out: dict[int, int] = {}
         self.deps_seen: dict[TaskState, int] = {}  # dependency count when first checked
         self.n_no_worker = 0  # registered tasks in no-worker, per the snapshots
         self._snap: dict[TaskState, Snapshot] = {}
@@ -205,6 +214,11 @@ class SchedulerValidator:
         move = (ts.key, start, finish)
         touched = self._touched
         touched[ts] = move
+        if finish == SchedulerTaskState.PROCESSING:
+            if self.let_go:
+                self.handed_out[ts.run_id] = len(self.let_go)
+        elif finish == SchedulerTaskState.RELEASED and start in _HELD and not ts.who_wants:
+            self.let_go.append(ts.key)
         if (start, finish) not in _QUIET_FOR_NEIGHBOURS:
             for d in ts.dependencies:
                 if d not in touched:

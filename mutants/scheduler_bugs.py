@@ -49,6 +49,7 @@ def remove_worker_bug(*, reschedule: bool, recompute: bool, retry_limit: bool) -
     @copy_of(SchedulerState._remove_worker)
     def _remove_worker(self, ws: WorkerInfo, reason: str) -> None:
         died = reason != "closed"
+        self.removals[reason] = self.removals.get(reason, 0) + 1
         ws.status = DEAD
         del self.workers[ws.name]
         del self.running[ws]

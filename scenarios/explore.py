@@ -5,8 +5,12 @@ Scenarios come from a scenario space (``squall.scenarios.strategies``): by defau
 stops at its time budget with its work still progressing (``Outcome.budget_exceeded``)
 is slow, not stuck: it is counted (``ExploreStats.over_budget``), not a failure.
 
-Each job runs Hypothesis in batches of examples (each batch with its own seed derived
-from the exploration seed) until the time budget is spent. A scenario that ends with a
+Each job runs one *stream*: Hypothesis in batches of examples, batch ``b`` of stream ``g``
+seeded by ``_batch_seed(seed, g, b)``, until the time budget is spent (a time budget
+explores a prefix of each stream) or ``max_batches`` batches have run (an exact part of
+the search: ``explore_batch`` runs any one batch alone, so the same batches give the same
+scenarios in a job, a shard (``streams``) or on a dask worker,
+``squall.scenarios.explore_dask``). A scenario that ends with a
 violation, wrong results or a crash is shrunk by Hypothesis; the minimal one is run once
 more with a trace written, and the exploration stops. ``jobs > 1`` runs that many jobs
 in forked processes, which report their counts to the parent as they go, and die with it
@@ -20,8 +24,10 @@ import hashlib
 import multiprocessing
 import queue as queue_mod
 import random
+import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -31,6 +37,7 @@ from typing import Any
 import msgspec
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
+from hypothesis.errors import HypothesisDeprecationWarning
 
 from squall.core.lifeline import die_with_parent
 from squall.core.outcome import Outcome, Violation
@@ -40,6 +47,9 @@ from squall.scenarios.strategies import SWARM, check_space, scenarios
 
 BATCH = 25  # examples per Hypothesis run; the budget is checked between runs
 REPORT_EVERY = 0.2  # seconds between progress reports of a job
+# a failure that runs for less than this has its minimizing candidates judged where it
+# was found, not on a cluster (a dask round trip is ~10 ms on loopback, more across hosts)
+REMOTE_FROM = 0.05
 
 
 @dataclass
@@ -56,8 +66,17 @@ class ExploreStats:
     first_failure_scenario: str = ""
     shrinking: bool = False
     failed_at: float = 0.0  # time.monotonic() when the first failing scenario ended (0: none)
+    batches: int = 0  # whole batches run (a batch cut short by a failure: not counted)
+    # scenarios generated per scenario space (with the swarm, the space each one drew);
+    # shrinking candidates are not counted
+    per_space: dict[str, int] = field(default_factory=dict)
+    rescheduled: int = 0  # dask: batches run again after the worker running them was lost
 
     def add(self, other: ExploreStats) -> None:
+        self.batches += other.batches
+        self.rescheduled += other.rescheduled
+        for name, n in other.per_space.items():
+            self.per_space[name] = self.per_space.get(name, 0) + n
         self.failures += other.failures
         self.over_budget += other.over_budget
         if other.first_failure and not self.first_failure:
@@ -94,6 +113,12 @@ class ExploreResult:
     per_job: list[ExploreStats] = field(default_factory=list)
     clusters: int = 0  # clusters started (a target's own runtime; the simulator: 0)
     reused: int = 0  # scenarios run on a cluster kept from the one before
+    streams: list[int] = field(default_factory=list)  # the stream of each per_job entry
+    # digests=True: each stream's scenario digests (``scenario_digest``), in the order they
+    # were generated, up to and including a failing one (its shrinking candidates left out)
+    digests: dict[int, list[str]] = field(default_factory=dict)
+    minimized: int = 0  # candidates ``minimize_for`` tried on the shrunk failure
+    startup: float = 0.0  # seconds to start or reach a cluster (dask), before ``elapsed``
 
     @property
     def rate(self) -> float:
@@ -102,6 +127,10 @@ class ExploreResult:
 
 class ScenarioFailed(AssertionError):
     """Raised inside the Hypothesis test so that it shrinks the scenario."""
+
+
+class _Abandoned(BaseException):
+    """Raised inside the Hypothesis test to end a batch at once (``explore_batch(stop=)``)."""
 
 
 ProgressFn = Callable[[int, ExploreStats], None]
@@ -115,48 +144,133 @@ def _batch_seed(seed: int, job: int, batch: int) -> int:
     return random.Random(f"squall-explore:{seed}:{job}:{batch}").getrandbits(64)
 
 
+def scenario_digest(scenario: Scenario) -> str:
+    """A short digest of a scenario's content (its compact JSON)."""
+    return hashlib.blake2b(scenario_to_json(scenario, indent=False), digest_size=8).hexdigest()
+
+
 def explore_job(job: int, seed: int, space: str, deadline: float,
                 progress: ProgressFn | None = None, max_scenarios: int | None = None,
                 keep_going: bool = False, job_context: JobContext | None = None,
+                max_batches: int | None = None, digests: list[str] | None = None,
                 ) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
-    """Explore until ``deadline`` (time.monotonic) or the first failure.
+    """Explore stream ``job`` until ``deadline`` (time.monotonic), ``max_batches`` batches
+    or the first failure.
 
     Returns the counts and, on a failure, the shrunk scenario with the error text of a
     crash ("" for a violation or wrong results). ``keep_going``: count failures and go
     on, shrinking nothing (to measure the exploration rate). ``job_context``: the whole
-    job runs inside ``job_context()`` (see JobContext).
+    job runs inside ``job_context()`` (see JobContext). ``digests``: a list the digest of
+    every scenario generated is appended to (see ``ExploreResult.digests``).
     """
     with _context(job_context):
-        return _explore_job(job, seed, space, deadline, progress, max_scenarios, keep_going)
+        return _explore_job(job, seed, space, deadline, progress, max_scenarios, keep_going,
+                            max_batches, digests)
 
 
 def _context(job_context: JobContext | None) -> AbstractContextManager[Any]:
     return contextlib.nullcontext() if job_context is None else job_context()
 
 
-def _explore_job(job: int, seed: int, space: str, deadline: float,
-                 progress: ProgressFn | None, max_scenarios: int | None,
-                 keep_going: bool) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
-    check_space(space)
-    stats = ExploreStats()
-    last: dict[str, Any] = {}
-    last_report = [0.0]
+class _NoLocalConstants:
+    """While entered, Hypothesis draws no "local constants".
 
-    def report(force: bool = False) -> None:
+    Hypothesis (6.131 and later) sometimes draws a literal found in the source of the
+    modules loaded so far that are not installed in site-packages -- squall's own when it
+    is installed editable, a script's. That pool grows as modules are imported, so the
+    same seed drew other scenarios in a fresh process than in one that had run a batch
+    already, and others again after an unrelated literal was added anywhere. Emptied, a
+    batch's scenarios depend on its seed, the strategies and Hypothesis' version alone:
+    the same in a job, a shard or on a dask worker. Reentrant and thread-safe (a dask
+    worker with threads runs batches side by side); a no-op where Hypothesis has no such
+    pool."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: Any = None
+
+    @staticmethod
+    def _providers() -> Any:
+        try:
+            from hypothesis.internal.conjecture import providers
+        except ImportError:  # pragma: no cover - another Hypothesis layout
+            return None
+        if not hasattr(providers, "_get_local_constants") or not hasattr(
+                providers, "CONSTANTS_CACHE"):
+            return None  # pragma: no cover - a Hypothesis without local constants
+        return providers
+
+    def __enter__(self) -> None:
+        providers = self._providers()
+        if providers is None:
+            return
+        with self._lock:
+            self._depth += 1
+            if self._depth == 1:
+                from hypothesis.internal.constants_ast import Constants
+
+                self._saved = providers._get_local_constants
+                providers._get_local_constants = Constants  # a new, empty pool each time
+                providers.CONSTANTS_CACHE.cache.clear()  # values cached from the old pool
+
+    def __exit__(self, *exc: object) -> None:
+        providers = self._providers()
+        if providers is None:
+            return
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                providers._get_local_constants = self._saved
+                providers.CONSTANTS_CACHE.cache.clear()
+
+
+_NO_LOCAL_CONSTANTS = _NoLocalConstants()  # one per process: it patches Hypothesis' module
+
+
+class _Batches:
+    """Runs batches of scenarios, counting into ``stats`` (see ``explore_batch``)."""
+
+    def __init__(self, space: str, keep_going: bool, progress: ProgressFn | None = None,
+                 job: int = 0, digests: list[str] | None = None,
+                 stop: Callable[[], bool] | None = None) -> None:
+        check_space(space)
+        self.space = space
+        self.stop = stop
+        self.keep_going = keep_going
+        self.progress = progress
+        self.job = job
+        self.digests = digests
+        self.stats = ExploreStats()
+        self.failure: tuple[Scenario, str] | None = None
+        self._drawn = space  # the space of the scenario drawn last
+        self._last_report = 0.0
+
+    def report(self, force: bool = False) -> None:
         now = time.monotonic()
-        if progress is not None and (force or now - last_report[0] > REPORT_EVERY):
-            last_report[0] = now
-            progress(job, stats)
+        if self.progress is not None and (force or now - self._last_report > REPORT_EVERY):
+            self._last_report = now
+            self.progress(self.job, self.stats)
 
-    def check(scenario: Scenario) -> None:
+    def _on_space(self, space: str) -> None:
+        self._drawn = space
+
+    def check(self, scenario: Scenario) -> None:
+        if self.stop is not None and self.stop():
+            raise _Abandoned  # not an Exception: Hypothesis lets it through, unshrunk
+        stats = self.stats
+        if self.failure is None:  # generated, not a shrinking candidate
+            stats.per_space[self._drawn] = stats.per_space.get(self._drawn, 0) + 1
+            if self.digests is not None:
+                self.digests.append(scenario_digest(scenario))
         try:
             outcome = run_scenario(scenario, validate=True)
         except Exception:
             stats.scenarios += 1
             stats.failed_at = stats.failed_at or time.monotonic()
-            last["failure"] = (scenario, traceback.format_exc())
+            self.failure = (scenario, traceback.format_exc())
             stats.shrinking = True
-            report()
+            self.report()
             raise
         stats.scenarios += 1
         stats.transitions += outcome.transitions
@@ -164,42 +278,80 @@ def _explore_job(job: int, seed: int, space: str, deadline: float,
         stats.stimuli += outcome.n_stimuli
         if outcome.budget_exceeded:  # slow, not stuck: neither a failure nor a pass
             stats.over_budget += 1
-        report()
+        self.report()
         if not outcome.failed:
             return
         what = (outcome.violations[0].invariant if outcome.violations
                 else f"wrong results {outcome.wrong[:3]}")
-        if keep_going:
+        if self.keep_going:
             stats.failures += 1
             if not stats.first_failure:
                 stats.first_failure = what
                 stats.first_failure_scenario = scenario_to_json(scenario, indent=False).decode()
         else:
             stats.failed_at = stats.failed_at or time.monotonic()
-            last["failure"] = (scenario, "")
+            self.failure = (scenario, "")
             stats.shrinking = True
             raise ScenarioFailed(what)
 
-    quiet = list(HealthCheck)
-    batch = 0
-    while time.monotonic() < deadline:
-        if max_scenarios is not None and stats.scenarios >= max_scenarios:
-            break
-        test = given(scenario=scenarios(space))(check)
+    def run(self, seed: int, stream: int, batch: int) -> tuple[Scenario, str] | None:
+        """Run batch ``batch`` of stream ``stream``: None, or the shrunk failure."""
+        test = given(scenario=scenarios(self.space, on_space=self._on_space))(self.check)
         test = settings(max_examples=BATCH, deadline=None, database=None,
                         phases=(Phase.generate, Phase.shrink), verbosity=Verbosity.quiet,
-                        suppress_health_check=quiet, report_multiple_bugs=False)(test)
-        test = hypothesis_seed(_batch_seed(seed, job, batch))(test)
+                        suppress_health_check=list(HealthCheck),
+                        report_multiple_bugs=False)(test)
+        test = hypothesis_seed(_batch_seed(seed, stream, batch))(test)
         try:
-            test()
+            with _NO_LOCAL_CONSTANTS, warnings.catch_warnings():
+                # a dask worker's own threads use the random module meanwhile: Hypothesis
+                # would blame the strategies (whose draws it does not change)
+                warnings.filterwarnings("ignore", "Do not use the `random` module",
+                                        HypothesisDeprecationWarning)
+                test()
+        except _Abandoned:
+            return self.failure  # given up: what it found so far, of no use to anyone
         except Exception:
-            if "failure" not in last:
+            if self.failure is None:
                 raise
-            report(force=True)
-            return stats, last["failure"]
+            return self.failure
+        self.stats.batches += 1
+        return None
+
+
+def explore_batch(seed: int, stream: int, batch: int, space: str, *, keep_going: bool = False,
+                  digests: list[str] | None = None, stop: Callable[[], bool] | None = None,
+                  ) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
+    """Batch ``batch`` of stream ``stream`` alone: BATCH scenarios drawn from ``space``
+    with the batch's own seed, run with strict mode on; its counts and, on a failure, the
+    scenario Hypothesis shrank it to with a crash's text (see ``explore_job``). A pure
+    function of its arguments: it runs the same scenarios wherever it runs. ``stop``:
+    asked before each scenario; once true, the batch runs nothing more (its result is
+    then of no use: it was cancelled)."""
+    runner = _Batches(space, keep_going, digests=digests, stop=stop)
+    found = runner.run(seed, stream, batch)
+    return runner.stats, found
+
+
+def _explore_job(job: int, seed: int, space: str, deadline: float,
+                 progress: ProgressFn | None, max_scenarios: int | None,
+                 keep_going: bool, max_batches: int | None = None,
+                 digests: list[str] | None = None,
+                 ) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
+    runner = _Batches(space, keep_going, progress, job, digests)
+    batch = 0
+    while time.monotonic() < deadline:
+        if max_scenarios is not None and runner.stats.scenarios >= max_scenarios:
+            break
+        if max_batches is not None and batch >= max_batches:
+            break
+        found = runner.run(seed, job, batch)
+        if found is not None:
+            runner.report(force=True)
+            return runner.stats, found
         batch += 1
-    report(force=True)
-    return stats, None
+    runner.report(force=True)
+    return runner.stats, None
 
 
 def failure_trace_path(out_dir: str | Path, scenario: Scenario) -> Path:
@@ -219,10 +371,78 @@ def record_failure(scenario: Scenario, error: str, out_dir: str | Path,
     return Failure(scenario, outcome, trace_path=str(path))
 
 
+def shard_streams(jobs: int, shard: int = 0, shards: int = 1) -> list[int]:
+    """The streams shard ``shard`` of ``shards`` explores with ``jobs`` jobs:
+    ``shard + shards * j`` for each job ``j``. Shard 0 of 1 is ``0 .. jobs-1`` (what
+    ``--jobs`` alone explores), and the shards of one ``shards`` with the same ``jobs``
+    explore, between them, the streams of one run with ``jobs * shards`` jobs."""
+    if jobs < 1 or shards < 1 or not 0 <= shard < shards:
+        raise ValueError(f"need jobs >= 1 and 0 <= shard < shards, got jobs {jobs}, "
+                         f"shard {shard}/{shards}")
+    return [shard + shards * j for j in range(jobs)]
+
+
+class SameFailure:
+    """A judge for ``minimize``: the candidate's outcome (run inside ``job_context()``,
+    strict mode on) when it fails as the first failure did -- the same invariant, or
+    wrong results with no violation -- else None. Picklable (for dask workers)."""
+
+    def __init__(self, first: Outcome, job_context: JobContext | None = None) -> None:
+        self.invariant = first.violations[0].invariant if first.violations else None
+        self.job_context = job_context
+
+    def __call__(self, candidate: Scenario) -> Outcome | None:
+        try:
+            with _context(self.job_context):
+                out = run_scenario(candidate, validate=True)
+        except Exception:
+            return None
+        if not out.failed:
+            return None
+        if self.invariant is None:
+            return out if not out.violations and out.wrong else None
+        return out if out.violations and out.violations[0].invariant == self.invariant else None
+
+
+JudgeMany = Callable[[list[Scenario]], list[Outcome | None]]
+
+
+def finish_failure(found: tuple[Scenario, str], out_dir: str | Path,
+                   job_context: JobContext | None = None, minimize_for: float = 0.0,
+                   judge_many: Callable[[SameFailure], JudgeMany] | None = None,
+                   window: int = 1) -> tuple[Failure, int]:
+    """The failure ``found`` (Hypothesis' shrunk scenario, a crash's text), minimized
+    further for up to ``minimize_for`` seconds (``squall.scenarios.minimize``; a crash is
+    not), then run once more here with its trace written (``record_failure``). With
+    ``judge_many`` (given the judge, a function judging a list of candidates at once: on a
+    cluster), candidates are judged ``window`` at a time: the same result as one by one;
+    but a failure that runs in less than REMOTE_FROM seconds has its candidates judged
+    here, one by one (a round trip to a cluster costs more than such a run).
+    Returns the failure and the candidates tried."""
+    scenario, error = found
+    tried = 0
+    if not error and minimize_for > 0:
+        from squall.scenarios.minimize import minimize
+
+        t0 = time.perf_counter()
+        with _context(job_context):
+            first = run_scenario(scenario, validate=True)
+        remote = judge_many is not None and time.perf_counter() - t0 >= REMOTE_FROM
+        if first.failed:
+            judge = SameFailure(first, job_context)
+            scenario, _, tried = minimize(
+                scenario, first, judge, time_limit=minimize_for,
+                window=window if remote else 1,
+                judge_many=judge_many(judge) if remote and judge_many is not None else None)
+    return record_failure(scenario, error, out_dir, job_context), tried
+
+
 def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = SWARM,
             out_dir: str | Path = "squall-traces", progress: ProgressFn | None = None,
             max_scenarios: int | None = None, keep_going: bool = False,
-            job_context: JobContext | None = None) -> ExploreResult:
+            job_context: JobContext | None = None, shard: int = 0, shards: int = 1,
+            max_batches: int | None = None, digests: bool = False,
+            minimize_for: float = 0.0) -> ExploreResult:
     """Explore scenarios for ``budget`` seconds in ``jobs`` processes (see module doc).
 
     ``space``: a named scenario space (``SCENARIO_SPACES``: to focus), or SWARM ("all",
@@ -231,52 +451,70 @@ def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = SWARM,
     ``keep_going``: do not stop at a failure; count it (``stats.failures``) and go on.
     ``job_context``: every job runs inside ``job_context()`` (it switches a planted bug on
     for ``squall mutants``), and so does the run that records the failure's trace.
+    ``shard``/``shards``: the jobs run the streams ``shard_streams(jobs, shard, shards)``.
+    ``max_batches``: each stream stops after that many batches (``max_scenarios``: after
+    the batch that reached that many scenarios). ``digests``: keep the scenarios' digests
+    (``ExploreResult.digests``). ``minimize_for``: seconds to minimize a shrunk failure
+    further, by the length of its trace (``finish_failure``).
     """
     check_space(space)
+    streams = shard_streams(jobs, shard, shards)
     started = time.monotonic()
     deadline = started + budget
     if jobs <= 1:
-        stats, found = explore_job(0, seed, space, deadline, progress, max_scenarios,
-                                   keep_going, job_context)
-        failure = record_failure(found[0], found[1], out_dir, job_context) if found else None
-        return ExploreResult(stats, time.monotonic() - started, 1, failure, [stats])
-    return _explore_parallel(jobs, seed, space, deadline, started, out_dir, progress,
-                             max_scenarios, keep_going, job_context)
+        kept: list[str] | None = [] if digests else None
+        stats, found = explore_job(streams[0], seed, space, deadline, progress, max_scenarios,
+                                   keep_going, job_context, max_batches, kept)
+        failure, tried = (finish_failure(found, out_dir, job_context, minimize_for) if found
+                          else (None, 0))
+        return ExploreResult(stats, time.monotonic() - started, 1, failure, [stats],
+                             streams=streams, minimized=tried,
+                             digests={} if kept is None else {streams[0]: kept})
+    return _explore_parallel(streams, seed, space, deadline, started, out_dir, progress,
+                             max_scenarios, keep_going, job_context, max_batches, digests,
+                             minimize_for)
 
 
-def _job_main(job: int, seed: int, space: str, deadline: float, q: Any,
+def _job_main(job: int, stream: int, seed: int, space: str, deadline: float, q: Any,
               max_scenarios: int | None, keep_going: bool,
-              job_context: JobContext | None) -> None:
+              job_context: JobContext | None, max_batches: int | None,
+              digests: bool) -> None:
     die_with_parent()  # a parent gone (SIGTERM, SIGKILL) takes its jobs with it
 
-    def progress(j: int, stats: ExploreStats) -> None:
-        q.put(("progress", j, msgspec.to_builtins(stats.__dict__)))
+    def progress(_stream: int, stats: ExploreStats) -> None:
+        q.put(("progress", job, msgspec.to_builtins(stats.__dict__)))
 
+    kept: list[str] | None = [] if digests else None
     try:
-        stats, found = explore_job(job, seed, space, deadline, progress, max_scenarios,
-                                   keep_going, job_context)
+        stats, found = explore_job(stream, seed, space, deadline, progress, max_scenarios,
+                                   keep_going, job_context, max_batches, kept)
     except BaseException:
         q.put(("crash", job, traceback.format_exc()))
         return
     state = msgspec.to_builtins(stats.__dict__)
     if found is None:
-        q.put(("done", job, state))
+        q.put(("done", job, state, kept))
     else:
-        q.put(("failure", job, state, scenario_to_json(found[0], indent=False), found[1]))
+        q.put(("failure", job, state, kept, scenario_to_json(found[0], indent=False),
+               found[1]))
 
 
-def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started: float,
-                      out_dir: str | Path, progress: ProgressFn | None,
+def _explore_parallel(streams: list[int], seed: int, space: str, deadline: float,
+                      started: float, out_dir: str | Path, progress: ProgressFn | None,
                       max_scenarios: int | None, keep_going: bool,
-                      job_context: JobContext | None = None) -> ExploreResult:
+                      job_context: JobContext | None = None, max_batches: int | None = None,
+                      digests: bool = False, minimize_for: float = 0.0) -> ExploreResult:
     from squall.scenarios.model import scenario_from_json
 
+    jobs = len(streams)
     # fork: children inherit the parent's modules as they are (a test's monkeypatch too)
     ctx = multiprocessing.get_context("fork")
     q = ctx.Queue()
     per_job = [ExploreStats() for _ in range(jobs)]
-    procs = [ctx.Process(target=_job_main, args=(j, seed, space, deadline, q, max_scenarios,
-                                                       keep_going, job_context),
+    kept: dict[int, list[str]] = {}
+    procs = [ctx.Process(target=_job_main, args=(j, streams[j], seed, space, deadline, q,
+                                                 max_scenarios, keep_going, job_context,
+                                                 max_batches, digests),
                          daemon=True) for j in range(jobs)]
     for proc in procs:
         proc.start()
@@ -303,11 +541,13 @@ def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started
                 for s in per_job:
                     total.add(s)
                 progress(-1, total)
+            if kind in ("done", "failure") and msg[3] is not None:
+                kept[streams[job]] = msg[3]
             if kind == "done":
                 running.discard(job)
             elif kind == "failure":
                 running.discard(job)
-                found = (scenario_from_json(msg[3]), msg[4])
+                found = (scenario_from_json(msg[4]), msg[5])
                 break
         while not found and not crash:  # counts sent just before a job ended
             try:
@@ -316,6 +556,8 @@ def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started
                 break
             if msg[0] in ("progress", "done"):
                 per_job[msg[1]] = ExploreStats(**msg[2])
+            if msg[0] == "done" and msg[3] is not None:
+                kept[streams[msg[1]]] = msg[3]
     finally:
         for proc in procs:  # the first failure wins: the other jobs stop now
             if proc.is_alive():
@@ -327,5 +569,7 @@ def _explore_parallel(jobs: int, seed: int, space: str, deadline: float, started
     total = ExploreStats()
     for s in per_job:
         total.add(s)
-    failure = record_failure(found[0], found[1], out_dir, job_context) if found else None
-    return ExploreResult(total, time.monotonic() - started, jobs, failure, per_job)
+    failure, tried = (finish_failure(found, out_dir, job_context, minimize_for) if found
+                      else (None, 0))
+    return ExploreResult(total, time.monotonic() - started, jobs, failure, per_job,
+                         streams=streams, digests=kept, minimized=tried)

@@ -17,6 +17,10 @@ variable                    default      what it bounds
 ``SQUALL_MAX_PROCESSES``    64           worker processes a scenario starts and joins on
                                          real processes (any runtime but ``sim``); the
                                          ``--jobs`` of ``explore`` and ``mutants``
+``SQUALL_MAX_JOBS``         4 per CPU    the ``--jobs`` of ``explore`` (its own processes)
+                                         and ``mutants``, per CPU this process may use:
+                                         more only share the CPUs, and a time budget
+                                         waits for every job's last batch
 ==========================  ===========  ================================================
 
 A value over its limit is bad input: a one-line error naming the field and the variable
@@ -34,6 +38,8 @@ MAX_TASKS = "SQUALL_MAX_TASKS"
 MAX_WORKERS = "SQUALL_MAX_WORKERS"
 MAX_THREADS = "SQUALL_MAX_THREADS"
 MAX_PROCESSES = "SQUALL_MAX_PROCESSES"
+MAX_JOBS = "SQUALL_MAX_JOBS"
+JOBS_PER_CPU = 4  # SQUALL_MAX_JOBS's default, per CPU
 
 DEFAULTS: dict[str, int] = {
     MAX_LINE_BYTES: 128 << 20,
@@ -57,11 +63,19 @@ class OutputError(Exception):
     naming the path. The CLI exits 2."""
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 def limit(var: str) -> int:
     """The limit ``var`` names: its environment variable if set, else its default."""
     raw = os.environ.get(var, "").strip()
     if not raw:
-        return DEFAULTS[var]
+        return JOBS_PER_CPU * usable_cpus() if var == MAX_JOBS else DEFAULTS[var]
     try:
         value = int(raw)
     except ValueError:
@@ -77,6 +91,21 @@ def over(what: str, value: int, var: str) -> str | None:
     if value <= cap:
         return None
     return f"{value:,} {what} exceed the limit of {cap:,} (set {var} to raise it)"
+
+
+def jobs_problem(jobs: int) -> str | None:
+    """Why ``jobs`` processes of exploration on this machine are too many, or None: over
+    ``SQUALL_MAX_PROCESSES``, or over ``SQUALL_MAX_JOBS`` (by default 4 per CPU: more only
+    share the CPUs, and each makes a time budget wait for the batch it is in)."""
+    if (why := over("jobs (processes)", jobs, MAX_PROCESSES)) is not None:
+        return why
+    cap = limit(MAX_JOBS)
+    if jobs <= cap:
+        return None
+    where = "" if os.environ.get(MAX_JOBS, "").strip() else (
+        f" ({JOBS_PER_CPU} per CPU, {usable_cpus()} CPU(s) here)")
+    return (f"{jobs:,} jobs (processes) exceed the limit of {cap:,}{where} (set {MAX_JOBS} "
+            "to raise it)")
 
 
 def shown(value: str) -> str:

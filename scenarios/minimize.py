@@ -56,32 +56,48 @@ def size(scenario: Scenario, outcome: Outcome) -> Size:
 
 
 def minimize(scenario: Scenario, outcome: Outcome, still_fails: Judge, *,
-             time_limit: float = 20.0) -> tuple[Scenario, Outcome, int]:
+             time_limit: float = 20.0, window: int = 1,
+             judge_many: Callable[[list[Scenario]], list[Outcome | None]] | None = None,
+             ) -> tuple[Scenario, Outcome, int]:
     """The smallest scenario found that still fails, its outcome, and how many candidates
-    were tried. ``outcome`` is the failing outcome of ``scenario``."""
+    were tried. ``outcome`` is the failing outcome of ``scenario``.
+
+    ``judge_many`` judges a list of candidates at once (in parallel, on a cluster: each
+    outcome is what ``still_fails`` gives for that candidate); candidates then go to it
+    ``window`` at a time, and the first of them (in the order they are tried) that is
+    smaller is kept: the same result as judging them one by one."""
     deadline = time.monotonic() + time_limit
     best, best_out, best_size = scenario, outcome, size(scenario, outcome)
     tried = 0
     improved = True
     while improved and time.monotonic() < deadline:
         improved = False
-        for candidate in _simpler(best):
-            if time.monotonic() >= deadline:
+        candidates = _valid(_simpler(best))
+        while not improved and time.monotonic() < deadline:
+            chunk = list(itertools.islice(candidates, max(1, window)))
+            if not chunk:
                 break
-            try:
-                candidate.check()
-            except ScenarioError:
-                continue
-            tried += 1
-            out = still_fails(candidate)
-            if out is None:
-                continue
-            s = size(candidate, out)
-            if s < best_size:
-                best, best_out, best_size = candidate, out, s
-                improved = True
-                break  # start again from the smaller scenario
+            tried += len(chunk)
+            outs = (judge_many(chunk) if judge_many is not None
+                    else [still_fails(c) for c in chunk])
+            for candidate, out in zip(chunk, outs, strict=True):
+                if out is None:
+                    continue
+                s = size(candidate, out)
+                if s < best_size:
+                    best, best_out, best_size = candidate, out, s
+                    improved = True
+                    break  # start again from the smaller scenario
     return best, best_out, tried
+
+
+def _valid(candidates: Iterator[Scenario]) -> Iterator[Scenario]:
+    for candidate in candidates:
+        try:
+            candidate.check()
+        except ScenarioError:
+            continue
+        yield candidate
 
 
 def _simpler(sc: Scenario) -> Iterator[Scenario]:

@@ -3,10 +3,13 @@
 A scenario names its workload (a generator with parameters, or an explicit graph), the
 cluster's shape, a chaos schedule, a seed and a runtime. It round-trips through JSON
 unchanged, so a scenario file, a trace header and a Hypothesis example are the same
-thing. ``load_scenario`` turns a bad file into a one-line ``ScenarioError`` naming the
+thing. A scenario file holds one scenario or a JSON list of them (``load_scenarios``;
+``squall scenarios --json`` writes the standard ones as such a list).
+``load_scenario`` turns a bad file into a one-line ``ScenarioError`` naming the
 file and the field. What a scenario may ask for is bounded (tasks, workers, threads,
 worker processes, the length of its names, the size of its file: see
-``squall.scenarios.limits``), and every worker a fault strikes must exist when it strikes.
+``squall.scenarios.limits``), every worker a fault strikes must exist when it strikes, and
+every key a client action names (``squall.chaos.clients``) must be one of the workload's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from squall.chaos.clients import client_actions, key_problem
 from squall.chaos.injectors import effects, surface_calls
 from squall.chaos.kinds import Faults, as_faults
 from squall.core.graph import GraphError, TaskGraph, TaskSpec
@@ -165,6 +169,11 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
             except ValueError as e:
                 raise ScenarioError(f"chaos[{i}]: {e}") from None
         self._check_fault_workers()
+        if client_actions(self.chaos):
+            graph = self.graph()
+            why = key_problem(self.chaos, {spec.key: spec.deps for spec in graph})
+            if why is not None:
+                raise ScenarioError(why)
 
     def _check_sizes(self, c: ClusterShape, joins: int) -> None:
         """The limits (``squall.scenarios.limits``) on what the scenario asks for: tasks,
@@ -203,6 +212,10 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
                 value = getattr(fault, field)
                 if isinstance(value, str) and (why := name_problem(value)) is not None:
                     raise ScenarioError(f"chaos[{i}].{field}: {why}")
+                if isinstance(value, tuple):  # a client action's keys
+                    for item in value:
+                        if isinstance(item, str) and (why := name_problem(item)) is not None:
+                            raise ScenarioError(f"chaos[{i}].{field}: {why}")
                 if field == "threads" and type(value) is int and (why := over(
                         "threads per worker", value, MAX_THREADS)) is not None:
                     raise ScenarioError(f"chaos[{i}].threads: {why}")
@@ -324,8 +337,42 @@ def scenario_from_json(data: bytes | str, source: str = "scenario") -> Scenario:
     return scenario
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    path = Path(path)
+def scenarios_to_json(scenarios: list[Scenario]) -> bytes:
+    """A list of scenarios as one JSON document (what ``squall run FILE`` runs in turn)."""
+    items = ("  " + _pretty(msgspec.json.decode(_encoder.encode(sc)), "  ") for sc in scenarios)
+    return ("[\n" + ",\n".join(items) + "\n]").encode()
+
+
+def scenarios_from_json(data: bytes | str, source: str = "scenario") -> list[Scenario]:
+    """One scenario (a JSON object) or several (a JSON list of them), each decoded and
+    checked; ScenarioError names the source, the scenario's index in a list and the
+    field."""
+    try:
+        decoded = msgspec.json.decode(data, type=Scenario | list[Scenario])
+    except msgspec.ValidationError as e:
+        why = str(e).splitlines()[0]
+        if why.startswith("Expected `object | array`"):
+            why = "expected a scenario (a JSON object) or a list of scenarios" + why[25:]
+        raise ScenarioError(f"{source}: {why}") from None
+    except msgspec.DecodeError as e:
+        raise ScenarioError(f"{source}: not valid JSON: {str(e).splitlines()[0]}") from None
+    if isinstance(decoded, Scenario):
+        try:
+            decoded.check()
+        except ScenarioError as e:
+            raise ScenarioError(f"{source}: {e}") from None
+        return [decoded]
+    if not decoded:
+        raise ScenarioError(f"{source}: an empty list holds no scenario to run")
+    for i, scenario in enumerate(decoded):
+        try:
+            scenario.check()
+        except ScenarioError as e:
+            raise ScenarioError(f"{source}: [{i}]: {e}") from None
+    return decoded
+
+
+def _read_scenario_file(path: Path) -> bytes:
     cap = limit(MAX_LINE_BYTES)
     try:
         with open(path, "rb") as f:
@@ -335,7 +382,20 @@ def load_scenario(path: str | Path) -> Scenario:
     if len(data) > cap:
         raise ScenarioError(f"{path}: scenario file larger than {cap:,} bytes (set "
                             f"{MAX_LINE_BYTES} to raise the limit)")
-    return scenario_from_json(data, source=str(path))
+    return data
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """The one scenario a file holds."""
+    path = Path(path)
+    return scenario_from_json(_read_scenario_file(path), source=str(path))
+
+
+def load_scenarios(path: str | Path) -> list[Scenario]:
+    """The scenarios a file holds: one (a JSON object) or a list of them (what
+    ``squall scenarios --json`` prints)."""
+    path = Path(path)
+    return scenarios_from_json(_read_scenario_file(path), source=str(path))
 
 
 def to_builtins(scenario: Scenario) -> Any:

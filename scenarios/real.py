@@ -87,6 +87,10 @@ def real_graph(graph: TaskGraph) -> TaskGraph:
                      for spec in graph)
 
 
+# Why a runtime of real processes refuses a client action (``squall.chaos.clients``).
+CLIENTS_SIM_ONLY = "client actions (release, want, submit) are performed by the simulator only"
+
+
 class _RealLimits(SurfaceProbe):
     """The real runtime's fault surface, as far as a fault can be checked before the run:
     a surface call it cannot make raises ValueError."""
@@ -99,6 +103,12 @@ class _RealLimits(SurfaceProbe):
         if threads not in (None, self.threads):
             raise ValueError("a joining worker has the cluster's threads in real mode")
         return ""
+
+    def release_keys(self, client: str, keys: Any) -> None:
+        raise ValueError(CLIENTS_SIM_ONLY)
+
+    def want_keys(self, client: str, keys: Any) -> None:
+        raise ValueError(CLIENTS_SIM_ONLY)
 
 
 def unsupported_in_real_mode(scenario: Scenario) -> str | None:

@@ -77,12 +77,12 @@ DIVERGED = "diverged"
 EXIT_CODES = {MATCH: 0, REPRODUCED: 1, DIVERGED: 3}
 
 # In the simulator these stimuli are made at the moment they are handled (a task's or a
-# fetch's end, a tick) and a fault is recorded as it strikes: their time is the clock's,
+# fetch's end, a tick, a client's graph or release) and a fault is recorded as it strikes: their time is the clock's,
 # and no stimulus before them can be later (one sent is handled when it arrives, never
 # before it was sent). Every other stimulus carries the time it was sent.
 _ARRIVES_AS_SENT: frozenset[type] = frozenset({
     p.ExecuteSuccess, p.ExecuteFailure, p.GatherDepSuccess, p.GatherDepFailure, p.Tick,
-    p.UpdateGraph, p.SkewEstimates})
+    p.UpdateGraph, p.ClientReleasesKeys, p.SkewEstimates})
 # Messages a state machine sends another while it handles a stimulus: they carry that
 # stimulus' id, and (in the simulator, which hands them over as they were made) the time
 # the sender had then. By receiver: made by the scheduler for a worker, or by a worker
@@ -132,7 +132,7 @@ class ReplayScheduler(Replayed):
     it (``results``: as the simulator's client sees them, a lost key dropped until it is
     reported again; ``reports``: every key's last report, lost or not)."""
 
-    __slots__ = ("results", "reports")
+    __slots__ = ("results", "reports", "wanted_by")
 
     DISPATCH: ClassVar[dict[type, str]] = {
         p.KeyInMemory: "report_in_memory",
@@ -141,19 +141,29 @@ class ReplayScheduler(Replayed):
     }
 
     def __init__(self, state: SchedulerState, results: dict[str, tuple[str, Any]],
-                 reports: dict[str, tuple[str, Any]]) -> None:
+                 reports: dict[str, tuple[str, Any]],
+                 wanted_by: dict[str, set[str]] | None = None) -> None:
         super().__init__(SCHEDULER, state)
         self.results = results
         self.reports = reports
+        # key -> the clients that want it (a report to a client that released it is
+        # dropped, as the simulator's client drops it); None: every report counts
+        self.wanted_by = wanted_by
+
+    def _wants(self, client: str, key: str) -> bool:
+        return self.wanted_by is None or client in self.wanted_by.get(key, ())
 
     def report_in_memory(self, ins: p.KeyInMemory) -> None:
-        self.results[ins.key] = self.reports[ins.key] = ("memory", ins.holders)
+        if self._wants(ins.client, ins.key):
+            self.results[ins.key] = self.reports[ins.key] = ("memory", ins.holders)
 
     def report_erred(self, ins: p.KeyErred) -> None:
-        self.results[ins.key] = self.reports[ins.key] = ("erred", f"error:{ins.blame}")
+        if self._wants(ins.client, ins.key):
+            self.results[ins.key] = self.reports[ins.key] = ("erred", f"error:{ins.blame}")
 
     def report_lost(self, ins: p.KeyLost) -> None:
-        self.results.pop(ins.key, None)
+        if self._wants(ins.client, ins.key):
+            self.results.pop(ins.key, None)
 
 
 class ReplayWorker(Replayed):
@@ -202,6 +212,7 @@ class ReplayCluster:
         self.now = 0.0
         self.graph = TaskGraph()
         self.wanted: set[str] = set()
+        self.wanted_by: dict[str, set[str]] = {}  # key -> the clients that want it
         self.submitted: set[str] = set()  # every key an UpdateGraph carried
         self.results: dict[str, tuple[str, Any]] = {}
         self.reports: dict[str, tuple[str, Any]] = {}
@@ -210,7 +221,8 @@ class ReplayCluster:
         self.validator: Any = None
         self.recorders: list[Callable[[str, Any], None]] = []
         self._graph_problem: str | None = None  # load_graph's answer, once asked
-        self.scheduler_driver = ReplayScheduler(self.scheduler, self.results, self.reports)
+        self.scheduler_driver = ReplayScheduler(self.scheduler, self.results, self.reports,
+                                                self.wanted_by)
 
     def validate(self) -> Validator:
         """Strict mode, as in the recording, for every stimulus from now on."""
@@ -227,7 +239,21 @@ class ReplayCluster:
     def submit(self, msg: p.UpdateGraph) -> None:
         """The scheduler receives a graph: its keys, and those the client wants."""
         self.wanted.update(msg.wanted)
+        for key in msg.wanted:
+            self.wanted_by.setdefault(key, set()).add(msg.client)
         self.submitted.update([t.key for t in msg.tasks])
+
+    def release(self, msg: p.ClientReleasesKeys) -> None:
+        """A client releases keys: one no client wants any more needs no result."""
+        for key in msg.keys:
+            clients = self.wanted_by.get(key)
+            if clients is not None and msg.client in clients:
+                clients.discard(msg.client)
+                if not clients:
+                    del self.wanted_by[key]
+                    self.wanted.discard(key)
+                    self.results.pop(key, None)
+                    self.reports.pop(key, None)
 
     def start_worker(self, name: str, incarnation: int, threads: int) -> ReplayWorker:
         """A worker incarnation starts (a ``worker`` line)."""
@@ -469,6 +495,8 @@ class _Replay:
                     receiver = (SCHEDULER, 0)
                     if type(msg) is p.UpdateGraph:
                         cluster.submit(msg)
+                    elif type(msg) is p.ClientReleasesKeys:
+                        cluster.release(msg)
                 else:
                     rw = cluster.by_incarnation.get((target, line.i))
                     if rw is None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from squall.chaos.clients import held_back, last_action
 from squall.chaos.injectors import ChaosDriver
 from squall.core.outcome import Outcome, Violation
 from squall.core.scheduler import InvalidTransition, LivelockError
@@ -31,6 +32,7 @@ from squall.core.worker import InvalidWorkerTransition
 from squall.invariants import InvariantViolation
 from squall.invariants.cluster_validator import END, QUIESCENT, RUNNING, STUCK
 from squall.scenarios.model import Scenario, ScenarioError
+from squall.scenarios.reach import ReachTracker
 from squall.scenarios.trace import SimRecorder, TraceWriter
 from squall.targets import target_for
 
@@ -123,14 +125,15 @@ _TRACE_PHASE = {RUNNING: "stimulus", QUIESCENT: "stuck", STUCK: "stuck", END: "e
 def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
                  validate: bool = True,
                  progress: Callable[[int, int], None] | None = None,
-                 target: Target | None = None) -> Outcome:
+                 target: Target | None = None, reach: ReachTracker | None = None) -> Outcome:
     """Run ``scenario`` on ``target`` (default: the target that offers the scenario's
     runtime, ``squall.targets.target_for``: the reference scheduler for "sim" and "real");
     return its Outcome (violations included, never raised).
 
     ``trace``: write the run's trace there. ``validate``: strict mode. ``progress(done,
     total)``: called as wanted keys finish. ``Outcome.faults`` counts the faults applied,
-    by kind.
+    by kind. ``reach``: a ``ReachTracker`` that sees the run's stimuli and, at its end,
+    the scheduler's state (the simulator only: elsewhere it is left as it is).
     """
     target = _default_target(scenario) if target is None else target
     check_runnable(scenario, target)
@@ -151,6 +154,8 @@ def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
     recorder = SimRecorder(cluster, TraceWriter(trace, scenario)) if trace is not None else None
     counter = _Counter()
     target.log_stimuli(cluster, counter)
+    if reach is not None:
+        target.log_stimuli(cluster, reach)
     driver = ChaosDriver(cluster)
     driver.schedule(cluster.at, scenario.chaos)
     if progress is not None:
@@ -158,7 +163,8 @@ def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
     validator = cluster.validator
     violation: Violation | None = None
     try:
-        outcome = cluster.run(graph)
+        outcome = cluster.run(graph, later=held_back(scenario.chaos),
+                              until=last_action(scenario.chaos) or 0.0)
         phase = "done"
         outcome.faults = dict(driver.counts)
         if progress is not None:
@@ -183,6 +189,8 @@ def run_scenario(scenario: Scenario, *, trace: str | Path | None = None,
     if recorder is not None:
         recorder.finish(outcome, phase)
         outcome.trace_path = str(trace)
+    if reach is not None:
+        reach.finish(view.scheduler)
     outcome.wall_time = wallclock.perf_counter() - started
     return outcome
 

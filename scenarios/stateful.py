@@ -1,7 +1,8 @@
 """A Hypothesis ``RuleBasedStateMachine`` that drives a simulated cluster rule by rule.
 
 Rules: submit a graph, kill, pause, slow a link, partition, heal, skew estimates, add a
-worker, advance virtual time. Strict mode is on throughout (the validator checks every
+worker, a client (the first or a second one) releasing or wanting keys submitted so far
+(``squall.chaos.clients``), advance virtual time. Strict mode is on throughout (the validator checks every
 transition), the ``@invariant`` runs the validator's full state check between rules,
 and teardown heals everything, drains, and checks liveness and every result.
 
@@ -15,6 +16,7 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from squall.chaos.clients import CLIENT, ReleaseKeys, WantKeys
 from squall.chaos.injectors import (
     ChaosDriver,
     Fault,
@@ -29,7 +31,7 @@ from squall.chaos.injectors import (
 from squall.core.graph import TaskGraph, TaskSpec
 from squall.core.sim import SimCluster
 from squall.scenarios.model import ExplicitGraph
-from squall.scenarios.strategies import PREFIXES, graphs
+from squall.scenarios.strategies import PREFIXES, SECOND_CLIENT, graphs
 
 HEARTBEAT_TIMEOUT = 2.0  # partitions are noticed: a cut-off worker is removed in time
 MAX_WORKER_INDEX = 6
@@ -132,6 +134,21 @@ class ClusterMachine(RuleBasedStateMachine):
     def add_worker(self, i: int | None, threads: int | None) -> None:
         self._fault(JoinWorker(at=self._c.now, worker=None if i is None else f"w{i}",
                                threads=threads))
+
+    def _keys(self, data: st.DataObject) -> tuple[str, ...]:
+        keys = list(self._c.graph.tasks)
+        return tuple(data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3,
+                                        unique=True)))
+
+    @precondition(lambda self: self.cluster is not None and len(self.cluster.graph) > 0)
+    @rule(data=st.data(), client=st.sampled_from((CLIENT, SECOND_CLIENT)))
+    def release(self, data: st.DataObject, client: str) -> None:
+        self._fault(ReleaseKeys(at=self._c.now, client=client, keys=self._keys(data)))
+
+    @precondition(lambda self: self.cluster is not None and len(self.cluster.graph) > 0)
+    @rule(data=st.data(), client=st.sampled_from((CLIENT, SECOND_CLIENT)))
+    def want(self, data: st.DataObject, client: str) -> None:
+        self._fault(WantKeys(at=self._c.now, client=client, keys=self._keys(data)))
 
     @rule(seconds=st.sampled_from((0.1, 0.01, 0.5, 2.0)))
     def advance(self, seconds: float) -> None:

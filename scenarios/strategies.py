@@ -10,11 +10,13 @@ Settings profiles: ``squall.scenarios.profiles`` (``squall-dev``, ``squall-ci``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
+from squall.chaos.clients import CLIENT, ReleaseKeys, SubmitKeys, WantKeys
 from squall.chaos.injectors import (
     OUT_OF_ACTION,
     UNNOTICED,
@@ -176,6 +178,54 @@ def chaos_schedules(draw: st.DrawFn, workers: int, *, max_faults: int = 3,
     return with_recovery(picked)
 
 
+# ------------------------------------------------------------------ client actions
+
+
+SECOND_CLIENT = "c2"
+CLIENT_ODDS = 5  # one drawn scenario in this many has client actions (where a space allows)
+
+
+@st.composite
+def client_actions(draw: st.DrawFn, keys: list[str], *,
+                   max_actions: int = 2) -> tuple[Fault, ...]:
+    """What clients do mid-run, for a graph whose keys are ``keys`` (in a topological
+    order): up to ``max_actions`` of -- a release (a cancel, if the keys still run); a
+    release and a re-request; a second client wanting keys, and letting them go, or the
+    first client releasing them while the second still wants them; the keys asked for
+    again while they run (a resubmission); the last few keys submitted late (a graph
+    submitted mid-run, while faults strike). It shrinks toward one early release of the
+    first key."""
+    picks = st.lists(st.integers(0, len(keys) - 1), min_size=1, max_size=3,
+                     unique=True).map(lambda ix: tuple(keys[i] for i in sorted(ix)))
+    out: list[Fault] = []
+    late = False
+    for _ in range(draw(st.integers(1, max_actions))):
+        what = draw(st.sampled_from(("release", "re-request", "second", "resubmit",
+                                     "late")))
+        at = draw(FAULT_TIMES)
+        then = round(at + draw(FAULT_TIMES), 2)
+        if what == "late":
+            if late or len(keys) < 2:
+                continue
+            late = True  # (one late submission: what depends on it is in it)
+            n = draw(st.integers(1, min(5, len(keys) - 1)))
+            out.append(SubmitKeys(at=at, keys=tuple(keys[-n:])))
+            continue
+        chosen = draw(picks)
+        if what == "release":
+            out.append(ReleaseKeys(at=at, keys=chosen))
+        elif what == "re-request":
+            out += [ReleaseKeys(at=at, keys=chosen), WantKeys(at=then, keys=chosen)]
+        elif what == "second":
+            out.append(WantKeys(at=at, client=SECOND_CLIENT, keys=chosen))
+            leaving = draw(st.sampled_from((None, SECOND_CLIENT, CLIENT)))
+            if leaving is not None:
+                out.append(ReleaseKeys(at=then, client=leaving, keys=chosen))
+        else:
+            out.append(WantKeys(at=at, keys=chosen))
+    return tuple(out)
+
+
 # ------------------------------------------------------------------ scenarios
 
 
@@ -196,15 +246,19 @@ def space_names() -> list[str]:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, space: str = "small") -> Scenario:
+def scenarios(draw: st.DrawFn, space: str = "small",
+              on_space: Callable[[str], None] | None = None) -> Scenario:
     """A whole scenario from the named space (see SCENARIO_SPACES), or, for SWARM
     ("all"), from a space drawn for each example: swarm testing, so that every example
     leaves out what its space leaves out (faults, stealing, generated workloads, ...) and
     the parameters within it are that space's. Deterministic for a given Hypothesis seed;
-    it shrinks toward the first space ("small")."""
+    it shrinks toward the first space ("small"). ``on_space``, if given, is told the space
+    of each scenario as it is drawn (it draws nothing: the scenarios stay the same)."""
     check_space(space)
     if space == SWARM:
         space = draw(st.sampled_from(tuple(SCENARIO_SPACES)))
+    if on_space is not None:
+        on_space(space)
     limits = SCENARIO_SPACES[space]
     shape = draw(cluster_shapes(max_workers=limits["workers"],
                                 stealing=True if limits.get("stealing") else None,
@@ -222,6 +276,9 @@ def scenarios(draw: st.DrawFn, space: str = "small") -> Scenario:
         shape = replace(shape, heartbeat_timeout=HEARTBEAT_TIMEOUT)
     scenario = Scenario(workload=workload, cluster=shape, chaos=chaos,
                         seed=draw(st.integers(0, 1000)))
+    if limits.get("clients", 1) and draw(st.integers(1, CLIENT_ODDS)) == CLIENT_ODDS:
+        keys = scenario.graph().topological_order()
+        scenario = replace(scenario, chaos=(*chaos, *draw(client_actions(keys))))
     # A livelock is cut short, a slow run is not: the cap scales with the work.
     return replace(scenario, cluster=replace(shape, max_time=time_budget(scenario)))
 
@@ -265,6 +322,7 @@ def time_budget(scenario: Scenario) -> float:
                  3)
 
 
+# "clients": 0: no client actions drawn there (elsewhere one scenario in CLIENT_ODDS has some)
 SCENARIO_SPACES: dict[str, dict[str, int]] = {
     # up to 50 tasks, 4 workers, 3 faults: fast, and shrinks to something readable
     "small": {"tasks": 50, "workers": 4, "faults": 3},
@@ -274,11 +332,12 @@ SCENARIO_SPACES: dict[str, dict[str, int]] = {
     "storm": {"tasks": 80, "workers": 6, "faults": 12, "min_faults": 5},
     # aimed at bugs the spaces above rarely reach (see squall.mutants.catalog):
     # a task given up after 0 or 1 deaths of its workers (the retry limit at work)
-    "fragile": {"tasks": 30, "workers": 3, "faults": 3, "min_faults": 1, "fragile": 1},
+    "fragile": {"tasks": 30, "workers": 3, "faults": 3, "min_faults": 1, "fragile": 1,
+                "clients": 0},
     # workers restarting at the same address while steals and messages are in flight
     "restarts": {"tasks": 30, "workers": 3, "faults": 4, "min_faults": 1, "stealing": 1,
-                 "restarts": 1},
+                 "restarts": 1, "clients": 0},
     # scale-up: workers joining a busy cluster, which stealing must feed
     "imbalance": {"tasks": 30, "workers": 2, "faults": 2, "min_faults": 1, "stealing": 1,
-                  "joins": 1},
+                  "joins": 1, "clients": 0},
 }

@@ -29,13 +29,15 @@ from typing import Any
 
 import msgspec
 
-from squall.chaos.injectors import ChaosDriver, timeline
+from squall.chaos.clients import CLIENT_METHODS
+from squall.chaos.injectors import ChaosDriver, effects, timeline
 from squall.core import protocol as p
 from squall.core.oracle import expected_results
 from squall.core.outcome import Outcome, Violation
 from squall.core.view import GraphCluster, ReusableCluster, Target, TaskFuture
 from squall.scenarios.model import DEFAULT_TICK, Scenario
 from squall.scenarios.real import (
+    CLIENTS_SIM_ONLY,
     _RealSurface,
     judge_results,
     needs_network,
@@ -53,6 +55,9 @@ def unsupported_on_target(scenario: Scenario) -> str | None:
     """Why this scenario cannot run in a target's own runtime, or None."""
     if scenario.cluster.tick_interval != DEFAULT_TICK:
         return "cluster.tick_interval is the simulator's: the target's scheduler sets its own"
+    for i, f in enumerate(scenario.chaos):
+        if effects(f) & CLIENT_METHODS:
+            return f"chaos[{i}] ({f.kind_name()}): {CLIENTS_SIM_ONLY}"
     return None
 
 

@@ -169,7 +169,10 @@ WORKLOADS: dict[str, Callable[..., TaskGraph]] = {
 
 
 def make_workload(name: str, n: int, seed: int = 0) -> TaskGraph:
-    """The named workload with ``n`` tasks; ValueError names the unknown workload."""
+    """The named workload of size ``n``: ``n`` tasks, but ``n`` leaves for ``tree`` (plus
+    the tasks reducing them: 2n-1 in all for a power of two) and ``n`` maps for
+    ``fan-out-fan-in`` (plus a source and a sink); ``mixed`` has at least 20. ValueError
+    names the unknown workload."""
     try:
         gen = WORKLOADS[name]
     except KeyError:

@@ -152,6 +152,34 @@ def test_jobs_are_capped_by_the_process_limit(tmp_path: Path, monkeypatch: pytes
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("argv", "next_check"), [
+    (["explore"], ["--batches", "0"]),
+    (["mutants", "--mutant", CATALOG[0].name, "--no-baseline"], ["--replays", "0"])])
+def test_jobs_are_capped_at_four_per_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         run_cli, argv: list[str],
+                                         next_check: list[str]) -> None:
+    """``explore --jobs 1000`` on 2 CPUs made a 2 s budget 19 s: more jobs than CPUs only
+    share them, and the budget waits for each job's last batch."""
+    from squall.scenarios import limits
+
+    monkeypatch.setattr(limits, "usable_cpus", lambda: 1)
+    monkeypatch.delenv("SQUALL_MAX_JOBS", raising=False)
+    out = tmp_path / "out"
+    code, _, err = run_cli([*argv, "--jobs", "5", "--budget", "0.1", "--out", str(out)])
+    assert code == 2
+    one_line_error(err, "--jobs", "5 jobs", "limit of 4 (4 per CPU, 1 CPU(s) here)",
+                   "SQUALL_MAX_JOBS")
+    assert not out.exists()
+    # within the cap, or the cap raised: the jobs pass, the next check speaks
+    for jobs, env in (("4", None), ("5", "5")):
+        if env is not None:
+            monkeypatch.setenv("SQUALL_MAX_JOBS", env)
+        code, _, err = run_cli([*argv, "--jobs", jobs, "--budget", "0.1", *next_check,
+                                "--out", str(out)])
+        assert code == 2 and "--jobs" not in err
+        one_line_error(err, next_check[0])
+
+
 def test_a_scenario_file_over_the_size_limit_is_refused_unread(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli) -> None:
     monkeypatch.chdir(tmp_path)

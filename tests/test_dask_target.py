@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -157,7 +159,7 @@ def test_the_fault_surface_acts_on_dask_processes() -> None:
             dask_worker.plugins["squall-peer-routes"].routes), workers=[cluster.address_of("w1")])
         (w1_routes,) = routes.values()
         proxy = cluster.network.listen("w1", "w0")
-        assert w1_routes[cluster.address_of("w0")] == f"tcp://{proxy}"
+        assert w1_routes[cluster.address_of("w0")] == f"tls://{proxy}"  # TLS through it
         # ... and a worker cut off from the scheduler is removed by it
         cluster.set_link("w1", "scheduler", down=True)
         wait_until(lambda: "w1" not in cluster.scheduler_workers(), "w1 to be removed")
@@ -171,11 +173,74 @@ def test_the_fault_surface_acts_on_dask_processes() -> None:
     assert all(gone(pid) for pid in pids)
 
 
+def _tls_without_a_certificate(address: str) -> str:
+    """A TLS client that shows no certificate (and checks none) connects to ``address``
+    and sends a few bytes: "refused: ..." if the peer ended the handshake or the
+    connection, "served: ..." if it answered (a peer that waits fails on the deadline)."""
+    host, _, port = address.rpartition("://")[2].rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as raw:
+        try:
+            with context.wrap_socket(raw) as tls:
+                tls.sendall(b"\0" * 8)
+                data = tls.recv(1)  # (TLS 1.3: the server's alert arrives here)
+        except ssl.SSLError as e:
+            return f"refused: {e.reason or e}"
+    return "refused: closed" if data == b"" else f"served: {data!r}"
+
+
+def test_the_cluster_refuses_a_client_without_its_credentials() -> None:
+    """Mutual TLS with the cluster's own in-memory certificate: dask's workers unpickle what
+    they are sent, so only a holder of the cluster's credentials may connect."""
+    import gc
+
+    from distributed import Client
+    from distributed.security import Security
+
+    def refused(address: str, **options: object) -> BaseException:
+        with pytest.raises((OSError, TypeError)) as e:
+            Client(address, timeout=TIMEOUT, set_as_default=False, **options)
+        # A Client that failed to start closes its event loop in its __del__: let it run
+        # now, not inside the start of the next Client (dask deadlocks there).
+        gc.collect()
+        return e.value
+
+    with DaskCluster(workers=1, threads=1, validate=False) as cluster:
+        address = cluster.scheduler.address
+        assert address.startswith("tls://") and cluster.security.require_encryption
+        assert cluster.client.submit(inc, 1).result(TIMEOUT) == 2  # its own client: served
+        # Only the address: dask's Client has no credentials to offer, and does not try.
+        assert "TLS expects a `ssl_context`" in str(refused(address))
+        # Plain TCP to the TLS port, or another cluster's certificate: the scheduler says no.
+        assert isinstance(refused(address.replace("tls://", "tcp://")), OSError)
+        other = refused(address, security=Security.temporary())
+        assert "TLS certificate does not match" in str(other)
+        # A TLS client with no certificate, at the scheduler and at a worker: no byte back.
+        for peer in (address, cluster.address_of("w0")):
+            assert peer is not None
+            assert _tls_without_a_certificate(peer).startswith("refused: "), peer
+        # With the cluster's security object: served.
+        with Client(address, security=cluster.security, timeout=TIMEOUT,
+                    set_as_default=False) as client:
+            assert client.submit(inc, 2).result(TIMEOUT) == 3
+    # insecure=True: dask's own unauthenticated cluster, and only when asked for.
+    with DaskCluster(workers=1, threads=1, validate=False, insecure=True) as cluster:
+        address = cluster.scheduler.address
+        assert address.startswith("tcp://")
+        with Client(address, timeout=TIMEOUT, set_as_default=False) as client:
+            assert client.submit(inc, 3).result(TIMEOUT) == 4
+
+
 @pytest.mark.squall_dask_cluster(workers=2, threads=2)
 def test_the_fixture_gives_a_validated_cluster_with_its_fault_surface(
         squall_dask_cluster: DaskCluster) -> None:
     cluster = squall_dask_cluster
     assert cluster.validator is not None and cluster.scheduler_workers().keys() == {"w0", "w1"}
+    # authenticated: its client holds the cluster's TLS credentials
+    assert cluster.scheduler.address.startswith("tls://")
+    assert cluster.client.security is cluster.security
     futures = cluster.client.map(inc, range(50))
     cluster.kill_worker("w1")
     assert sum(cluster.client.gather(futures)) == sum(range(1, 51))

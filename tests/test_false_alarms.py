@@ -87,7 +87,7 @@ def test_an_over_budget_run_is_no_violation_and_its_trace_replays(tmp_path: Path
 
 def test_exploration_counts_an_over_budget_run_and_goes_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(explore_mod, "scenarios", lambda space: st.just(SLOW))
+    monkeypatch.setattr(explore_mod, "scenarios", lambda space, **_: st.just(SLOW))
     result = explore(budget=300, seed=0, out_dir=tmp_path, max_scenarios=1)
     assert result.failure is None
     assert result.stats.over_budget >= 1 and result.stats.failures == 0

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-
 # Hypothesis loads a profile named "ci" by itself where one of these is set (a CI machine),
 # and the chosen profile comes from HYPOTHESIS_PROFILE: the user's run here is a local one
 _CHOOSES_A_PROFILE = ("CI", "__TOX_ENVIRONMENT_VARIABLE_ORIGINAL_CI", "TF_BUILD",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -26,61 +27,16 @@ from pathlib import Path
 import pytest
 import zmq
 
+from squall.core import lifeline
 from squall.core import protocol as p
+from squall.core.lifeline import descendants, proc_stat, session_members
 from squall.core.runtime import transport as net
 from squall.core.runtime.client import Client, Refused
 from squall.core.runtime.cluster import LocalCluster
 
 TIMEOUT = 60.0  # a deadline for what must happen, never a measure of how fast
 
-# ------------------------------------------------------------------ /proc
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, session) of a process, None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[3])
-
-
-def session_members(sid: int) -> set[int]:
-    """The live (not zombie) processes of session ``sid``: what a session leader started,
-    orphans reparented to init among them."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _stat(int(entry))
-            if st is not None and st[2] == sid and st[0] not in "ZX":
-                out.add(int(entry))
-    return out
-
-
-def descendants(root: int) -> set[int]:
-    """The live descendants of ``root``, through /proc/PID/task/*/children."""
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/children") as f:
-                    children = [int(c) for c in f.read().split()]
-            except OSError:
-                continue
-            for child in children:
-                st = _stat(child)
-                if child not in found and st is not None and st[0] not in "ZX":
-                    found.add(child)
-                    todo.append(child)
-    return found
+# ------------------------------------------------------------------ waiting
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
@@ -94,22 +50,11 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOU
 
 
 def wait_gone(members: Callable[[], set[int]], what: str, timeout: float = TIMEOUT) -> None:
-    """Wait until ``members()`` is empty, blocking on each one's exit (its pidfd), or fail
-    at the deadline."""
-    import select
-
-    deadline = time.monotonic() + timeout
-    while left := members():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s; left: {sorted(left)}")
-        try:
-            fd = os.pidfd_open(min(left))
-        except OSError:  # gone meanwhile
-            continue
-        try:
-            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        finally:
-            os.close(fd)
+    """Wait until ``members()`` is empty (blocking on each one's exit), or fail at the
+    deadline."""
+    left = lifeline.wait_gone(members, timeout)
+    if left:
+        raise AssertionError(f"{what}: not within {timeout:g} s; left: {sorted(left)}")
 
 
 def _kill_all(pids: set[int]) -> None:
@@ -213,15 +158,11 @@ def test_squall_run_with_network_faults_leaves_no_process(sig: int, tmp_path: Pa
 
 @pytest.mark.squall_real
 @pytest.mark.xdist_group("squall_real")
-@pytest.mark.parametrize("sig", [
-    signal.SIGTERM, signal.SIGINT,
-    # Seen twice in the whole suite under load (never alone, 110 runs): one live process
-    # of the session outlived a SIGKILLed explore. Not understood yet: kept running, not
-    # hidden, and not allowed to fail CI until it is.
-    pytest.param(signal.SIGKILL, marks=pytest.mark.xfail(
-        reason="a process occasionally outlives a SIGKILLed explore under load", strict=False)),
-], ids=lambda s: signal.Signals(s).name)
+@SIGNALS
 def test_squall_explore_leaves_no_job(sig: int, tmp_path: Path) -> None:
+    """SIGKILL just after the jobs are forked: a job that had not yet asked for the
+    parent-death signal found itself reparented, and its parent's sentinel pipe still
+    open (its sibling holds it too), and ran on (``squall.core.lifeline``)."""
     explore = Command("explore", "--budget", "600", "--jobs", "2", "--out",
                       str(tmp_path / "traces"), cwd=tmp_path)
     try:
@@ -230,6 +171,68 @@ def test_squall_explore_leaves_no_job(sig: int, tmp_path: Path) -> None:
     finally:
         explore.cleanup()
     assert code == EXIT[sig], explore.lines[-5:]
+
+
+def _late_child(go: int, report: int) -> None:
+    """Asks for the parent-death signal only once told to (its parent is dead by then)."""
+    os.read(go, 1)
+    lifeline.die_with_parent()
+    os.write(report, b"survived")
+
+
+def _sibling() -> None:
+    threading.Event().wait()  # alive, holding what it inherited, until the test kills it
+
+
+def _middle(go: int, report: int, pids: int) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    late = ctx.Process(target=_late_child, args=(go, report))
+    late.start()
+    sibling = ctx.Process(target=_sibling)  # forked after it: holds its sentinel's pipe
+    sibling.start()
+    os.write(pids, f"{late.pid} {sibling.pid}\n".encode())
+    threading.Event().wait()  # until killed
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_child_whose_parent_died_before_it_asked_dies_at_once() -> None:
+    """The race behind a job outliving a SIGKILLed ``squall explore``, made certain: the
+    parent dies before its first child asks for the parent-death signal, while a second
+    child forked after it still holds the write end of the first one's sentinel pipe."""
+    go_r, go_w = os.pipe()
+    report_r, report_w = os.pipe()
+    pids_r, pids_w = os.pipe()
+    os.set_blocking(report_r, False)
+    middle = os.fork()
+    if middle == 0:
+        try:
+            _middle(go_r, report_w, pids_w)
+        finally:
+            os._exit(1)
+    try:
+        assert select.select([pids_r], [], [], TIMEOUT)[0], "the children not started"
+        with os.fdopen(pids_r) as f:
+            late, sibling = (int(x) for x in f.readline().split())
+    finally:
+        os.kill(middle, signal.SIGKILL)
+        assert os.waitpid(middle, 0)[0] == middle  # dead and reaped: its pid names no one
+    try:
+        os.write(go_w, b"g")
+        assert lifeline.wait_gone(lambda: {late} if lifeline.alive(late) else set(),
+                                  TIMEOUT) == set(), "the child neither died nor went on"
+        try:
+            said = os.read(report_r, 64)
+        except BlockingIOError:
+            said = b""
+        assert said == b"", "the child of a dead parent ran on"
+        assert lifeline.alive(sibling)  # (it never asked: only the test ends it)
+    finally:
+        _kill_all({pid for pid in (late, sibling) if lifeline.alive(pid)})
+        lifeline.wait_gone(lambda: {x for x in (late, sibling) if lifeline.alive(x)}, TIMEOUT)
+        for fd in (go_r, go_w, report_r, report_w, pids_w):
+            os.close(fd)
 
 
 @pytest.mark.squall_real
@@ -244,12 +247,12 @@ def test_scheduler_and_a_paused_worker_die_with_a_killed_launcher() -> None:
         assert len(children) == 3  # the scheduler and two workers
         paused = cluster.workers["w0"].pid
         cluster.pause_worker("w0", 3600)
-        wait_until(lambda: (_stat(paused) or ("?",))[0] == "T", "w0 stopped")
+        wait_until(lambda: (proc_stat(paused) or ("?",))[0] == "T", "w0 stopped")
         os.kill(launcher, signal.SIGKILL)
-        wait_gone(lambda: {pid for pid in children if (_stat(pid) or "Z")[0] not in "ZX"},
+        wait_gone(lambda: {pid for pid in children if (proc_stat(pid) or "Z")[0] not in "ZX"},
                   "the launcher's children gone")
     finally:
-        _kill_all({pid for pid in children if _stat(pid) is not None})
+        _kill_all({pid for pid in children if proc_stat(pid) is not None})
         cluster.close()
 
 
@@ -292,6 +295,28 @@ def test_a_sigterm_lost_where_python_cannot_raise_comes_again() -> None:
             _Swallows()  # its __del__ runs here, and the Terminated is lost there...
             threading.Event().wait(TIMEOUT)  # ...then raised in this wait, its deadline
         assert term.received
+
+
+def test_an_authenticator_whose_stop_was_interrupted_stops_again_at_once() -> None:
+    """A SIGTERM raised in the authenticator's stop() -- after it told its thread to end,
+    while it joined it -- left a ``squall worker`` that was rejoining its scheduler hung at
+    exit: the stop() run by the authenticator's __del__ sent to a pipe nobody read any
+    more. Here the interrupted stop is replayed step by step; the next stop() must
+    return."""
+    ctx = zmq.Context()
+    auth = net.start_authenticator(ctx, net.new_keys())
+    auth.pipe.send(b"TERMINATE")  # what stop() did before the signal came...
+    auth.thread.join(TIMEOUT)  # ...and its thread ended meanwhile, closing its end
+    assert not auth.thread.is_alive()
+    # Once ZeroMQ has seen that end close, a send would block (no peer: not writable).
+    wait_until(lambda: not auth.pipe.get(zmq.EVENTS) & zmq.POLLOUT, "the pipe's peer gone")
+    stopping = threading.Thread(target=auth.stop, daemon=True)
+    stopping.start()
+    stopping.join(TIMEOUT)  # a deadline: were it to block, it would block forever
+    assert not stopping.is_alive(), "stop() blocked on the pipe of a thread that ended"
+    assert auth.pipe is None and auth.zap_socket is None
+    auth.stop()  # and again (its __del__ does): nothing to do
+    ctx.term()
 
 
 # ------------------------------------------------------------------ 2. authentication

@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import socket
 import threading
 import time
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -232,6 +235,46 @@ def test_submit_gather_round_trip() -> None:
             fut.release()
         assert client.info().n_tasks == before - 100
         assert client.info().dropped == 0
+
+
+def _ipv6_loopback() -> bool:
+    """Whether this machine can bind IPv6 loopback (::1)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.parametrize(("host", "proxy"), [("::1", False), ("[::1]", True)])
+def test_a_cluster_on_ipv6_loopback_serves_a_client(host: str, proxy: bool) -> None:
+    """Scheduler, workers' data sockets and client on [::1] (ZeroMQ's IPv6 is off unless
+    a socket asks), the host written with or without brackets, with the built-in proxy
+    on every link or without: the sum's inputs move worker to worker over it."""
+    with LocalCluster(workers=2, threads=1, host=host, proxy=proxy) as cluster:
+        assert cluster.address.startswith("tcp://[::1]:")
+        with Client(cluster.address, keys=cluster.keys, timeout=TIMEOUT) as client:
+            futures = client.map(inc, range(10))
+            assert client.submit(add, *futures).result(TIMEOUT) == 55
+            assert all(a.startswith("tcp://[::1]:") for a in client.workers.values())
+
+
+@pytest.mark.squall_real
+@pytest.mark.xdist_group("squall_real")
+def test_the_readme_example_of_a_clients_keys_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """README's ``Client(..., keys=...)`` example, as README shows it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
+              if "Client(cluster.address, keys=keys)" in b]
+    assert len(blocks) == 1, "README has one example of a Client's keys="
+    exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme_example"})
+    assert "requires the cluster's CURVE keys" in capsys.readouterr().out
 
 
 @pytest.mark.squall_real

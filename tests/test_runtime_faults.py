@@ -24,6 +24,7 @@ import pytest
 import zmq
 
 from squall.core import protocol as p
+from squall.core.lifeline import descendants, wait_gone
 from squall.core.runtime import transport as net
 from squall.core.runtime.client import Client, SchedulerLost
 from squall.core.runtime.cluster import LocalCluster
@@ -49,62 +50,14 @@ def nap(x: int) -> int:
 # ------------------------------------------------------------------ processes
 
 
-def _children() -> dict[int, list[int]]:
-    """ppid -> pids of the live (not zombie) processes of this machine, from /proc."""
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:  # gone meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z":
-            out.setdefault(int(fields[1]), []).append(int(entry))
-    return out
-
-
-def descendants(root: int | None = None) -> set[int]:
-    """The live descendants of ``root`` (this process)."""
-    children = _children()
-    found: set[int] = set()
-    todo = [os.getpid() if root is None else root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
 @pytest.fixture
 def no_process_left() -> Iterator[None]:
     """Fails the test if a process it started outlives it (waiting, with a deadline, for
     those that are on their way out)."""
     before = descendants()
     yield
-    deadline = time.monotonic() + TIMEOUT
-    left = descendants() - before
-    while left and time.monotonic() < deadline:
-        # Nothing to wait on but their end: each one's exit is polled through its pidfd.
-        _wait_exit(next(iter(left)), deadline - time.monotonic())
-        left = descendants() - before
+    left = wait_gone(lambda: descendants() - before, TIMEOUT)
     assert not left, f"processes left behind: {sorted(left)}"
-
-
-def _wait_exit(pid: int, timeout: float) -> None:
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:  # gone already
-        return
-    try:
-        import select
-
-        select.select([fd], [], [], max(0.0, timeout))
-    finally:
-        os.close(fd)
 
 
 class Proc:

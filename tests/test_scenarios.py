@@ -30,6 +30,7 @@ from squall.scenarios.model import (
     Generated,
     Scenario,
     TaskDef,
+    load_scenarios,
     scenario_from_json,
     scenario_to_json,
 )
@@ -71,6 +72,17 @@ def test_the_library_names_the_atypical_workloads(run_cli) -> None:
     assert code == 0
     for name in names:
         assert name in out
+
+
+def test_sim_tasks_of_a_tree_are_its_leaves_and_the_summary_gives_the_total(run_cli) -> None:
+    """README: for ``tree``, ``--tasks N`` is the number of leaves; help and summary agree."""
+    code, out, _ = run_cli(["sim", "--help"])
+    assert code == 0 and "for tree the number of" in " ".join(out.split())
+    code, out, _ = run_cli(["sim", "--workload", "tree", "--tasks", "4"])
+    assert code == 0
+    assert "7 tasks" in out and "4 tasks" not in out  # 4 leaves, 2 + 1 reductions
+    code, out, _ = run_cli(["sim", "--workload", "chain", "--tasks", "4"])
+    assert code == 0 and "4 tasks" in out
 
 
 # "storm" runs on real processes by default; tests/test_chaos.py runs it in the simulator.
@@ -208,8 +220,9 @@ def test_squall_run_writes_a_trace_that_replays(tmp_path: Path,
     assert code == 0
 
 
-def test_squall_run_reads_a_scenario_file(tmp_path: Path,
+def test_squall_run_reads_a_scenario_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           run_cli) -> None:
+    monkeypatch.chdir(tmp_path)  # its default trace goes under the working directory
     sc = Scenario(workload=ExplicitGraph(tasks=(TaskDef("a-0"), TaskDef("b-1", deps=("a-0",)),
                                                 TaskDef("bad-2", deps=("a-0",), fails=True))),
                   cluster=ClusterShape(workers=2))
@@ -217,6 +230,58 @@ def test_squall_run_reads_a_scenario_file(tmp_path: Path,
     path.write_bytes(scenario_to_json(sc))
     code, out, _ = run_cli(["run", str(path)])
     assert code == 0 and "all correct" in out
+    assert (tmp_path / "squall-traces" / "s-sim.trace.jsonl").is_file()
+
+
+def test_scenarios_json_is_one_document_that_squall_run_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli) -> None:
+    """``squall scenarios --json > s.json && squall run s.json``: a list, run in turn."""
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(["scenarios", "--json"])
+    assert code == 0
+    every = json.loads(out)  # one JSON document, not JSON Lines
+    assert [sc["name"] for sc in every] == list(all_scenarios())
+    (tmp_path / "all.json").write_text(out)
+    assert load_scenarios(tmp_path / "all.json") == list(all_scenarios().values())
+    names = ["tree", "kill-mid-run"]
+    code, out, _ = run_cli(["scenarios", *names, "--json"])
+    assert code == 0 and [sc["name"] for sc in json.loads(out)] == names
+    (tmp_path / "two.json").write_text(out)
+    code, out, _ = run_cli(["run", "two.json", "--seed", "2"])
+    assert code == 0 and out.count("all correct") == 2
+    assert "2 of 2 scenarios passed" in out
+    for name in names:  # each its own trace, which replays
+        trace = tmp_path / "squall-traces" / f"{name}-sim.trace.jsonl"
+        assert json.loads(trace.read_bytes().splitlines()[0])["seed"] == 2
+        assert run_cli(["replay", str(trace)])[0] == 0
+    code, out, _ = run_cli(["scenarios", "tree", "--json"])  # one NAME: that scenario
+    assert code == 0 and json.loads(out)["name"] == "tree"
+    (tmp_path / "tree.json").write_text(out)
+    code, out, _ = run_cli(["run", "tree.json", "--no-trace"])
+    assert code == 0 and "all correct" in out and "scenarios passed" not in out
+
+
+@pytest.mark.parametrize(("text", "argv", "fragment"), [
+    ("[]", [], "an empty list holds no scenario"),
+    ('[{"workload": {"type": "generated", "name": "tree", "tasks": 4}}, '
+     '{"workload": {"type": "generated", "name": "tree", "tasks": 4}, '
+     '"cluster": {"threads": 0}}]', [], "[1]: cluster.threads must be >= 1"),
+    ('[{"workload": {"type": "generated", "name": "tree", "tasks": "x"}}]', [],
+     "$[0].workload.tasks"),
+    ("3", [], "expected a scenario (a JSON object) or a list of scenarios"),
+    ('[{"workload": {"type": "generated", "name": "tree", "tasks": 4}}, '
+     '{"workload": {"type": "generated", "name": "chain", "tasks": 4}}]',
+     ["--trace", "t.jsonl"], "--trace: "),
+])
+def test_a_bad_list_of_scenarios_is_refused_in_one_line_before_any_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli, text: str,
+        argv: list[str], fragment: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "list.json").write_text(text)
+    code, out, err = run_cli(["run", "list.json", *argv])
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("squall: error: ") and fragment in err and "list.json" in err
+    assert not list(tmp_path.rglob("*.jsonl"))
 
 
 # ------------------------------------------------------------------ the state machine

@@ -19,7 +19,12 @@ from squall.core.estimates import DurationEstimator
 from squall.core.graph import TaskGraph, TaskSpec
 from squall.core.scheduler import SchedulerState
 from squall.core.sim import SimCluster, SimWorker
-from squall.core.snapshot import SnapshotError, balance_snapshot, load_snapshot
+from squall.core.snapshot import (
+    SnapshotError,
+    balance_snapshot,
+    load_snapshot,
+    snapshot_of,
+)
 from squall.core.stealing import WorkStealing
 from squall.core.worker import WorkerState
 from squall.scenarios.workloads import independent
@@ -540,6 +545,72 @@ def test_cli_balance_prints_the_assignment(tmp_path: Any, capsys: Any) -> None:
     path.write_text(json.dumps(_snap([_task("x-0", "w0"), _task("x-1", "w0")])))
     main(["balance", str(path), "--rounds", "2"])
     assert json.loads(capsys.readouterr().out) == {"w0": ["x-0"], "w1": ["x-1"]}
+
+
+def test_a_snapshot_written_from_a_state_is_the_one_it_was_loaded_from() -> None:
+    """``snapshot_of`` writes what ``load_snapshot`` reads: workers, queues in order,
+    executing tasks, inputs with every holder, estimates."""
+    data = [{"key": "d-0", "nbytes": 40 * MB, "on": ["w0", "w2"]},
+            {"key": "e-0", "nbytes": 10, "on": ["w1"]}]
+    snap = _snap([_task("x-0", "w0", "executing", deps=("d-0",)),
+                  _task("y-0", "w0", duration=2.0, deps=("d-0", "e-0")),
+                  _task("x-1", "w0"), _task("x-2", "w1"),
+                  _task("z-0", "w2", "executing", duration=0.5)], workers=3, data=data)
+    assert snapshot_of(load_snapshot(snap).state) == snap
+
+
+def test_replay_writes_the_snapshot_at_a_moment_and_balance_reads_it(tmp_path: Any,
+                                                                      run_cli: Any) -> None:
+    from squall.scenarios.model import ClusterShape, Generated, Scenario
+    from squall.scenarios.runner import run_scenario
+
+    trace = tmp_path / "t.jsonl"
+    sc = Scenario(workload=Generated(name="skewed-durations", tasks=60),
+                  cluster=ClusterShape(workers=3, stealing=True))
+    assert run_scenario(sc, trace=trace).ok
+    tasks = {}
+    for at in ("0", "0.5", "1000"):
+        path = tmp_path / f"snap-{at}.json"
+        code, out, err = run_cli(["replay", str(trace), "--snapshot", str(path), "--at", at])
+        assert code == 0 and err == "" and f"written to {path}" in out
+        snap = json.loads(path.read_text())
+        tasks[at] = [t["key"] for t in snap["tasks"]]
+        code, out, err = run_cli(["balance", str(path), "--rounds", "2"])
+        assert code == 0 and err == ""
+        assignment = json.loads(out)
+        assert sorted(assignment) == ["w0", "w1", "w2"]
+        assert sorted(k for keys in assignment.values() for k in keys) == sorted(tasks[at])
+        if at == "0.5":  # the workers' heartbeats have said what runs
+            assert any(t["state"] == "executing" for t in snap["tasks"])
+    # all 60 assigned at the start, some done by 0.5 s, none left at the end
+    assert len(tasks["0"]) == 60 > len(tasks["0.5"]) > 0 == len(tasks["1000"])
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--snapshot", "s.json"], "--snapshot FILE and --at SECONDS go together"),
+    (["--at", "1"], "--snapshot FILE and --at SECONDS go together"),
+    (["--snapshot", "s.json", "--at", "-1"], "--at must be a number of seconds >= 0"),
+    (["--snapshot", "s.json", "--at", "nan"], "--at must be a number of seconds >= 0"),
+    (["--snapshot", "no-dir/s.json", "--at", "1"], "cannot write snapshot 'no-dir/s.json'"),
+])
+def test_replay_snapshot_bad_options_are_one_line(tmp_path: Any, monkeypatch: Any,
+                                                  run_cli: Any, argv: list[str],
+                                                  fragment: str) -> None:
+    from squall.scenarios.model import Generated, Scenario
+    from squall.scenarios.runner import run_scenario
+
+    monkeypatch.chdir(tmp_path)
+    run_scenario(Scenario(workload=Generated(name="chain", tasks=3)), trace="t.jsonl")
+    code, _, err = run_cli(["replay", "t.jsonl", *argv])
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("squall: error: ") and fragment in err
+
+
+def test_a_snapshot_nested_too_deeply_is_one_line(tmp_path: Any, run_cli: Any) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"workers": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    code, _, err = run_cli(["balance", str(path)])
+    assert code == 2 and err.count("\n") == 1 and "nested too deeply" in err
 
 
 @pytest.mark.parametrize("content, fragment", [

@@ -191,7 +191,7 @@ class Client:
         net.keepalive(self._sock, min(net.PING_INTERVAL, scheduler_timeout / 2),
                       scheduler_timeout)
         self._watch = net.LinkWatch(self._sock)
-        self._sock.connect(address)
+        net.connect(self._sock, address)
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._watch.monitor, zmq.POLLIN)
         self._closed = False
@@ -449,7 +449,7 @@ class Client:
         sock = self._data.get(worker)
         if sock is None:
             sock = net.make_socket(self._ctx, zmq.DEALER, keys=self.keys)
-            sock.connect(self.workers[worker])
+            net.connect(sock, self.workers[worker])
             self._data[worker] = sock
             self._sock_worker[sock] = worker
             self._poller.register(sock, zmq.POLLIN)

@@ -114,7 +114,8 @@ class LocalCluster:
             self.keys = net.new_keys()  # this cluster's own, in memory
         else:
             self.keys = net.load_keys(keys) if isinstance(keys, str) else keys
-        net.check_listen(f"tcp://{host}:0", self.keys)
+        host = host.strip("[]")  # an IPv6 host with its brackets ("[::1]") or without
+        net.check_listen(net.format_address(host, 0), self.keys)
         self.validate = validate
         self.timeout = timeout
         # Called here with (target, stimulus) for every stimulus a state machine received;
@@ -145,7 +146,8 @@ class LocalCluster:
             restart=restart, record_to=record_to, register_timeout=timeout,
             gather_timeout=gather_timeout, port=port, data_ports=tuple(self._ports.items()),
             proxy_api=self.network.api_url if self.network is not None else None,
-            proxy_prefix=self.network.prefix if self.network is not None else "")
+            proxy_prefix=self.network.prefix if self.network is not None else "",
+            origin=time.monotonic())
         self.start_method = start_method or default_start_method()
         self._logs = LogForwarding(self.start_method) if forward_logs else None
         # Fork the launcher first: nothing of ZeroMQ exists in this process for it yet.

@@ -74,6 +74,10 @@ class ClusterConfig:
     data_ports: tuple[tuple[str, int], ...] = ()
     proxy_api: str | None = None
     proxy_prefix: str = ""
+    # The moment (time.monotonic(), the machine's one monotonic clock) every process of the
+    # cluster counts its time from, so that the times of all their stimuli -- a worker
+    # started again included -- are on one clock; None: each process its own.
+    origin: float | None = None
 
 
 def default_start_method() -> str:
@@ -160,7 +164,8 @@ def scheduler_main(config: ClusterConfig, control: Any, report: Any, inherited: 
             f"tcp://{config.host}:{config.port}", keys=_keys(config),
             allowed_failures=config.allowed_failures,
             heartbeat_timeout=config.heartbeat_timeout, validate=config.validate,
-            stealing=config.stealing, control=control, record_to=config.record_to)
+            stealing=config.stealing, control=control, record_to=config.record_to,
+            origin=config.origin)
         address = server.bind()
     except Exception as e:  # reported to the user as one line by LocalCluster
         report.send(("error", f"scheduler: {type(e).__name__}: {e}".splitlines()[0]))
@@ -182,7 +187,8 @@ def worker_main(config: ClusterConfig, address: str, name: str, incarnation: int
         keys=_keys(config), heartbeat_interval=config.heartbeat_interval,
         register_timeout=config.register_timeout, gather_timeout=config.gather_timeout,
         validate=config.validate, control=control, record_to=config.record_to,
-        incarnation=incarnation, proxy_api=config.proxy_api, proxy_prefix=config.proxy_prefix)
+        incarnation=incarnation, proxy_api=config.proxy_api, proxy_prefix=config.proxy_prefix,
+        origin=config.origin)
     try:
         server.start()
     except RegistrationError as e:

@@ -96,6 +96,7 @@ class SchedulerServer(SchedulerDriver):
         control: Any = None,
         record_to: str | None = None,
         max_nthreads: int = MAX_NTHREADS,
+        origin: float | None = None,
     ) -> None:
         if heartbeat_timeout is not None and not 0 < heartbeat_timeout < math.inf:
             raise ValueError(f"heartbeat_timeout must be a positive number of seconds (or "
@@ -148,7 +149,9 @@ class SchedulerServer(SchedulerDriver):
         self._dirty: dict[Peer, None] = {}
         self._membership_changed = False
         self._sid = 0
-        self._t0 = time.monotonic()
+        # its clock: from the cluster's ``origin`` (a time.monotonic() value, shared with
+        # every worker of the cluster), else from now
+        self._t0 = time.monotonic() if origin is None else origin
         self._stopping = False
         self._records: list[bytes] = []
         self._ctx: zmq.Context[Any] | None = None
@@ -189,10 +192,10 @@ class SchedulerServer(SchedulerDriver):
         if self.keys is not None:
             self._monitor = self._router.get_monitor_socket(net.REFUSAL_EVENTS)
         try:
-            self._router.bind(net.bind_endpoint(self.host, self.port))
+            net.bind(self._router, self.host, self.port)
         except zmq.ZMQError as e:
             raise net.AddressError(
-                f"cannot listen on tcp://{self.host}:{self.port}: {e}") from None
+                f"cannot listen on {net.format_address(self.host, self.port)}: {e}") from None
         self.address = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         if self.record_to is not None:
             self._push = net.make_socket(ctx, zmq.PUSH, linger_ms=5000)

@@ -17,6 +17,7 @@ insecure cluster).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -85,17 +86,52 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_ipv6(host: str) -> bool:
+    """Whether ``host`` (as ``parse_address`` gives it, without brackets) is an IPv6
+    address."""
+    return ":" in host
+
+
+def format_address(host: str, port: int | str) -> str:
+    """``tcp://HOST:PORT``, an IPv6 host in brackets (``tcp://[::1]:8786``)."""
+    return f"tcp://[{host}]:{port}" if is_ipv6(host) else f"tcp://{host}:{port}"
+
+
 def bind_endpoint(host: str, port: int) -> str:
     """What to pass to bind(): ZeroMQ spells "any free port" as ``*``."""
-    h = f"[{host}]" if ":" in host else host
-    return f"tcp://{h}:{port or '*'}"
+    return format_address(host, port or "*")
+
+
+def bind(sock: zmq.Socket[Any], host: str, port: int) -> None:
+    """Bind ``sock`` to ``host``:``port`` (0: any free port). A ZeroMQ socket speaks IPv4
+    only unless told: an IPv6 host turns its IPv6 on first."""
+    if is_ipv6(host):
+        sock.setsockopt(zmq.IPV6, 1)
+    sock.bind(bind_endpoint(host, port))
+
+
+def connect(sock: zmq.Socket[Any], address: str) -> None:
+    """Connect ``sock`` to ``address``; an IPv6 host (``tcp://[::1]:PORT``, brackets or
+    not) turns the socket's IPv6 on first. Anything not ``tcp://HOST:PORT`` is passed on
+    as it is."""
+    try:
+        host, port = parse_address(address)
+    except AddressError:
+        sock.connect(address)
+        return
+    if is_ipv6(host):
+        sock.setsockopt(zmq.IPV6, 1)
+    sock.connect(format_address(host, port))
 
 
 def local_ip_towards(host: str) -> str:
-    """The address of this machine's interface that routes to ``host``."""
+    """The address of this machine's interface that routes to ``host`` (a loopback
+    address of the same family for a loopback host)."""
+    v6 = is_ipv6(host)
     if is_loopback(host):
-        return "127.0.0.1"
-    with pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as s:
+        return "::1" if v6 else "127.0.0.1"
+    with pysocket.socket(pysocket.AF_INET6 if v6 else pysocket.AF_INET,
+                         pysocket.SOCK_DGRAM) as s:
         s.connect((host, 9))  # no packet is sent: this only picks the route
         return str(s.getsockname()[0])
 
@@ -177,11 +213,38 @@ class _OneKey:
         return key == self.public
 
 
-def start_authenticator(ctx: zmq.Context[Any], keys: Keys) -> Any:
-    """Start ZeroMQ's ZAP handler for this context (one thread); returns it for stop()."""
+@functools.cache
+def _authenticator_class() -> Any:
+    from zmq.auth.base import Authenticator
     from zmq.auth.thread import ThreadAuthenticator
 
-    auth = ThreadAuthenticator(ctx, log=logging.getLogger("squall.net.auth"))
+    class StoppableAuthenticator(ThreadAuthenticator):
+        """ZeroMQ's ThreadAuthenticator, whose stop() cannot hang. Its own sends TERMINATE
+        on a PAIR socket and then joins the thread: a SIGTERM (``Terminated``) raised in
+        that join leaves the pipe set while the thread ends, and the stop() its __del__
+        runs at exit then blocks forever on a send to a pipe nobody reads (a ``squall
+        worker`` stopped while it rejoined printed "terminated" and never exited)."""
+
+        def stop(self) -> None:
+            pipe = self.pipe
+            if pipe:
+                try:
+                    pipe.send(b"TERMINATE", zmq.NOBLOCK)
+                except zmq.Again:  # the thread has ended: nobody at the other end
+                    pass
+                if self.is_alive():
+                    self.thread.join()
+                self.thread = None  # type: ignore[assignment]
+                self.pipe = None  # type: ignore[assignment]
+                pipe.close(0)
+            Authenticator.stop(self)
+
+    return StoppableAuthenticator
+
+
+def start_authenticator(ctx: zmq.Context[Any], keys: Keys) -> Any:
+    """Start ZeroMQ's ZAP handler for this context (one thread); returns it for stop()."""
+    auth = _authenticator_class()(ctx, log=logging.getLogger("squall.net.auth"))
     auth.start()
     auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=_OneKey(keys.public))
     return auth

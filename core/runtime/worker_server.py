@@ -85,6 +85,7 @@ class WorkerServer(WorkerDriver):
         proxy_api: str | None = None,
         proxy_prefix: str = "",
         reconnect: bool = False,
+        origin: float | None = None,
     ) -> None:
         for what, value in (("heartbeat_interval", heartbeat_interval),
                             ("register_timeout", register_timeout),
@@ -95,7 +96,7 @@ class WorkerServer(WorkerDriver):
             raise ValueError(f"nthreads must be >= 1, got {nthreads!r}")
         host, _ = net.parse_address(scheduler)
         if listen is None:
-            listen = f"tcp://{net.local_ip_towards(host)}:0"
+            listen = net.format_address(net.local_ip_towards(host), 0)
         self.listen_host, self.listen_port = net.check_listen(listen, keys)
         self.scheduler_address = scheduler
         name = name or f"{os.uname().nodename}-{os.getpid()}"
@@ -151,7 +152,10 @@ class WorkerServer(WorkerDriver):
         self._peer_socks: dict[str, zmq.Socket[Any]] = {}
         self._sock_peer: dict[zmq.Socket[Any], str] = {}
         self._sid = 0
-        self._t0 = time.monotonic()
+        # The clock its stimuli are stamped with: the cluster's (``origin``, a
+        # time.monotonic() of the machine's one monotonic clock, so that a worker started
+        # later, or started again, counts from the same moment as the scheduler), else its own.
+        self._t0 = time.monotonic() if origin is None else origin
         self._stopping = False
         self._ctx: zmq.Context[Any] | None = None
         self._sched: zmq.Socket[Any] | None = None
@@ -176,11 +180,12 @@ class WorkerServer(WorkerDriver):
             self._auth = net.start_authenticator(ctx, self.keys)
         self._data_sock = net.make_socket(ctx, zmq.ROUTER, keys=self.keys, server=True)
         try:
-            self._data_sock.bind(net.bind_endpoint(self.listen_host, self.listen_port))
+            net.bind(self._data_sock, self.listen_host, self.listen_port)
         except zmq.ZMQError as e:
             self._close()
             raise net.AddressError(
-                f"cannot listen on tcp://{self.listen_host}:{self.listen_port}: {e}") from None
+                f"cannot listen on {net.format_address(self.listen_host, self.listen_port)}: "
+                f"{e}") from None
         self.address = self._data_sock.getsockopt_string(zmq.LAST_ENDPOINT)
         if self.record_to is not None:
             self._push = net.make_socket(ctx, zmq.PUSH, linger_ms=5000)
@@ -209,7 +214,7 @@ class WorkerServer(WorkerDriver):
         if self.reconnect:
             net.keepalive(self._sched)
             self._watch = net.LinkWatch(self._sched)
-        self._sched.connect(self._route("scheduler", self.scheduler_address))
+        net.connect(self._sched, self._route("scheduler", self.scheduler_address))
 
     def _disconnect_scheduler(self) -> None:
         if self._watch is not None:
@@ -640,7 +645,7 @@ class WorkerServer(WorkerDriver):
                 return None
             assert self._ctx is not None
             sock = net.make_socket(self._ctx, zmq.DEALER, keys=self.keys)
-            sock.connect(self._route(holder, address))
+            net.connect(sock, self._route(holder, address))
             self._peer_socks[holder] = sock
             self._sock_peer[sock] = holder
             self._poller.register(sock, zmq.POLLIN)

@@ -9,7 +9,12 @@ for byte: ``Outcome.digest`` hashes the stream.
 
 It also provides the fault surface chaos acts through: ``kill_worker``,
 ``pause_worker``, ``set_link``, ``skew_estimates`` and ``add_worker``, callable at any
-virtual time with ``at(time, method, *args)``.
+virtual time with ``at(time, method, *args)``; and the client surface client actions act
+through (``squall.chaos.clients``): ``release_keys`` and ``want_keys``, each the
+scheduler's own client stimulus (ClientReleasesKeys, UpdateGraph) from a named client,
+handled at once (the clients live beside the scheduler: no link). Each client's futures
+are kept apart (``wanted_by``): a key's result stays wanted while any client wants it, and
+a report to a client that released the key is dropped, as a released future is.
 
 Connections, as in the real runtime: a link set ``down`` cuts the connection between its
 ends (both ways, like a TCP connection) and what was on it is lost. A worker whose
@@ -30,7 +35,7 @@ import heapq
 import os
 import random
 import time as wallclock
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,13 +105,19 @@ class SimScheduler(SchedulerDriver):
     compute = send_to_worker  # no bodies to ship here: straight to the outbox, one call
 
     def report_in_memory(self, ins: p.KeyInMemory) -> None:
-        self.cluster.results[ins.key] = ("memory", ins.holders)
+        c = self.cluster
+        if ins.client in c.wanted_by.get(ins.key, ()):  # (else a future released)
+            c.results[ins.key] = ("memory", ins.holders)
 
     def report_erred(self, ins: p.KeyErred) -> None:
-        self.cluster.results[ins.key] = ("erred", f"error:{ins.blame}")
+        c = self.cluster
+        if ins.client in c.wanted_by.get(ins.key, ()):
+            c.results[ins.key] = ("erred", f"error:{ins.blame}")
 
     def report_lost(self, ins: p.KeyLost) -> None:
-        self.cluster.results.pop(ins.key, None)
+        c = self.cluster
+        if ins.client in c.wanted_by.get(ins.key, ()):
+            c.results.pop(ins.key, None)
 
 
 class SimWorker(WorkerDriver):
@@ -227,7 +238,11 @@ class SimCluster:
         self._specs: dict[str, TaskSpec] = self.graph.tasks
         self._order: list[str] = []  # the keys submitted, each graph in topological order
         self.results: dict[str, tuple[str, Any]] = {}
-        self.wanted: set[str] = set()  # the keys the client wants
+        self.wanted: set[str] = set()  # the keys a client wants
+        self.wanted_by: dict[str, set[str]] = {}  # key -> the clients that want it
+        self._held: dict[str, TaskSpec] = {}  # tasks held back until a client wants them
+        self.until = 0.0  # a run lasts at least this long (client actions to come)
+        self._client_backlog = 0  # graphs submitted, not delivered yet
         self._done_time = 0.0
         self._incarnations = 0
         self._worker_names = 0
@@ -308,17 +323,83 @@ class SimCluster:
         """Call ``fn(*args)`` at virtual ``time`` (a fault, a new worker, ...)."""
         self._push(time, self._call, (fn, args))
 
+    # ------------------------------------------------------------------ the client surface
+
+    def release_keys(self, client: str, keys: Sequence[str]) -> None:
+        """``client`` drops its futures of ``keys`` now: a key no client wants any more
+        needs no result (the one it had is dropped)."""
+        if self._client_backlog:  # behind the client's graph on its way: in order
+            self._push(self.now, self._call, (SimCluster.release_keys, (self, client, keys)))
+            return
+        self._count_fault("release")
+        wanted_by = self.wanted_by
+        for key in keys:
+            clients = wanted_by.get(key)
+            if clients is not None and client in clients:
+                clients.discard(client)
+                if not clients:
+                    del wanted_by[key]
+                    self.wanted.discard(key)
+                    self.results.pop(key, None)
+        self._deliver_to_scheduler([p.ClientReleasesKeys(
+            stimulus_id=self._new_sid("client-releases-keys"), time=self.now, client=client,
+            keys=tuple(keys))])
+
+    def want_keys(self, client: str, keys: Sequence[str]) -> None:
+        """``client`` asks for ``keys`` now: an UpdateGraph carrying their tasks and every
+        task they depend on (in a topological order), wanting ``keys``. A key held back
+        from the first submission is submitted with it. ValueError if a key is not one
+        the clients know."""
+        specs = self.graph.tasks
+        held = self._held
+        unknown = [k for k in keys if k not in specs and k not in held]
+        if unknown:
+            raise ValueError(f"want: key(s) never given to the cluster: {unknown[:5]}")
+        if self._client_backlog:  # behind the client's graph on its way: in order
+            self._push(self.now, self._call, (SimCluster.want_keys, (self, client, keys)))
+            return
+        order: list[str] = []  # keys and their ancestors, dependencies first
+        seen: set[str] = set()
+        for key in keys:
+            stack: list[tuple[str, bool]] = [(key, False)]
+            while stack:
+                k, done = stack.pop()
+                if done:
+                    order.append(k)
+                    continue
+                if k in seen:
+                    continue
+                seen.add(k)
+                stack.append((k, True))
+                spec = specs.get(k) or held[k]
+                stack.extend((d, False) for d in reversed(spec.deps) if d not in seen)
+        new = [held.pop(k) for k in order if k in held]
+        if new:
+            self.graph = TaskGraph([*self.graph, *new])
+            self._specs = specs = self.graph.tasks
+            self._order.extend(spec.key for spec in new)
+        self._count_fault("want")
+        for key in keys:
+            self.wanted_by.setdefault(key, set()).add(client)
+            self.wanted.add(key)
+        self._deliver_to_scheduler([p.UpdateGraph(
+            stimulus_id=self._new_sid("update-graph"), time=self.now, client=client,
+            tasks=tuple([specs[k].to_msg() for k in order]), wanted=tuple(keys))])
+
     # ------------------------------------------------------------------ running
 
-    def run(self, graph: TaskGraph, *, wanted: Iterable[str] | None = None) -> Outcome:
-        """``submit(graph, wanted=wanted)``, then ``drain()``: run until every wanted key
-        has a result, and check them all."""
+    def run(self, graph: TaskGraph, *, wanted: Iterable[str] | None = None,
+            later: Iterable[str] = (), until: float = 0.0) -> Outcome:
+        """``submit(graph, wanted=wanted, later=later)``, then ``drain()``: run until every
+        wanted key has a result (and at least until virtual time ``until``: client actions
+        to come), and check them all."""
         # A run allocates millions of short-lived acyclic objects beside a large live heap;
         # the cyclic GC's repeated scans of that heap would cost ~40% of the wall time.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            order = self._check(graph)
+            graph, order = self._hold(graph, self._check(graph), later)
+            self.until = max(self.until, until)
             started = wallclock.perf_counter()
             self._submit(graph, order, wanted)
             outcome = self._drain()
@@ -330,12 +411,15 @@ class SimCluster:
                 gc.enable()
         return outcome
 
-    def submit(self, graph: TaskGraph, *, wanted: Iterable[str] | None = None) -> None:
+    def submit(self, graph: TaskGraph, *, wanted: Iterable[str] | None = None,
+               later: Iterable[str] = ()) -> None:
         """Submit ``graph`` now (GraphError if it is not valid). Its tasks may depend on
         keys submitted before; its own keys must be new. ``wanted``: the keys the client
-        wants a result of (default: every key of ``graph``). Nothing runs until
-        ``advance``, ``drain`` or ``run``."""
-        self._submit(graph, self._check(graph), wanted)
+        wants a result of (default: every key of ``graph``). ``later``: keys of ``graph``
+        held back, submitted when a client wants them (``want_keys``); whatever depends
+        on one must be held back too. Nothing runs until ``advance``, ``drain`` or
+        ``run``."""
+        self._submit(*self._hold(graph, self._check(graph), later), wanted)
 
     def advance(self, seconds: float) -> None:
         """Run every event due in the next ``seconds`` of virtual time; the clock then reads
@@ -384,6 +468,23 @@ class SimCluster:
                                  "simulated bodies (sim_duration, fails)")
         return order
 
+    def _hold(self, graph: TaskGraph, order: list[str],
+              later: Iterable[str]) -> tuple[TaskGraph, list[str]]:
+        """``graph`` without the keys held back (``later``), and its order."""
+        later = set(later)
+        if not later:
+            return graph, order
+        unknown = sorted(later - graph.tasks.keys())
+        if unknown:
+            raise GraphError(f"key(s) to submit later are not in the graph: {unknown[:5]}")
+        specs = graph.tasks
+        now = TaskGraph(specs[k] for k in order if k not in later)
+        now.validate(known=self.graph.tasks)  # nothing in it depends on a key held back
+        for k in order:
+            if k in later:
+                self._held[k] = specs[k]
+        return now, [k for k in order if k not in later]
+
     def _submit(self, graph: TaskGraph, order: list[str], wanted: Iterable[str] | None) -> None:
         if wanted is None:
             wanted = order
@@ -397,9 +498,14 @@ class SimCluster:
         self._specs = self.graph.tasks
         self._order.extend(order)
         self.wanted.update(wanted)
-        self._send_to_scheduler(None, [p.UpdateGraph(
+        for key in wanted:
+            self.wanted_by.setdefault(key, set()).add(CLIENT)
+        # Delivered in turn (as a message from the client's machine); a client action
+        # meanwhile waits behind it: a client's messages arrive in the order it sends them.
+        self._client_backlog += 1
+        self._push(self.now, self._deliver_from_client, ([p.UpdateGraph(
             stimulus_id=self._new_sid("update-graph"), time=self.now, client=CLIENT,
-            tasks=graph.to_msgs(order), wanted=tuple(wanted))])
+            tasks=graph.to_msgs(order), wanted=tuple(wanted))],))
         if not self._started:
             self._started = True
             self._schedule_periodic()
@@ -412,13 +518,16 @@ class SimCluster:
         events = self._events
         pop = heapq.heappop
         results = self.results
-        n_wanted = len(self.wanted)
+        wanted = self.wanted
         validator = self.validator
         max_time = self.max_time
         stuck_since: float | None = None
         # Done when every wanted key has a result and the scheduler has heard of every
-        # death (a result reported just before its holder died is not a result yet).
-        while len(results) < n_wanted or self._death_unnoticed():
+        # death (a result reported just before its holder died is not a result yet), and
+        # no client action is still to come. (Clients change what is wanted as it runs;
+        # a result is only ever kept for a wanted key.)
+        while len(results) < len(wanted) or self._death_unnoticed() or (
+                events and events[0][0] <= self.until):
             if not events:
                 self._stuck("no events left")
             t, _, fn, args, periodic = pop(events)
@@ -659,6 +768,10 @@ class SimCluster:
             return False
         self._push(t, self._deliver_to_scheduler, (msgs, sender), periodic)
         return True
+
+    def _deliver_from_client(self, msgs: list[Any]) -> None:
+        self._client_backlog -= 1
+        self._deliver_to_scheduler(msgs)
 
     def _deliver_to_scheduler(self, msgs: list[Any], sender: SimWorker | None = None) -> None:
         if sender is not None and (sender.broken or sender.forgotten):

@@ -42,6 +42,15 @@ quiescence; ``violations`` lists what it found. ``compute(graph)`` submits a squ
 Every process started here dies with this one, however it dies: dask's worker processes
 watch their parent's pipe, and ask the kernel to SIGKILL them when it dies (a paused
 worker cannot watch); the built-in proxy server watches its parent's pipe too.
+
+Authentication: dask's workers unpickle what they are sent, so whoever may connect may run
+code as this user. A ``DaskCluster`` speaks mutual TLS (``tls://``) with a certificate
+and key made for it in memory (``distributed.security.Security.temporary()``, which needs
+the ``cryptography`` package): its scheduler, nannies, workers and ``client`` hold them
+(``security``); a connection that cannot prove it holds them -- a ``Client`` given only
+the address, or another cluster's -- is refused at the TLS handshake. The proxies of
+network mode carry the TLS bytes through untouched (dask checks the certificate, not the
+host name). ``insecure=True`` is dask's own unauthenticated ``tcp://`` cluster.
 """
 
 from __future__ import annotations
@@ -138,7 +147,7 @@ class DaskCluster:
                  network: bool = False, stealing: bool = True, allowed_failures: int = 3,
                  heartbeat_interval: float | None = None,
                  heartbeat_timeout: float | None = None, timeout: float = 30.0,
-                 memory_manager: bool = True) -> None:
+                 memory_manager: bool = True, insecure: bool = False) -> None:
         if workers < 0 or threads < 1:
             raise ValueError(f"need workers >= 0 and threads >= 1, got {workers}, {threads}")
         from squall.targets.dask import require_dask
@@ -146,6 +155,10 @@ class DaskCluster:
         require_dask()
         import dask
         from distributed import Client, LocalCluster
+
+        # Before any process starts: the cluster's credentials, in memory (see the module
+        # docstring), or none at all.
+        self.security, self.protocol = _security(insecure)
 
         self.threads = threads
         self.timeout = timeout
@@ -187,14 +200,15 @@ class DaskCluster:
             with dask.config.set(config):
                 self.cluster = LocalCluster(
                     n_workers=0, processes=True, host=HOST, scheduler_port=0,
-                    dashboard_address=f"{HOST}:0", protocol="tcp://",
-                    silence_logs=logging.CRITICAL)
+                    dashboard_address=f"{HOST}:0", protocol=self.protocol,
+                    security=self.security, silence_logs=logging.CRITICAL)
             self._finalizer = weakref.finalize(self, _close_quietly, self.cluster)
             if not logging.getLogger("distributed").propagate:
                 self._logs = _Forward()
                 logging.getLogger("distributed").addHandler(self._logs)
             self.scheduler = self.cluster.scheduler
-            self.client = Client(self.cluster, set_as_default=False)
+            self.client = Client(self.cluster, security=self.security,
+                                 set_as_default=False)
             if network:
                 self._start_network()
             if validate:
@@ -274,6 +288,7 @@ class DaskCluster:
         options: dict[str, Any] = {"nthreads": threads, "name": name, "memory_limit": 0,
                                    "silence_logs": logging.CRITICAL, "host": HOST,
                                    "dashboard_address": f"{HOST}:0",
+                                   "protocol": self.protocol, "security": self.security,
                                    "plugins": {DieWithParent()}}
         if self.heartbeat_interval is not None:
             options["heartbeat_interval"] = f"{self.heartbeat_interval}s"
@@ -281,7 +296,7 @@ class DaskCluster:
             if name not in self._ports:
                 self._add_endpoint(name)
             options["worker_port"] = self._ports[name]
-            options["scheduler_via"] = "tcp://" + self.network.listen(name, "scheduler")
+            options["scheduler_via"] = self.protocol + self.network.listen(name, "scheduler")
             options["plugins"].add(PeerRoutes(self._api_url, self.network.prefix, name))
         self.cluster.worker_spec[name] = {"cls": SquallNanny, "options": options}
 
@@ -705,6 +720,22 @@ class DaskCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _security(insecure: bool) -> tuple[Any, str]:
+    """(``distributed.security.Security``, protocol) of a new cluster: a certificate and
+    key of its own, in memory, and ``tls://``; with ``insecure``, none and ``tcp://``."""
+    from distributed.security import Security
+
+    from squall.targets.dask import INSTALL, DaskUnavailable
+
+    if insecure:
+        return Security(), "tcp://"
+    try:
+        return Security.temporary(), "tls://"
+    except ImportError:  # (an ImportError: what to install, as for distributed itself)
+        raise DaskUnavailable("the dask cluster's TLS needs the cryptography package: "
+                              f"{INSTALL}") from None
 
 
 def _refusal(cluster: DaskCluster, shape: ClusterShape, validate: bool, network: bool) -> str:
