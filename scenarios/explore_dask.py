@@ -25,9 +25,12 @@ of a stream are independent: one stream alone keeps a whole cluster busy.
   "remove-worker" events). A batch dask gave up on (``KilledWorker``) is submitted again,
   a few times, and counted too.
 - ``local:N``: a ``LocalCluster`` of N worker processes (one thread each) on loopback,
-  started here and closed at the end; its workers die with this process however it ends
-  (dask's own watch of their parent, and the kernel's parent-death signal).
-  ``tcp://HOST:PORT``: a running cluster's scheduler. Its workers need squall and
+  on mutual TLS with a certificate made for it (as the clusters squall validates), started
+  here and closed at the end; its workers die with this process however it ends (dask's
+  own watch of their parent, and the kernel's parent-death signal).
+  ``tcp://HOST:PORT`` or ``tls://HOST:PORT``: a running cluster's scheduler, reached with
+  the credentials of dask's own configuration (``distributed.comm.tls.*``, e.g. the
+  ``DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT`` variables). Its workers need squall and
   Hypothesis of the same versions as here (checked at the start on the workers present).
   Never the cluster under validation: exploration runs the simulator, on any plain cluster.
 
@@ -199,17 +202,23 @@ def dask_client(address: str, workers: int = 0) -> Iterator[Any]:
         return
     import dask
 
+    from squall.targets.dask.cluster import cluster_security
     from squall.targets.dask.routing import DieWithParent
 
+    # Mutual TLS with a certificate made for this cluster, as for the clusters squall
+    # validates: dask workers unpickle what they are sent, and loopback is no boundary
+    # between the users of one machine.
+    security, protocol = cluster_security()
     # No queuing on the scheduler: each worker holds its next batch already, and starts it
     # the moment the last one ends (not a scheduler round trip later).
     with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                host="127.0.0.1", scheduler_port=0, dashboard_address=None,
                                silence_logs=logging.CRITICAL, memory_limit=0,
-                               plugins={DieWithParent()})
+                               plugins={DieWithParent()}, security=security,
+                               protocol=protocol)
     try:
-        with Client(cluster, set_as_default=False) as client:
+        with Client(cluster, set_as_default=False, security=security) as client:
             client.wait_for_workers(workers, timeout=CONNECT_TIMEOUT)
             yield client
     finally:

@@ -469,6 +469,26 @@ def hang_once(marker: str) -> Iterator[None]:
 
 @pytest.mark.squall_real
 @pytest.mark.xdist_group("squall_real")
+def test_the_local_dask_cluster_lets_in_only_holders_of_its_certificate() -> None:
+    """Its workers unpickle what they are sent: a plain Client on the same machine (another
+    user's, say) is refused."""
+    pytest.importorskip("distributed")
+    import gc
+
+    from distributed import Client
+
+    from squall.scenarios.explore_dask import dask_client
+
+    with dask_client("local", 1) as client:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        assert client.submit(abs, -3).result(TIMEOUT) == 3
+        for attempt in (address, address.replace("tls://", "tcp://")):
+            with pytest.raises((OSError, TypeError)):
+                Client(attempt, timeout=10, set_as_default=False)
+            gc.collect()  # (a failed Client's loop closes now, not inside the next start)
+
+
 def test_a_batch_on_a_lost_dask_worker_is_run_again(tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     from squall.scenarios.explore_dask import explore_on_dask

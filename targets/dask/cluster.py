@@ -158,7 +158,7 @@ class DaskCluster:
 
         # Before any process starts: the cluster's credentials, in memory (see the module
         # docstring), or none at all.
-        self.security, self.protocol = _security(insecure)
+        self.security, self.protocol = cluster_security(insecure)
 
         self.threads = threads
         self.timeout = timeout
@@ -722,7 +722,7 @@ class DaskCluster:
         self.close()
 
 
-def _security(insecure: bool) -> tuple[Any, str]:
+def cluster_security(insecure: bool = False) -> tuple[Any, str]:
     """(``distributed.security.Security``, protocol) of a new cluster: a certificate and
     key of its own, in memory, and ``tls://``; with ``insecure``, none and ``tcp://``."""
     from distributed.security import Security
