@@ -123,6 +123,7 @@ def merge_cmd(paths: tuple[str, ...], as_json: bool) -> None:
                f"(the longest shard {merged.elapsed:.1f} s)")
     if merged.per_space:
         click.echo("per space: " + ", ".join(f"{k} {v}" for k, v in merged.per_space.items()))
+    echo_reach(merged.reached, merged.scenarios)
     if merged.over_budget:
         click.echo(f"{merged.over_budget} runs stopped at their time budget (max_time), "
                    "work still progressing: slow, not stuck, not a failure")
@@ -143,3 +144,17 @@ def merge_cmd(paths: tuple[str, ...], as_json: bool) -> None:
 
 __all__ = ["backend_name", "describe_coverage", "merge_cmd", "parse_dask", "parse_shard",
            "run_on_dask", "streams_problem", "write_run_summary"]
+
+
+def echo_reach(reached: dict[str, int], scenarios: int) -> None:
+    """Which reach goals the search got to, and in how many of its scenarios
+    (``squall.scenarios.reach``): a goal never reached is a part of the scheduler it did
+    not test."""
+    from squall.scenarios.reach import GOALS, format_goals
+
+    if not scenarios:
+        return
+    got = sum(1 for g in GOALS if reached.get(g))
+    click.echo(f"reach goals: {got} of {len(GOALS)} reached")
+    for line in format_goals(reached, scenarios):
+        click.echo("  " + line)

@@ -436,6 +436,7 @@ def explore_cmd(budget: float | None, seed: int, jobs: int, space: str | None, o
     from squall.cli.explore import (
         backend_name,
         describe_coverage,
+        echo_reach,
         parse_dask,
         parse_shard,
         run_on_dask,
@@ -553,6 +554,8 @@ def explore_cmd(budget: float | None, seed: int, jobs: int, space: str | None, o
         if s.over_budget:
             click.echo(f"{s.over_budget} of them stopped at their time budget (max_time) with "
                        "their work still progressing: slow, not stuck, not a failure")
+        if runtime == "sim":
+            echo_reach(s.reached, s.scenarios)
         sys.exit(0)
     click.echo(f"squall explore: failure found after {s.scenarios} scenarios; "
                f"shrunk to: {f.scenario.describe()}")

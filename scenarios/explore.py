@@ -42,6 +42,7 @@ from hypothesis.errors import HypothesisDeprecationWarning
 from squall.core.lifeline import die_with_parent
 from squall.core.outcome import Outcome, Violation
 from squall.scenarios.model import Scenario, scenario_to_json
+from squall.scenarios.reach import ReachTracker, count_reached
 from squall.scenarios.runner import run_scenario
 from squall.scenarios.strategies import SWARM, check_space, scenarios
 
@@ -71,10 +72,13 @@ class ExploreStats:
     # shrinking candidates are not counted
     per_space: dict[str, int] = field(default_factory=dict)
     rescheduled: int = 0  # dask: batches run again after the worker running them was lost
+    # reach goals (``squall.scenarios.reach.GOALS``) -> generated scenarios that reached them
+    reached: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: ExploreStats) -> None:
         self.batches += other.batches
         self.rescheduled += other.rescheduled
+        count_reached(self.reached, other.reached)
         for name, n in other.per_space.items():
             self.per_space[name] = self.per_space.get(name, 0) + n
         self.failures += other.failures
@@ -263,8 +267,9 @@ class _Batches:
             stats.per_space[self._drawn] = stats.per_space.get(self._drawn, 0) + 1
             if self.digests is not None:
                 self.digests.append(scenario_digest(scenario))
+        reach = ReachTracker() if self.failure is None else None
         try:
-            outcome = run_scenario(scenario, validate=True)
+            outcome = run_scenario(scenario, validate=True, reach=reach)
         except Exception:
             stats.scenarios += 1
             stats.failed_at = stats.failed_at or time.monotonic()
@@ -273,6 +278,8 @@ class _Batches:
             self.report()
             raise
         stats.scenarios += 1
+        if reach is not None:
+            count_reached(stats.reached, reach.reached)
         stats.transitions += outcome.transitions
         stats.checks += outcome.invariant_checks
         stats.stimuli += outcome.n_stimuli

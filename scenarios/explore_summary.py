@@ -67,6 +67,8 @@ class ExploreSummary(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rescheduled: int = 0  # batches run again after the worker running them was lost
     minimized: int = 0  # candidates tried to minimize the failure further
     per_space: dict[str, int] = msgspec.field(default_factory=dict)
+    # reach goals (squall.scenarios.reach.GOALS) -> generated scenarios that reached them
+    reached: dict[str, int] = msgspec.field(default_factory=dict)
     streams: list[StreamRun] = msgspec.field(default_factory=list)
     failures: list[FailureRun] = msgspec.field(default_factory=list)
 
@@ -89,6 +91,7 @@ class ExploreMerge(msgspec.Struct, kw_only=True):
     batches: int
     rescheduled: int
     per_space: dict[str, int]
+    reached: dict[str, int]
     streams: list[StreamRun]
     failures: list[FailureRun]
 
@@ -120,7 +123,13 @@ def summarize(result: ExploreResult, *, seed: int, space: str, shard: int = 0,
         transitions=s.transitions, checks=s.checks, stimuli=s.stimuli,
         over_budget=s.over_budget, batches=s.batches, rescheduled=s.rescheduled,
         minimized=result.minimized, per_space=dict(sorted(s.per_space.items())),
-        streams=streams, failures=failures)
+        reached=_in_goal_order(s.reached), streams=streams, failures=failures)
+
+
+def _in_goal_order(counts: dict[str, int]) -> dict[str, int]:
+    from squall.scenarios.reach import GOALS
+
+    return {g: counts[g] for g in [*GOALS, *sorted(set(counts) - set(GOALS))] if g in counts}
 
 
 def _one_line(scenario: object) -> str:
@@ -234,10 +243,13 @@ def merge_summaries(paths: Sequence[str | Path]) -> ExploreMerge:
                                           f"{str(owner[run.stream])!r} and {str(f)!r}")
             owner[run.stream] = f
     per_space: dict[str, int] = {}
+    reached: dict[str, int] = {}
     failures: list[FailureRun] = []
     for f, s in loaded:
         for name, n in s.per_space.items():
             per_space[name] = per_space.get(name, 0) + n
+        for goal, n in s.reached.items():
+            reached[goal] = reached.get(goal, 0) + n
         for fail in s.failures:
             trace = fail.trace
             if trace and not Path(trace).is_absolute():
@@ -254,8 +266,8 @@ def merge_summaries(paths: Sequence[str | Path]) -> ExploreMerge:
         over_budget=sum(s.over_budget for _, s in loaded),
         batches=sum(s.batches for _, s in loaded),
         rescheduled=sum(s.rescheduled for _, s in loaded),
-        per_space=dict(sorted(per_space.items())), streams=streams,
-        failures=sorted(failures, key=lambda x: x.shard))
+        per_space=dict(sorted(per_space.items())), reached=_in_goal_order(reached),
+        streams=streams, failures=sorted(failures, key=lambda x: x.shard))
 
 
 __all__ = ["SUMMARY_FORMAT", "SUMMARY_NAME", "ExploreMerge", "ExploreSummary",

@@ -94,8 +94,13 @@ class ReachTracker:
         return self.reached
 
 
-def count_reached(counts: dict[str, int], reached: Iterable[str]) -> None:
-    """Add one run's goals to ``counts`` (goal -> scenarios that reached it)."""
+def count_reached(counts: dict[str, int], reached: Iterable[str] | dict[str, int]) -> None:
+    """Add one run's goals (a set) or other counts (goal -> n) to ``counts`` (goal ->
+    scenarios that reached it)."""
+    if isinstance(reached, dict):
+        for goal, n in reached.items():
+            counts[goal] = counts.get(goal, 0) + n
+        return
     for goal in reached:
         counts[goal] = counts.get(goal, 0) + 1
 

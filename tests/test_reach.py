@@ -3,7 +3,10 @@ the simulator), and only those."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from squall.chaos.injectors import JoinWorker, KillWorker
+from squall.scenarios.explore_summary import load_summary
 from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario, TaskDef
 from squall.scenarios.reach import GOALS, ReachTracker, count_reached, format_goals
 from squall.scenarios.runner import run_scenario
@@ -53,3 +56,23 @@ def test_counts_and_report_name_every_goal_and_mark_the_unreached() -> None:
     by_goal = {line.split()[0]: line for line in lines}
     assert "2 of 2" in by_goal["worker-rejoined"] and "1 of 2" in by_goal["task-erred"]
     assert "NOT REACHED" in by_goal["steal-moved"]
+
+
+def test_explore_prints_its_goals_and_shards_merge_them(tmp_path: Path, run_cli) -> None:
+    # two shards of one search, each one batch of its one stream: exact, whatever the load
+    totals: dict[str, int] = {}
+    for k in (0, 1):
+        code, out, _ = run_cli(["explore", "--shard", f"{k}/2", "--batches", "1", "--seed", "3",
+                                "--out", str(tmp_path / f"shard-{k}")])
+        assert code == 0, out
+        assert "reach goals: " in out
+        summary = load_summary(tmp_path / f"shard-{k}" / "summary.json")
+        assert set(summary.reached) <= set(GOALS)
+        assert all(0 < n <= summary.scenarios for n in summary.reached.values())
+        count_reached(totals, summary.reached)
+    assert totals, "50 scenarios of the default space reached no goal at all"
+    code, out, _ = run_cli(["explore", "merge", str(tmp_path)])
+    assert code == 0, out
+    for goal, n in totals.items():
+        line = next(x for x in out.splitlines() if x.split()[:1] == [goal])
+        assert f"{n} of 50" in line, line
