@@ -345,7 +345,12 @@ def _explore_job(job: int, seed: int, space: str, deadline: float,
                  keep_going: bool, max_batches: int | None = None,
                  digests: list[str] | None = None,
                  ) -> tuple[ExploreStats, tuple[Scenario, str] | None]:
-    runner = _Batches(space, keep_going, progress, job, digests)
+    def out_of_time() -> bool:
+        # Asked before each scenario: a time budget ends within one scenario, not one
+        # batch (a batch cut short is not counted). A failure found is still shrunk.
+        return runner.failure is None and time.monotonic() >= deadline
+
+    runner = _Batches(space, keep_going, progress, job, digests, stop=out_of_time)
     batch = 0
     while time.monotonic() < deadline:
         if max_scenarios is not None and runner.stats.scenarios >= max_scenarios:

@@ -101,6 +101,26 @@ def test_two_shards_cover_exactly_one_run_with_their_jobs(tmp_path: Path, run_cl
                                         "fragile", "restarts", "imbalance"}
 
 
+def test_a_time_budget_ends_within_a_batch(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job asks for the time before each scenario: the budget cuts the batch short (not
+    counted as run) instead of waiting for its last scenario. A clock that moves one second
+    each time it is read makes this exact."""
+    import squall.scenarios.explore as ex
+
+    now = [1000.0]
+
+    def clock() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(ex.time, "monotonic", clock)
+    result = explore(budget=12.0, seed=0, space="small", out_dir=tmp_path)
+    assert result.failure is None
+    assert result.stats.batches == 0
+    assert 0 < result.stats.scenarios < ex.BATCH
+
+
 def test_shards_with_jobs_cover_one_run_with_jobs_times_shards(tmp_path: Path) -> None:
     def run(jobs: int, shard: int = 0, shards: int = 1) -> dict[int, list[str]]:
         r = explore(budget=600, seed=5, jobs=jobs, space="small", shard=shard, shards=shards,
