@@ -9,7 +9,8 @@
 2. A failure: a planted bug (``occupancy-drift``, caught in the first batch) explored with
    2 jobs and on the dask cluster, for several seeds: seconds from the failing run's end
    (in a job, on a worker) to its shrunk trace on this machine's disk; with Hypothesis'
-   shrinking only, and with ``--minimize 30`` (candidates judged one by one in this
+   shrinking only (``--minimize 0``), and with the default ``--minimize`` (up to 5,000
+   candidate runs; candidates judged one by one in this
    process with --jobs; with --dask, in parallel on the cluster when a run of the failure
    takes REMOTE_FROM or more, else here too); and minimizing alone, one by one vs on the
    cluster, for a failure whose runs take about a millisecond.
@@ -68,7 +69,9 @@ def rates(budget: float, address: str, out: Path) -> tuple[float, float, float, 
 def to_trace(seeds: int, address: str, out: Path) -> None:
     print(f"2. failure found -> shrunk trace on disk ({BUG}, space 'small', seeds 0..{seeds - 1}):")
     bug = partial(switched_on, BUG)
-    for minimize in (0.0, 30.0):
+    from squall.scenarios.minimize import MAX_CANDIDATES
+
+    for minimize in (0, MAX_CANDIDATES):
         rows: dict[str, list[float]] = {"--jobs 2": [], "--dask local:2": []}
         tried: dict[str, list[int]] = {"--jobs 2": [], "--dask local:2": []}
         for seed in range(seeds):
@@ -77,16 +80,16 @@ def to_trace(seeds: int, address: str, out: Path) -> None:
                 d.mkdir()
                 if name == "--jobs 2":
                     r = explore(budget=120, seed=seed, jobs=2, space="small", out_dir=d,
-                                job_context=bug, minimize_for=minimize)
+                                job_context=bug, minimize_candidates=minimize)
                 else:
                     r = explore_on_dask(address=address, budget=120, seed=seed, jobs=2,
                                         space="small", out_dir=d, job_context=bug,
-                                        minimize_for=minimize)
+                                        minimize_candidates=minimize)
                 done = time.monotonic()
                 assert r.failure is not None and Path(r.failure.trace_path).exists(), name
                 rows[name].append(done - r.stats.failed_at)
                 tried[name].append(r.minimized)
-        what = "Hypothesis' shrinking only" if not minimize else f"and --minimize {minimize:g}"
+        what = "Hypothesis' shrinking only" if not minimize else f"and --minimize {minimize}"
         print(f"  {what}:")
         for name, secs in rows.items():
             extra = (f", {statistics.mean(tried[name]):.0f} candidates minimizing"
@@ -124,12 +127,12 @@ def minimize_alone(client: Any) -> None:
     print(f"  minimize alone, a 12-task failure ({run * 1e3:.1f} ms a run; --minimize judges "
           f"on the cluster only from {REMOTE_FROM * 1e3:.0f} ms a run):")
     t0 = time.perf_counter()
-    alone, _, n = minimize(big, first, judge, time_limit=600)
+    alone, _, n = minimize(big, first, judge)
     seq = time.perf_counter() - t0
     print(f"    {'one by one here':>22}: {seq:.2f} s, {n} candidates")
     for window in (2, 8):
         t0 = time.perf_counter()
-        spread, _, m = minimize(big, first, judge, time_limit=600, window=window,
+        spread, _, m = minimize(big, first, judge, window=window,
                                 judge_many=JudgeOnCluster(client, judge))
         d = time.perf_counter() - t0
         print(f"    {f'on dask, {window} at a time':>22}: {d:.2f} s, {m} candidates "

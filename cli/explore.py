@@ -31,6 +31,24 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return shard, shards
 
 
+def parse_minimize(text: str | None) -> int:
+    """``--minimize N``: candidate runs, a whole number >= 0 (0: off); None: the default
+    (``squall.scenarios.minimize.MAX_CANDIDATES``). SquallError (one line) otherwise. Once
+    it was seconds: a number of seconds with a fraction is refused, saying so."""
+    from squall.scenarios.minimize import MAX_CANDIDATES
+
+    if text is None:
+        return MAX_CANDIDATES
+    t = text.strip()
+    if not (t.isdigit() or (t[:1] in "+-" and t[1:].isdigit())):
+        raise SquallError(f"--minimize must be a whole number of candidate runs >= 0 "
+                          f"(0: off; it is no longer seconds), got {text[:40]!r}")
+    n = int(t)
+    if n < 0:
+        raise SquallError(f"--minimize must be >= 0 candidate runs (0: off), got {n}")
+    return n
+
+
 def parse_dask(text: str | None) -> tuple[str, int] | None:
     """The ``--dask`` address: ("local", N) or (scheduler address, 0); None without it."""
     if text is None:

@@ -415,16 +415,19 @@ def _snapshot_json(snapshot: dict[str, Any]) -> str:
               help="run the batches on a dask.distributed cluster: a scheduler's "
                    "tcp://HOST:PORT, or local:N for N worker processes on this machine "
                    "(needs squall[dask]); traces are written here")
-@click.option("--minimize", "minimize_for", type=float, default=0.0, show_default=True,
-              help="seconds to minimize a shrunk failure further by trace length (with "
-                   "--dask: candidates judged in parallel on the cluster)")
+@click.option("--minimize", "minimize_text", default=None, metavar="N",
+              help="candidate runs to minimize a shrunk failure further with, by trace "
+                   "length: a budget of runs, not seconds, so the same failure shrinks to "
+                   "the same trace on any machine (0: keep Hypothesis' shrink; with --dask: "
+                   "candidates judged in parallel on the cluster)  [default: 5000 in the "
+                   "simulator]")
 @click.option("--task-batches", "per_task", type=int, default=1, show_default=True,
               help="with --dask: consecutive batches of a stream in one dask task (fewer "
                    "tasks, for a scheduler many workers would saturate)")
 def explore_cmd(budget: float | None, seed: int, jobs: int, space: str | None, out_dir: str,
                 runtime: str, shrink_budget: float | None, shard_text: str | None,
                 batches: int | None, summary: str | None, digests: bool,
-                dask_text: str | None, minimize_for: float, per_task: int) -> None:
+                dask_text: str | None, minimize_text: str | None, per_task: int) -> None:
     """Explore generated scenarios, strict mode on; shrink a failure. In the simulator by
     default (in --jobs processes, a --shard of a larger search, or on a --dask cluster);
     ``--runtime dask`` runs them on dask.distributed's own processes.
@@ -438,6 +441,7 @@ def explore_cmd(budget: float | None, seed: int, jobs: int, space: str | None, o
         describe_coverage,
         echo_reach,
         parse_dask,
+        parse_minimize,
         parse_shard,
         run_on_dask,
         streams_problem,
@@ -461,8 +465,7 @@ def explore_cmd(budget: float | None, seed: int, jobs: int, space: str | None, o
         budget = None if batches is not None else 60.0
     elif not budget > 0:
         raise SquallError(f"--budget must be > 0 seconds, got {budget}")
-    if not minimize_for >= 0:
-        raise SquallError(f"--minimize must be >= 0 seconds, got {minimize_for}")
+    minimize_candidates = parse_minimize(minimize_text)
     if per_task < 1:
         raise SquallError(f"--task-batches must be >= 1, got {per_task}")
     if per_task != 1 and dask is None:
@@ -470,7 +473,8 @@ def explore_cmd(budget: float | None, seed: int, jobs: int, space: str | None, o
     if runtime != "sim":
         given = [name for name, on in (("--shard", shards > 1), ("--dask", dask),
                                        ("--batches", batches), ("--summary", summary),
-                                       ("--digests", digests), ("--minimize", minimize_for))
+                                       ("--digests", digests),
+                                       ("--minimize", minimize_text is not None))
                  if on]
         if given:
             raise SquallError(f"{given[0]}: explores the simulator only, not the {runtime} "
@@ -512,12 +516,13 @@ def explore_cmd(budget: float | None, seed: int, jobs: int, space: str | None, o
             result = run_on_dask(dask, budget=budget, seed=seed, jobs=jobs, shard=shard,
                                  shards=shards, space=space, out_dir=out_dir,
                                  progress=progress, max_batches=batches, digests=digests,
-                                 minimize_for=minimize_for, per_task=per_task)
+                                 minimize_candidates=minimize_candidates, per_task=per_task)
         elif runtime == "sim":
             result = explore(budget=budget if budget is not None else float("inf"),
                              seed=seed, jobs=jobs, space=space, out_dir=out_dir,
                              progress=progress, shard=shard, shards=shards,
-                             max_batches=batches, digests=digests, minimize_for=minimize_for)
+                             max_batches=batches, digests=digests,
+                             minimize_candidates=minimize_candidates)
         else:
             from squall.scenarios.runner import RuntimeUnavailable
             from squall.scenarios.target_explore import explore_on_target
@@ -559,6 +564,9 @@ def explore_cmd(budget: float | None, seed: int, jobs: int, space: str | None, o
         sys.exit(0)
     click.echo(f"squall explore: failure found after {s.scenarios} scenarios; "
                f"shrunk to: {f.scenario.describe()}")
+    if result.minimized:
+        click.echo(f"(minimized by trace length after Hypothesis' shrink: {result.minimized} "
+                   f"candidate runs of --minimize {minimize_candidates})")
     if f.error:
         click.echo("the scenario crashed the runtime:")
         click.echo(f.error.rstrip())

@@ -4,7 +4,9 @@
 reports whether it was caught, how fast, by which invariant, how small the shrunk trace is
 and whether it replays to the same failure (with the mutant on). A failure counts as the
 mutant's only if its shrunk scenario passes with the mutant off; it is then minimized
-further by trace length (``squall.scenarios.minimize``). Last, it explores as long with no
+further by trace length (``squall.scenarios.minimize``, to a budget of candidate runs, so
+the same failure shrinks to the same scenario on any machine and load), and checked for
+1-minimality (``redundant_parts``). Last, it explores as long with no
 mutant, in each scenario space the mutants used, where it must find nothing.
 
 Exploration runs in forked processes (``--jobs``): each job runs inside
@@ -23,7 +25,7 @@ from squall.core import protocol as p
 from squall.core.outcome import Outcome
 from squall.mutants.catalog import Mutant, switched_on
 from squall.scenarios.explore import Failure, explore, failure_trace_path
-from squall.scenarios.minimize import minimize
+from squall.scenarios.minimize import MAX_CANDIDATES, minimize, redundant_parts
 from squall.scenarios.model import Scenario
 from squall.scenarios.replay import REPRODUCED, replay_trace
 from squall.scenarios.runner import run_scenario
@@ -44,6 +46,10 @@ class MutantResult:
     caught_by: str = ""  # the invariant (or check) the shrunk scenario violates
     stimuli: int | None = None  # stimuli in the shrunk (and minimized) scenario's trace
     shrunk_stimuli: int | None = None  # as Hypothesis left it, before ``minimize``
+    candidates: int = 0  # candidate runs ``minimize`` spent
+    # the single faults, tasks and workers the (minimized) failure does not need (empty:
+    # 1-minimal; None: not checked)
+    redundant: list[str] | None = None
     housekeeping: int | None = None  # of which clock ticks and heartbeats
     replays: int = 0
     replays_same: int = 0  # replays (mutant on) that reproduced the same failure
@@ -78,16 +84,20 @@ def _failure_name(f: Failure) -> str:
 
 def measure_mutant(m: Mutant, *, budget: float, jobs: int = 1, seed: int = 0,
                    out_dir: str = "squall-mutants", replays: int = 5, space: str | None = None,
-                   progress: Any = None, minimize_for: float | None = 20.0) -> MutantResult:
-    """Explore with ``m`` on for ``budget`` seconds; check that the shrunk failure is the
-    mutant's (it passes with the mutant off), minimize it further by trace length for up
-    to ``minimize_for`` seconds (None: not), and replay its trace (see MutantResult)."""
+                   progress: Any = None, minimize_candidates: int = MAX_CANDIDATES,
+                   max_batches: int | None = None) -> MutantResult:
+    """Explore with ``m`` on for ``budget`` seconds (and at most ``max_batches`` batches
+    per job: with one job and no budget to speak of, the same failure on any machine);
+    check that the shrunk failure is the mutant's (it passes with the mutant off),
+    minimize it further by trace length with up to ``minimize_candidates`` candidate runs
+    (0: not), check it for 1-minimality, and replay its trace (see MutantResult)."""
     space = space or m.space
     result = MutantResult(m.name, space, budget)
     started = time.monotonic()
     found = explore(budget=budget, seed=seed, jobs=jobs, space=space,
                     out_dir=f"{out_dir}/{m.name}", progress=progress,
-                    job_context=partial(switched_on, m.name))
+                    job_context=partial(switched_on, m.name), max_batches=max_batches,
+                    minimize_candidates=0)  # minimized here, by a judge of the mutant's
     result.elapsed = time.monotonic() - started
     result.scenarios = found.stats.scenarios
     f = found.failure
@@ -109,15 +119,17 @@ def measure_mutant(m: Mutant, *, budget: float, jobs: int = 1, seed: int = 0,
         result.trace = f.trace_path
         return result
     scenario, outcome, trace = f.scenario, f.outcome, f.trace_path
-    if minimize_for is not None and minimize_for > 0:
-        smaller, out, _ = minimize(scenario, outcome, same_failure(m, outcome),
-                                   time_limit=minimize_for)
+    judge = same_failure(m, outcome)
+    if minimize_candidates > 0:
+        smaller, out, result.candidates = minimize(scenario, outcome, judge,
+                                                   max_candidates=minimize_candidates)
         if smaller is not scenario:
             path = failure_trace_path(f"{out_dir}/{m.name}", smaller)
             with m.active():
                 out = run_scenario(smaller, trace=path, validate=True)
             scenario, outcome, trace = smaller, out, str(path)
             result.scenario = scenario.describe()
+    result.redundant = redundant_parts(scenario, judge)
     result.stimuli = outcome.n_stimuli
     result.housekeeping = _housekeeping(trace)
     result.trace = trace

@@ -11,8 +11,10 @@ explores a prefix of each stream) or ``max_batches`` batches have run (an exact 
 the search: ``explore_batch`` runs any one batch alone, so the same batches give the same
 scenarios in a job, a shard (``streams``) or on a dask worker,
 ``squall.scenarios.explore_dask``). A scenario that ends with a
-violation, wrong results or a crash is shrunk by Hypothesis; the minimal one is run once
-more with a trace written, and the exploration stops. ``jobs > 1`` runs that many jobs
+violation, wrong results or a crash is shrunk by Hypothesis, then (not a crash) minimized
+further by trace length (``squall.scenarios.minimize``, to a budget of candidate runs: the
+same result on any machine); the minimal one is run once more with a trace written, and
+the exploration stops. ``jobs > 1`` runs that many jobs
 in forked processes, which report their counts to the parent as they go, and die with it
 (``squall.core.lifeline``): a parent stopped by SIGTERM or SIGKILL leaves none behind.
 """
@@ -41,6 +43,7 @@ from hypothesis.errors import HypothesisDeprecationWarning
 
 from squall.core.lifeline import die_with_parent
 from squall.core.outcome import Outcome, Violation
+from squall.scenarios.minimize import MAX_CANDIDATES
 from squall.scenarios.model import Scenario, scenario_to_json
 from squall.scenarios.reach import ReachTracker, count_reached
 from squall.scenarios.runner import run_scenario
@@ -121,7 +124,7 @@ class ExploreResult:
     # digests=True: each stream's scenario digests (``scenario_digest``), in the order they
     # were generated, up to and including a failing one (its shrinking candidates left out)
     digests: dict[int, list[str]] = field(default_factory=dict)
-    minimized: int = 0  # candidates ``minimize_for`` tried on the shrunk failure
+    minimized: int = 0  # candidate runs ``minimize`` spent on the shrunk failure
     startup: float = 0.0  # seconds to start or reach a cluster (dask), before ``elapsed``
 
     @property
@@ -397,7 +400,8 @@ def shard_streams(jobs: int, shard: int = 0, shards: int = 1) -> list[int]:
 class SameFailure:
     """A judge for ``minimize``: the candidate's outcome (run inside ``job_context()``,
     strict mode on) when it fails as the first failure did -- the same invariant, or
-    wrong results with no violation -- else None. Picklable (for dask workers)."""
+    wrong results with no violation -- else None (a candidate that crashes, passes or ends
+    over its time budget). Picklable (for dask workers)."""
 
     def __init__(self, first: Outcome, job_context: JobContext | None = None) -> None:
         self.invariant = first.violations[0].invariant if first.violations else None
@@ -420,12 +424,15 @@ JudgeMany = Callable[[list[Scenario]], list[Outcome | None]]
 
 
 def finish_failure(found: tuple[Scenario, str], out_dir: str | Path,
-                   job_context: JobContext | None = None, minimize_for: float = 0.0,
+                   job_context: JobContext | None = None,
+                   minimize_candidates: int = MAX_CANDIDATES,
                    judge_many: Callable[[SameFailure], JudgeMany] | None = None,
                    window: int = 1) -> tuple[Failure, int]:
     """The failure ``found`` (Hypothesis' shrunk scenario, a crash's text), minimized
-    further for up to ``minimize_for`` seconds (``squall.scenarios.minimize``; a crash is
-    not), then run once more here with its trace written (``record_failure``). With
+    further by trace length with up to ``minimize_candidates`` candidate runs (0: not;
+    ``squall.scenarios.minimize``, a budget of runs, so the same failure gives the same
+    result on any machine; a crash is not minimized), then run once more here with its
+    trace written (``record_failure``). With
     ``judge_many`` (given the judge, a function judging a list of candidates at once: on a
     cluster), candidates are judged ``window`` at a time: the same result as one by one;
     but a failure that runs in less than REMOTE_FROM seconds has its candidates judged
@@ -433,7 +440,7 @@ def finish_failure(found: tuple[Scenario, str], out_dir: str | Path,
     Returns the failure and the candidates tried."""
     scenario, error = found
     tried = 0
-    if not error and minimize_for > 0:
+    if not error and minimize_candidates > 0:
         from squall.scenarios.minimize import minimize
 
         t0 = time.perf_counter()
@@ -443,7 +450,7 @@ def finish_failure(found: tuple[Scenario, str], out_dir: str | Path,
         if first.failed:
             judge = SameFailure(first, job_context)
             scenario, _, tried = minimize(
-                scenario, first, judge, time_limit=minimize_for,
+                scenario, first, judge, max_candidates=minimize_candidates,
                 window=window if remote else 1,
                 judge_many=judge_many(judge) if remote and judge_many is not None else None)
     return record_failure(scenario, error, out_dir, job_context), tried
@@ -454,7 +461,7 @@ def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = SWARM,
             max_scenarios: int | None = None, keep_going: bool = False,
             job_context: JobContext | None = None, shard: int = 0, shards: int = 1,
             max_batches: int | None = None, digests: bool = False,
-            minimize_for: float = 0.0) -> ExploreResult:
+            minimize_candidates: int = MAX_CANDIDATES) -> ExploreResult:
     """Explore scenarios for ``budget`` seconds in ``jobs`` processes (see module doc).
 
     ``space``: a named scenario space (``SCENARIO_SPACES``: to focus), or SWARM ("all",
@@ -466,8 +473,9 @@ def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = SWARM,
     ``shard``/``shards``: the jobs run the streams ``shard_streams(jobs, shard, shards)``.
     ``max_batches``: each stream stops after that many batches (``max_scenarios``: after
     the batch that reached that many scenarios). ``digests``: keep the scenarios' digests
-    (``ExploreResult.digests``). ``minimize_for``: seconds to minimize a shrunk failure
-    further, by the length of its trace (``finish_failure``).
+    (``ExploreResult.digests``). ``minimize_candidates``: candidate runs to minimize a
+    shrunk failure further with, by the length of its trace (``finish_failure``; 0: keep
+    Hypothesis' shrunk scenario).
     """
     check_space(space)
     streams = shard_streams(jobs, shard, shards)
@@ -477,14 +485,14 @@ def explore(*, budget: float, seed: int = 0, jobs: int = 1, space: str = SWARM,
         kept: list[str] | None = [] if digests else None
         stats, found = explore_job(streams[0], seed, space, deadline, progress, max_scenarios,
                                    keep_going, job_context, max_batches, kept)
-        failure, tried = (finish_failure(found, out_dir, job_context, minimize_for) if found
-                          else (None, 0))
+        failure, tried = (finish_failure(found, out_dir, job_context, minimize_candidates)
+                          if found else (None, 0))
         return ExploreResult(stats, time.monotonic() - started, 1, failure, [stats],
                              streams=streams, minimized=tried,
                              digests={} if kept is None else {streams[0]: kept})
     return _explore_parallel(streams, seed, space, deadline, started, out_dir, progress,
                              max_scenarios, keep_going, job_context, max_batches, digests,
-                             minimize_for)
+                             minimize_candidates)
 
 
 def _job_main(job: int, stream: int, seed: int, space: str, deadline: float, q: Any,
@@ -515,7 +523,8 @@ def _explore_parallel(streams: list[int], seed: int, space: str, deadline: float
                       started: float, out_dir: str | Path, progress: ProgressFn | None,
                       max_scenarios: int | None, keep_going: bool,
                       job_context: JobContext | None = None, max_batches: int | None = None,
-                      digests: bool = False, minimize_for: float = 0.0) -> ExploreResult:
+                      digests: bool = False,
+                      minimize_candidates: int = MAX_CANDIDATES) -> ExploreResult:
     from squall.scenarios.model import scenario_from_json
 
     jobs = len(streams)
@@ -581,7 +590,7 @@ def _explore_parallel(streams: list[int], seed: int, space: str, deadline: float
     total = ExploreStats()
     for s in per_job:
         total.add(s)
-    failure, tried = (finish_failure(found, out_dir, job_context, minimize_for) if found
-                      else (None, 0))
+    failure, tried = (finish_failure(found, out_dir, job_context, minimize_candidates)
+                      if found else (None, 0))
     return ExploreResult(total, time.monotonic() - started, jobs, failure, per_job,
                          streams=streams, digests=kept, minimized=tried)

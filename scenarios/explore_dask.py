@@ -12,9 +12,10 @@ of a stream are independent: one stream alone keeps a whole cluster busy.
 - A time budget stops handing out batches; those in flight finish, so each stream's
   batches are again a prefix ``0 .. k-1``. ``max_batches`` bounds each stream exactly.
 - A failure: the worker's Hypothesis shrinks it inside its batch (the same shrunk scenario
-  as a job would find); the batches still queued or running are cancelled; with
-  ``minimize_for``, the shrunk scenario is minimized further by trace length
-  (``squall.scenarios.minimize``) with its candidates judged in parallel on the cluster, a
+  as a job would find); the batches still queued or running are cancelled; the shrunk
+  scenario is minimized further by trace length, with up to ``minimize_candidates``
+  candidate runs (``squall.scenarios.minimize``), its candidates judged in parallel on the
+  cluster (the same result, counted the same, as one by one), a
   window of as many as it has threads at a time (when a run of it takes ``REMOTE_FROM``
   or more; a quicker one is judged here, one by one, a round trip costing more than the
   run); a batch still running sees that it was cancelled and gives up at its next
@@ -63,6 +64,7 @@ from squall.scenarios.explore import (
     finish_failure,
     shard_streams,
 )
+from squall.scenarios.minimize import MAX_CANDIDATES
 from squall.scenarios.model import Scenario, scenario_from_json, scenario_to_json
 from squall.scenarios.strategies import SWARM, check_space
 
@@ -252,7 +254,7 @@ def explore_on_dask(*, address: str, workers: int = 0, budget: float | None, see
                     out_dir: str | Path = "squall-traces", progress: ProgressFn | None = None,
                     max_batches: int | None = None, keep_going: bool = False,
                     job_context: JobContext | None = None, digests: bool = False,
-                    minimize_for: float = 0.0, per_task: int = 1,
+                    minimize_candidates: int = MAX_CANDIDATES, per_task: int = 1,
                     on_client: Callable[[Any], None] | None = None) -> ExploreResult:
     """Explore the streams ``shard_streams(jobs, shard, shards)`` on the dask cluster at
     ``address`` (see the module doc): for ``budget`` seconds (None: no limit) or
@@ -278,7 +280,7 @@ def explore_on_dask(*, address: str, workers: int = 0, budget: float | None, see
             on_client(client)
         startup = time.monotonic() - t0
         return _explore(client, streams, seed, space, budget, max_batches, keep_going,
-                        job_context, digests, minimize_for, out_dir, progress, startup,
+                        job_context, digests, minimize_candidates, out_dir, progress, startup,
                         per_task)
 
 
@@ -296,7 +298,7 @@ def _order(streams: list[int], max_batches: int | None,
 
 def _explore(client: Any, streams: list[int], seed: int, space: str, budget: float | None,
              max_batches: int | None, keep_going: bool, job_context: JobContext | None,
-             digests: bool, minimize_for: float, out_dir: str | Path,
+             digests: bool, minimize_candidates: int, out_dir: str | Path,
              progress: ProgressFn | None, startup: float, per_task: int) -> ExploreResult:
     from distributed import as_completed
     from distributed.client import FutureCancelledError
@@ -395,7 +397,7 @@ def _explore(client: Any, streams: list[int], seed: int, space: str, budget: flo
     if found is not None:
         stats.failed_at = failed_at
         window = max(1, sum(client.nthreads().values()))
-        failure, tried = finish_failure(found, out_dir, job_context, minimize_for,
+        failure, tried = finish_failure(found, out_dir, job_context, minimize_candidates,
                                         judge_many=lambda judge: JudgeOnCluster(client, judge),
                                         window=window)
     per_job = [per_stream[g] for g in streams]

@@ -7,8 +7,20 @@ scenarios -- one task fewer (its dependents lose that input), one fault fewer, a
 earlier, one worker fewer, one thread, no stealing, two tasks fewer, plainer links and
 tasks, one task or worker fewer with the faults striking another worker or as much sooner
 as the task took -- and keeps a candidate when ``still_fails`` holds for it and it is smaller: fewer
-stimuli delivered, then fewer tasks, then fewer faults. Greedy, to a fixed point or a time
-limit.
+stimuli delivered, then fewer tasks, then fewer faults. Greedy, to a fixed point or a budget
+of candidate runs (``max_candidates``), never a time limit unless asked: the simulator is
+deterministic, so the same failure shrinks to the same scenario on any machine and load.
+A generator's workload (``Generated``) is first spelt out task by task, the same tasks in
+an ``ExplicitGraph``, so that its tasks can go one at a time.
+
+Then 1-minimal: a single fault (or client action), task or worker that can go with the
+failure kept goes, even when the trace gets longer without it (``redundant_parts`` lists
+what could still go), and the greedy loop runs again from there, never taking back a part:
+each round removes a part or shortens the trace, so it ends.
+
+A failure that ran into the virtual-time cap (``max_time``: a livelock, a cluster stuck
+with its clock still ticking) first tries a lower cap, halved, then three quarters: the
+same verdict sooner, by the cycle it is stuck in, not by the virtual time it was given.
 
 It also shrinks the cluster's clock, the way it shrinks tasks and faults: a failure that
 waits for the failure detector spends most of its trace on clock ticks and heartbeats.
@@ -34,14 +46,22 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 
 from msgspec.structs import replace
 
 from squall.chaos.injectors import Fault
 from squall.core.outcome import Outcome
-from squall.scenarios.model import ExplicitGraph, Scenario, ScenarioError
+from squall.scenarios.model import ExplicitGraph, Generated, Scenario, ScenarioError, TaskDef
 
+# The candidate runs ``minimize`` spends at most. A budget of runs, not of seconds, so that
+# the result is the same on any machine and under any load (with a time limit it was
+# wherever the machine had got to). The built-in mutants' failures reach their fixed point
+# in 3-1,500 candidates (BENCHMARKS.md, "Shrinking"), so this leaves room for bigger ones;
+# a candidate of a shrunk failure runs in milliseconds, so it costs a minute at worst.
+MAX_CANDIDATES = 5_000
 MIN_HEARTBEAT_TIMEOUT = 0.2  # a shorter timeout is not shrunk further
+MIN_MAX_TIME = 1.0  # a failure at the virtual-time cap: the cap is not lowered below this
 SLOWEST_TICK = 1.0  # the clock is slowed (tick_interval doubled) up to this
 PAIRS_UP_TO = 24  # graphs this small also try dropping any two tasks at once
 # still_fails(candidate) -> the candidate's outcome when it fails the same way, else None
@@ -55,40 +75,165 @@ def size(scenario: Scenario, outcome: Outcome) -> Size:
     return (outcome.n_stimuli, tasks, len(scenario.chaos))
 
 
+def parts(scenario: Scenario) -> int:
+    """What ``redundant_parts`` removes, counted: faults (client actions among them), tasks,
+    workers; and the failure detector (a heartbeat timeout), which a fault -- its verdict,
+    a worker's death -- may stand in for."""
+    w = scenario.workload
+    tasks = len(w.tasks) if isinstance(w, ExplicitGraph) else w.tasks
+    return (len(scenario.chaos) + tasks + scenario.cluster.workers
+            + (scenario.cluster.heartbeat_timeout is not None))
+
+
+JudgeMany = Callable[[list[Scenario]], list[Outcome | None]]
+
+
+class _Search:
+    """Candidates judged in order, ``window`` at a time, counted as if one by one: a
+    window's candidates after the first one kept are judged but not counted, and a window
+    never reaches past the budget. So the candidates counted, and what is kept, are the
+    same whatever the window (and, with no time limit, whatever the machine's speed)."""
+
+    def __init__(self, still_fails: Judge, judge_many: JudgeMany | None, window: int,
+                 max_candidates: int, time_limit: float | None) -> None:
+        self.still_fails = still_fails
+        self.judge_many = judge_many
+        self.window = max(1, window)
+        self.left = max(0, max_candidates)
+        self.deadline = None if time_limit is None else time.monotonic() + time_limit
+        self.counted = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.left <= 0 or (self.deadline is not None
+                                  and time.monotonic() >= self.deadline)
+
+    def first(self, candidates: Iterator[Scenario],
+              keep: Callable[[Scenario, Outcome], bool]) -> tuple[Scenario, Outcome] | None:
+        """The first of ``candidates`` that still fails and ``keep`` takes, if found
+        within the budget."""
+        while not self.spent:
+            chunk = list(itertools.islice(candidates, min(self.window, self.left)))
+            if not chunk:
+                return None
+            outs = (self.judge_many(chunk) if self.judge_many is not None
+                    else [self.still_fails(c) for c in chunk])
+            for i, (candidate, out) in enumerate(zip(chunk, outs, strict=True)):
+                if out is not None and keep(candidate, out):
+                    self.left -= i + 1
+                    self.counted += i + 1
+                    return candidate, out
+            self.left -= len(chunk)
+            self.counted += len(chunk)
+        return None
+
+
 def minimize(scenario: Scenario, outcome: Outcome, still_fails: Judge, *,
-             time_limit: float = 20.0, window: int = 1,
-             judge_many: Callable[[list[Scenario]], list[Outcome | None]] | None = None,
+             max_candidates: int = MAX_CANDIDATES, time_limit: float | None = None,
+             window: int = 1, judge_many: JudgeMany | None = None,
              ) -> tuple[Scenario, Outcome, int]:
     """The smallest scenario found that still fails, its outcome, and how many candidates
-    were tried. ``outcome`` is the failing outcome of ``scenario``.
+    were tried (at most ``max_candidates``). ``outcome`` is the failing outcome of
+    ``scenario``.
 
     ``judge_many`` judges a list of candidates at once (in parallel, on a cluster: each
     outcome is what ``still_fails`` gives for that candidate); candidates then go to it
     ``window`` at a time, and the first of them (in the order they are tried) that is
-    smaller is kept: the same result as judging them one by one."""
-    deadline = time.monotonic() + time_limit
-    best, best_out, best_size = scenario, outcome, size(scenario, outcome)
-    tried = 0
-    improved = True
-    while improved and time.monotonic() < deadline:
-        improved = False
-        candidates = _valid(_simpler(best))
-        while not improved and time.monotonic() < deadline:
-            chunk = list(itertools.islice(candidates, max(1, window)))
-            if not chunk:
-                break
-            tried += len(chunk)
-            outs = (judge_many(chunk) if judge_many is not None
-                    else [still_fails(c) for c in chunk])
-            for candidate, out in zip(chunk, outs, strict=True):
-                if out is None:
-                    continue
-                s = size(candidate, out)
-                if s < best_size:
-                    best, best_out, best_size = candidate, out, s
-                    improved = True
-                    break  # start again from the smaller scenario
-    return best, best_out, tried
+    kept is kept, and counted as if they were judged one by one: the same result, and
+    the same count, as judging them one by one.
+
+    ``time_limit`` (seconds, None: none) stops it sooner on a slow or loaded machine: a
+    last resort, since the result then depends on the machine and its load."""
+    search = _Search(still_fails, judge_many, window, max_candidates, time_limit)
+    explicit = _explicit(scenario)
+    if explicit is not None:  # a generator's graph, spelt out: its tasks can then go
+        same = search.first(_valid(iter([explicit])),
+                            lambda c, out: size(c, out) <= size(scenario, outcome))
+        if same is not None:
+            scenario, outcome = same
+    best, best_out = _descend(search, scenario, outcome, bounded=False)
+    while not search.spent:
+        # 1-minimal: a part the failure does not need goes, even if the trace gets longer
+        fewer = search.first(_valid(s for _, s in _removals(best)), lambda c, o: True)
+        if fewer is None:
+            break
+        best, best_out = _descend(search, *fewer, bounded=True)
+    return best, best_out, search.counted
+
+
+def _descend(search: _Search, best: Scenario, best_out: Outcome, *,
+             bounded: bool) -> tuple[Scenario, Outcome]:
+    """Greedy: the first simpler candidate that still fails with a smaller ``size``, again
+    from there, to a fixed point. ``bounded``: with no more ``parts`` than before (once a
+    part has gone for being redundant, it does not come back)."""
+    while True:
+        smaller = partial(_smaller, size(best, best_out), parts(best) if bounded else None)
+        found = search.first(_valid(_simpler(best, best_out)), smaller)
+        if found is None:
+            return best, best_out
+        best, best_out = found
+
+
+def _smaller(than: Size, most: int | None, candidate: Scenario, out: Outcome) -> bool:
+    return size(candidate, out) < than and (most is None or parts(candidate) <= most)
+
+
+def redundant_parts(scenario: Scenario, still_fails: Judge) -> list[str]:
+    """The single faults (client actions among them), tasks and workers of ``scenario``
+    that can be removed with ``still_fails`` still holding: empty when it is 1-minimal."""
+    return [what for what, smaller in _removals(scenario)
+            if _is_valid(smaller) and still_fails(smaller) is not None]
+
+
+def _removals(sc: Scenario) -> Iterator[tuple[str, Scenario]]:
+    """``sc`` with one part fewer, each named: a fault, a task (its dependents lose that
+    input), a worker no fault or link names (the workers after it renamed down)."""
+    for i, f in enumerate(sc.chaos):
+        yield f"fault {i} ({type(f).__name__} at {f.at:g})", replace(
+            sc, chaos=sc.chaos[:i] + sc.chaos[i + 1:])
+    w = sc.workload
+    if isinstance(w, ExplicitGraph) and len(w.tasks) > 1:
+        for t in w.tasks:
+            yield f"task {t.key}", replace(sc, workload=_without(w, {t.key}))
+    if isinstance(w, Generated) and w.tasks > 1:
+        yield "a generated task", replace(sc, workload=replace(w, tasks=w.tasks - 1))
+    c = sc.cluster
+    if c.workers > 1:
+        named = {n for f in sc.chaos if (n := _worker_of(f)) is not None}
+        named |= {p for f in sc.chaos if isinstance(p := getattr(f, "peer", None), str)}
+        named |= {link.worker for link in c.links}
+        for k in range(c.workers):
+            if f"w{k}" in named:
+                continue
+            down = {f"w{j}": f"w{j - 1}" for j in range(k + 1, c.workers)}
+            fewer = _renamed(sc, down)
+            yield f"worker w{k}", replace(fewer, cluster=replace(fewer.cluster,
+                                                                 workers=c.workers - 1))
+
+
+def _explicit(sc: Scenario) -> Scenario | None:
+    """``sc`` with its generated workload spelt out task by task (an ``ExplicitGraph`` of
+    the same tasks), or None: already explicit, or a task an explicit graph cannot say."""
+    if not isinstance(sc.workload, Generated):
+        return None
+    try:
+        graph = sc.graph()
+    except ScenarioError:
+        return None
+    specs = list(graph.tasks.values())
+    if any(t.prefix is not None or t.restrictions or t.func is not None for t in specs):
+        return None
+    return replace(sc, workload=ExplicitGraph(tasks=tuple(
+        TaskDef(t.key, deps=t.deps, duration=t.duration, sim_duration=t.sim_duration,
+                nbytes=t.nbytes, fails=t.fails, priority=t.priority) for t in specs)))
+
+
+def _is_valid(candidate: Scenario) -> bool:
+    try:
+        candidate.check()
+    except ScenarioError:
+        return False
+    return True
 
 
 def _valid(candidates: Iterator[Scenario]) -> Iterator[Scenario]:
@@ -100,8 +245,11 @@ def _valid(candidates: Iterator[Scenario]) -> Iterator[Scenario]:
         yield candidate
 
 
-def _simpler(sc: Scenario) -> Iterator[Scenario]:
-    """Candidate simplifications of ``sc``, the most drastic first."""
+def _simpler(sc: Scenario, out: Outcome | None = None) -> Iterator[Scenario]:
+    """Candidate simplifications of ``sc`` (whose failing outcome is ``out``), the most
+    drastic first."""
+    if out is not None:
+        yield from _capped(sc, out)
     chaos = sc.chaos
     for i in range(len(chaos)):
         yield replace(sc, chaos=chaos[:i] + chaos[i + 1:])
@@ -148,6 +296,21 @@ def _simpler(sc: Scenario) -> Iterator[Scenario]:
                 yield replace(moved, chaos=tuple(replace(f, at=round(max(0.0, f.at - saved), 2))
                                                  for f in moved.chaos))
     yield from _regrouped(sc)
+
+
+def _capped(sc: Scenario, out: Outcome) -> Iterator[Scenario]:
+    """A failure found when virtual time reached the cap (``max_time``: a livelock, or a
+    cluster stuck with its clock ticking): the same scenario with a lower cap, half, then
+    three quarters of it. A run that is merely slow ends over its budget there, not failed,
+    so the judge refuses it; one that is stuck is as stuck sooner, with a shorter trace."""
+    cap = sc.cluster.max_time
+    v = out.violations[0] if out.violations else None
+    if v is None or not (v.time >= cap or "max_time" in v.detail):
+        return
+    for lower in (cap / 2, cap * 3 / 4):
+        lower = round(lower, 3)
+        if lower >= MIN_MAX_TIME:
+            yield replace(sc, cluster=replace(sc.cluster, max_time=lower))
 
 
 def _fewer(sc: Scenario) -> Iterator[tuple[Scenario, float]]:

@@ -421,10 +421,9 @@ def test_a_failure_found_on_dask_is_shrunk_and_its_trace_written_here(
     (tmp_path / "jobs").mkdir()
     (tmp_path / "dask").mkdir()
     local = explore(budget=600, seed=0, space="small", max_batches=1, job_context=bug,
-                    out_dir=tmp_path / "jobs", minimize_for=120)
+                    out_dir=tmp_path / "jobs")
     remote = explore_on_dask(address="local", workers=2, budget=None, seed=0, space="small",
-                             max_batches=1, job_context=bug, out_dir=tmp_path / "dask",
-                             minimize_for=120)
+                             max_batches=1, job_context=bug, out_dir=tmp_path / "dask")
     assert local.failure is not None and remote.failure is not None
     f = remote.failure
     assert f.violation is not None and f.violation.invariant in ("worker.occupancy-fresh",
@@ -463,11 +462,12 @@ def test_minimize_judging_candidates_on_the_cluster_finds_what_it_finds_alone() 
     with bug():
         first = run_scenario(big, validate=True)
     judge = SameFailure(first, bug)
-    alone, out, _ = minimize(big, first, judge, time_limit=600)
+    alone, out, alone_tried = minimize(big, first, judge)
     with dask_client("local", 2) as client:
-        spread, spread_out, tried = minimize(big, first, judge, time_limit=600, window=4,
+        spread, spread_out, tried = minimize(big, first, judge, window=4,
                                              judge_many=JudgeOnCluster(client, judge))
     assert spread == alone and spread_out.n_stimuli == out.n_stimuli
+    assert tried == alone_tried  # counted as if one by one
     assert len(alone.workload.tasks) < len(big.workload.tasks)  # type: ignore[union-attr]
     assert tried > 0
 

@@ -254,7 +254,7 @@ def test_minimize_drops_what_the_failure_does_not_need() -> None:
     with m.active():
         first = run_scenario(big)
     assert not first.ok
-    small, out, tried = minimize(big, first, same_failure(m, first), time_limit=30)
+    small, out, tried = minimize(big, first, same_failure(m, first))
     assert tried > 0
     assert out.violations[0].invariant == first.violations[0].invariant
     assert size(small, out) < size(big, first)
@@ -322,7 +322,7 @@ def _minimized_to_30(m: Mutant, big: Scenario, *, more_than: int) -> Scenario:
     with m.active():
         first = run_scenario(big)
     assert not first.ok and first.n_stimuli > more_than
-    small, out, _ = minimize(big, first, same_failure(m, first), time_limit=60)
+    small, out, _ = minimize(big, first, same_failure(m, first))
     assert out.violations[0].invariant == first.violations[0].invariant == m.caught_by[0]
     assert out.n_stimuli <= 30
     assert run_scenario(small).ok  # still the mutant's doing
