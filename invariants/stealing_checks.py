@@ -155,11 +155,15 @@ STEAL_ENDINGS = ("moved", "refused", "thief-gone", "closed", "victim-gone")
 
 @steal_invariant("steal.accounted",
                  "every steal requested is still open (in flight or orphaned) or ended "
-                 "exactly once: moved, refused, thief gone, closed or victim gone")
+                 "exactly once: moved, refused, thief gone, closed or victim gone; the "
+                 "count of tasks moved is the count of steals that moved one")
 def accounted(v: Any, ext: Any) -> str | None:
     stats = getattr(ext, "stats", None)
     if not isinstance(stats, dict) or "requested" not in stats:
         return None  # an extension that keeps no such counts
+    moved = getattr(ext, "count", None)
+    if moved is not None and moved != stats.get("moved", 0):
+        return f"{moved} tasks counted as moved, but {stats.get('moved', 0)} steals moved one"
     still_open = len(ext.in_flight) + len(getattr(ext, "orphans", None) or {})
     ended = sum(stats.get(name, 0) for name in STEAL_ENDINGS)
     if stats["requested"] == ended + still_open:

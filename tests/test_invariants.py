@@ -779,6 +779,13 @@ def _() -> InvariantViolation:
     return h.full()
 
 
+def test_a_moved_count_that_drifts_from_the_moves_is_not_accounted_for() -> None:
+    h = Sched()
+    WorkStealing(h.s).count += 1  # a move counted that no steal made
+    e = h.full()
+    assert e.invariant.id == "steal.accounted" and "counted as moved" in e.detail
+
+
 @case("steal.bookings-recount")
 def _() -> InvariantViolation:
     h = Sched()
