@@ -275,11 +275,20 @@ def _spare_tasks(state: Any, ext: Any) -> dict[str, Any]:
     in_flight = ext.in_flight
     orphans = getattr(ext, "orphans", None) or {}
     moved = getattr(ext, "moved", None) or {}  # tasks moved before may be banned from a thief
+    # Tasks a victim is asked to give up are on their way out: what is left of its queue may
+    # be just what its threads run next (its answer may be slow: a victim cut off answers
+    # only when healed), and then nothing there is spare.
+    leaving: dict[Any, int] = {}
+    for entry in in_flight.values():
+        victim = field(entry, "victim")
+        leaving[victim] = leaving.get(victim, 0) + 1
     spare: dict[str, Any] = {}
     for i, victim in enumerate(state.saturated):
         if i >= LOOKED_AT:
             break
         if victim.status != WorkerStatus.RUNNING:
+            continue
+        if len(victim.processing) - leaving.get(victim, 0) <= victim.nthreads:
             continue
         per_thread = (state.occupancy(victim) + booked.get(victim, 0.0)) / victim.nthreads
         for j, ts in enumerate(reversed(victim.processing)):

@@ -184,9 +184,11 @@ class JudgeOnCluster:
 
 
 @contextlib.contextmanager
-def dask_client(address: str, workers: int = 0) -> Iterator[Any]:
+def dask_client(address: str, workers: int = 0, security: Any = None) -> Iterator[Any]:
     """A ``distributed.Client`` of the cluster at ``address`` (``"local"``: a LocalCluster
-    of ``workers`` processes, started here and closed after)."""
+    of ``workers`` processes, started here and closed after). ``security``: a
+    ``distributed.security.Security`` to reach a running cluster with (default: dask's
+    configuration's)."""
     from squall.targets.dask import require_dask
 
     require_dask()
@@ -194,11 +196,19 @@ def dask_client(address: str, workers: int = 0) -> Iterator[Any]:
 
     if address != "local":
         try:
-            client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+            client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False,
+                            security=security)
         except (OSError, TimeoutError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConnectionError(f"cannot reach the dask scheduler at {address}: "
                                   f"{first}") from None
+        except TypeError as e:  # dask's word for "a tls:// address, and no credentials"
+            if "TLS" not in str(e):
+                raise
+            raise ConnectionError(
+                f"cannot reach the dask scheduler at {address}: it speaks TLS, and dask's "
+                "configuration holds no client certificate (distributed.comm.tls.*)"
+            ) from None
         with client:
             yield client
         return
@@ -255,13 +265,15 @@ def explore_on_dask(*, address: str, workers: int = 0, budget: float | None, see
                     max_batches: int | None = None, keep_going: bool = False,
                     job_context: JobContext | None = None, digests: bool = False,
                     minimize_candidates: int = MAX_CANDIDATES, per_task: int = 1,
-                    on_client: Callable[[Any], None] | None = None) -> ExploreResult:
+                    on_client: Callable[[Any], None] | None = None,
+                    security: Any = None) -> ExploreResult:
     """Explore the streams ``shard_streams(jobs, shard, shards)`` on the dask cluster at
     ``address`` (see the module doc): for ``budget`` seconds (None: no limit) or
     ``max_batches`` batches per stream, whichever ends first, or to the first failure.
     ``per_task``: consecutive batches of a stream one task runs (fewer, longer tasks for
     a scheduler that many workers would saturate; the same batches, so the same scenarios).
-    ``on_client``: called with the client once the cluster is up (tests, benchmarks)."""
+    ``on_client``: called with the client once the cluster is up (tests, benchmarks).
+    ``security``: the credentials to reach a running cluster (see ``dask_client``)."""
     check_space(space)
     if per_task < 1:
         raise ValueError(f"per_task must be >= 1, got {per_task}")
@@ -269,7 +281,7 @@ def explore_on_dask(*, address: str, workers: int = 0, budget: float | None, see
         raise ValueError("explore_on_dask needs a budget or max_batches")
     streams = shard_streams(jobs, shard, shards)
     t0 = time.monotonic()
-    with dask_client(address, workers) as client:
+    with dask_client(address, workers, security) as client:
         here = _versions()
         there = {v for v in client.run(_versions).values()}
         if there - {here}:

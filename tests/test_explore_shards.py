@@ -507,6 +507,12 @@ def test_the_local_dask_cluster_lets_in_only_holders_of_its_certificate() -> Non
             with pytest.raises((OSError, TypeError)):
                 Client(attempt, timeout=10, set_as_default=False)
             gc.collect()  # (a failed Client's loop closes now, not inside the next start)
+        # squall's own way in, as to any running cluster: without credentials, one line
+        with pytest.raises(ConnectionError, match="speaks TLS"), dask_client(address):
+            pass
+        gc.collect()
+        with dask_client(address, security=client.security) as again:
+            assert again.submit(abs, -4).result(TIMEOUT) == 4
 
 
 def test_a_batch_on_a_lost_dask_worker_is_run_again(tmp_path: Path) -> None:

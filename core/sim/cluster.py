@@ -127,7 +127,7 @@ class SimWorker(WorkerDriver):
     handled."""
 
     __slots__ = ("cluster", "data", "alive", "paused_until", "busy", "incarnation",
-                 "ws", "broken", "forgotten", "told", "outbox")
+                 "ws", "broken", "forgotten", "told", "outbox", "held")
 
     def __init__(self, cluster: SimCluster, name: str, nthreads: int, incarnation: int) -> None:
         super().__init__(name, WorkerState(name, nthreads))
@@ -143,6 +143,8 @@ class SimWorker(WorkerDriver):
         self.broken = False  # its connection to the scheduler was cut
         self.forgotten = False  # the scheduler declared it dead
         self.told = False  # a "close" is on its way to it
+        # message batches that arrived while it was paused, in arrival order (None: none)
+        self.held: list[list[Any]] | None = None
 
     def execute(self, ins: p.Execute) -> None:
         """The body runs for its actual simulated duration."""
@@ -867,7 +869,13 @@ class SimCluster:
         if not sw.alive:
             return
         if sw.paused_until > self.now:
-            self._push(sw.paused_until, self._deliver_to_worker, (sw, msgs))
+            # Held in arrival order, as a stopped process's socket buffer holds them: each
+            # batch deferred on its own would let a later one overtake it when the pause
+            # is extended meanwhile (a steal request before the task it steals).
+            if sw.held is None:
+                sw.held = []
+                self._push(sw.paused_until, self._release_held, (sw,))
+            sw.held.append(msgs)
             return
         stimulate = sw.stimulate
         for msg in msgs:
@@ -875,6 +883,13 @@ class SimCluster:
             if sw.outbox:  # what the stimulus made it report: one message batch
                 self._send_to_scheduler(sw.name, sw.outbox, sender=sw)
                 sw.outbox = []
+
+    def _release_held(self, sw: SimWorker) -> None:
+        """The pause that held ``sw``'s messages is over (or was extended: then they are
+        held again, in the same order)."""
+        held, sw.held = sw.held or [], None
+        for msgs in held:
+            self._deliver_to_worker(sw, msgs)
 
     def _execute_done(self, sw: SimWorker, spec: TaskSpec, duration: float) -> None:
         if not sw.alive:
