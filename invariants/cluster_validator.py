@@ -273,8 +273,11 @@ class Validator:
         self._last_start[key] = (epoch, ts, removed)
         if prev is None:
             return
+        # (the two starts may come in the other order than their runs were handed out: a
+        # stale assignment's message can arrive after the new one's run started)
+        first, last = sorted((prev[0][1], epoch[1]))
         if prev[0][0] != epoch[0] or prev[1] is not ts or prev[2] or removed or \
-                key in self.scheduler.let_go[prev[0][1]:epoch[1]]:
+                key in self.scheduler.let_go[first:last]:
             self.legit_reruns[key] = self.legit_reruns.get(key, 0) + 1
             return
         self.reporter.report(

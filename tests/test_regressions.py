@@ -8,6 +8,10 @@ strict mode on. Each file is the scenario as `benchmarks/false_alarms.py` wrote 
 - cut-off-victim-with-open-steals: a victim cut off from the start could not answer two
   steals; stealing rightly left the rest of its queue (what its threads run next), and
   steal.idle-worker-fed blamed balancing for it. Tasks being stolen now count as leaving.
+- stale-run-starts-after-the-new-one: a client released a key and wanted it again at once;
+  the new run started on one worker before the stale run's message reached another, and
+  e2e.no-duplicate-run looked for the release only between the runs in the order they
+  started. It now looks between them in the order they were handed out.
 """
 
 from __future__ import annotations
