@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from squall.mutants.catalog import switched_on
+from squall.mutants.examples import missing_data_with_fillers
 from squall.scenarios.explore import BATCH, ExploreResult, explore
 from squall.scenarios.explore_dask import dask_client, explore_on_dask
 
@@ -109,23 +110,13 @@ def to_trace(seeds: int, address: str, out: Path) -> None:
 
 
 def minimize_alone(client: Any) -> None:
-    import msgspec
 
-    from squall.chaos.injectors import Heal, JoinWorker, Partition
     from squall.scenarios.explore import REMOTE_FROM, SameFailure
     from squall.scenarios.explore_dask import JudgeOnCluster
     from squall.scenarios.minimize import minimize
-    from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario, TaskDef
     from squall.scenarios.runner import run_scenario
 
-    # missing-data-ignored with nine filler tasks (tests/test_mutants.py)
-    t = {i: TaskDef(f"a-{i}", sim_duration=0.01, duration=0.01, nbytes=100) for i in range(12)}
-    t[2] = msgspec.structs.replace(t[2], deps=("a-1",))
-    t[3] = msgspec.structs.replace(t[3], sim_duration=0.001, duration=0.001)
-    t[8] = msgspec.structs.replace(t[8], deps=("a-2", "a-3", "a-5"))
-    big = Scenario(workload=ExplicitGraph(tasks=tuple(t.values())),
-                   cluster=ClusterShape(workers=3, heartbeat_timeout=2.0, max_time=600.0),
-                   chaos=(Partition(at=0.01, worker="w2"), Heal(at=3.01), JoinWorker(at=3.01)))
+    big = missing_data_with_fillers()
     bug = partial(switched_on, "missing-data-ignored")
     with bug():
         t0 = time.perf_counter()

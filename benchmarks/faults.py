@@ -30,7 +30,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from squall.core.lifeline import descendants, session_members, wait_gone
+from squall.core.lifeline import StderrLines, descendants, session_members, wait_gone
 
 DEADLINE = 60.0  # the longest any step may take before the case counts as not handled
 GONE = 30.0  # how long processes on their way out may take to go
@@ -109,37 +108,20 @@ class Server:
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         SESSIONS.append(self.proc.pid)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
+        self.stderr = StderrLines(self.proc.stderr)
+        self.lines = self.stderr.lines
 
     def wait_for(self, pattern: str, timeout: float = DEADLINE) -> re.Match[str]:
         """The first stderr line matching ``pattern``, waiting for it (a deadline)."""
-        def found() -> re.Match[str] | None:
-            return next((m for x in self.lines if (m := re.search(pattern, x))), None)
-
-        with self._cond:
-            self._cond.wait_for(lambda: found() is not None or not self._reader.is_alive(),
-                                timeout)
-            match = found()
+        line = self.stderr.first(lambda x: re.search(pattern, x), timeout)
+        match = None if line is None else re.search(pattern, line)
         if match is None:
             raise NotHandled(f"`squall {self.argv[0]}`: {pattern!r} not seen within "
                              f"{timeout:g} s; last: {self.lines[-2:]}")
         return match
 
     def count(self, pattern: str) -> int:
-        with self._cond:
-            return sum(1 for x in self.lines if re.search(pattern, x))
+        return self.stderr.count(lambda x: re.search(pattern, x))
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Send ``sig``; the exit code (a deadline, then it is killed and the case fails)."""
@@ -152,7 +134,7 @@ class Server:
             self.proc.wait()
             raise NotHandled(f"`squall {self.argv[0]}` did not exit within {DEADLINE:g} s "
                              f"of signal {signal.Signals(sig).name}") from None
-        self._reader.join(DEADLINE)
+        self.stderr.join(DEADLINE)
         return code
 
     def kill(self) -> None:

@@ -21,7 +21,8 @@ the parent before it starts the child, says whether that is safe.
 What outlived its parent is found in /proc (Linux): ``descendants(root)`` (the live
 processes under ``root``), ``session_members(sid)`` (a session's, orphans reparented to
 init among them) and ``wait_gone(members, timeout)``, which the tests and
-``benchmarks/faults.py`` use to count what a command or a cluster left behind.
+``benchmarks/faults.py`` use to count what a command or a cluster left behind; what a
+command says is read as it says it by ``StderrLines``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
@@ -138,3 +140,43 @@ def wait_gone(members: Callable[[], set[int]], timeout: float) -> set[int]:
         finally:
             os.close(fd)
     return set()
+
+
+class StderrLines:
+    """The lines a child process writes to its stderr (a text pipe), collected by a thread
+    as they come, so that a caller can wait until one says what it waits for."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._stream = stream
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def first(self, predicate: Callable[[str], object], timeout: float) -> str | None:
+        """The first line ``predicate`` holds for, waiting for it until ``timeout`` seconds
+        have passed or the stream ends; None if there is none by then."""
+        def found() -> str | None:
+            return next((x for x in self.lines if predicate(x)), None)
+
+        with self._cond:
+            self._cond.wait_for(lambda: found() is not None or not self._reader.is_alive(),
+                                timeout)
+            return found()
+
+    def count(self, predicate: Callable[[str], object]) -> int:
+        with self._cond:
+            return sum(1 for x in self.lines if predicate(x))
+
+    def join(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until the stream has ended and every line
+        is in."""
+        self._reader.join(timeout)

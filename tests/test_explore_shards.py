@@ -28,6 +28,7 @@ import msgspec
 import pytest
 
 from squall.mutants.catalog import switched_on
+from squall.mutants.examples import missing_data_with_fillers
 from squall.scenarios.explore import explore, explore_batch, shard_streams
 from squall.scenarios.explore_summary import (
     ExploreSummary,
@@ -443,21 +444,13 @@ def test_a_failure_found_on_dask_is_shrunk_and_its_trace_written_here(
 @pytest.mark.xdist_group("squall_real")
 def test_minimize_judging_candidates_on_the_cluster_finds_what_it_finds_alone() -> None:
     pytest.importorskip("distributed")
-    from squall.chaos.injectors import Heal, JoinWorker, Partition
     from squall.scenarios.explore import SameFailure
     from squall.scenarios.explore_dask import JudgeOnCluster, dask_client
     from squall.scenarios.minimize import minimize
-    from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario, TaskDef
     from squall.scenarios.runner import run_scenario
 
-    # missing-data-ignored with nine filler tasks (tests/test_mutants.py): many rounds
-    t = {i: TaskDef(f"a-{i}", sim_duration=0.01, duration=0.01, nbytes=100) for i in range(12)}
-    t[2] = msgspec.structs.replace(t[2], deps=("a-1",))
-    t[3] = msgspec.structs.replace(t[3], sim_duration=0.001, duration=0.001)
-    t[8] = msgspec.structs.replace(t[8], deps=("a-2", "a-3", "a-5"))
-    big = Scenario(workload=ExplicitGraph(tasks=tuple(t.values())),
-                   cluster=ClusterShape(workers=3, heartbeat_timeout=2.0, max_time=600.0),
-                   chaos=(Partition(at=0.01, worker="w2"), Heal(at=3.01), JoinWorker(at=3.01)))
+    # many rounds of minimizing
+    big = missing_data_with_fillers()
     bug = partial(switched_on, "missing-data-ignored")
     with bug():
         first = run_scenario(big, validate=True)
@@ -474,15 +467,16 @@ def test_minimize_judging_candidates_on_the_cluster_finds_what_it_finds_alone() 
 
 @contextlib.contextmanager
 def hang_once(marker: str) -> Iterator[None]:
-    """The first batch to start, on any worker, writes its process id to ``marker`` and
-    hangs there until its worker is killed; every other batch runs as usual."""
+    """The first batch to start, on any worker, claims ``marker`` + ".claimed", tells its
+    process id through the named pipe ``marker`` and hangs there until its worker is
+    killed; every other batch runs as usual."""
     try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(os.open(marker + ".claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         yield
         return
-    os.write(fd, f"{os.getpid()}\n".encode())
-    os.close(fd)
+    with open(marker, "w") as pipe:  # (opens once the test reads)
+        pipe.write(f"{os.getpid()}\n")
     threading.Event().wait()  # forever: SIGKILL ends it
     yield  # pragma: no cover
 
@@ -520,26 +514,27 @@ def test_a_batch_on_a_lost_dask_worker_is_run_again(tmp_path: Path) -> None:
     from squall.scenarios.explore_dask import explore_on_dask
 
     marker = tmp_path / "hung.pid"
+    os.mkfifo(marker)
     killed: list[int] = []
 
     def kill_the_hung_worker() -> None:
-        import time
-
-        deadline = time.monotonic() + TIMEOUT
-        while not marker.exists() or not marker.read_text().endswith("\n"):
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.05)  # the polling interval of a condition (a file), not a wait
-        pid = int(marker.read_text())
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
+        with open(marker) as pipe:  # blocks until the hung batch writes (or the test ends)
+            line = pipe.readline()
+        if line:
+            os.kill(int(line), signal.SIGKILL)
+            killed.append(int(line))
 
     killer = threading.Thread(target=kill_the_hung_worker, daemon=True)
     killer.start()
-    result = explore_on_dask(address="local", workers=2, budget=None, seed=4, jobs=2,
-                             space="small", max_batches=2, digests=True,
-                             job_context=partial(hang_once, str(marker)), out_dir=tmp_path)
-    killer.join(TIMEOUT)
+    try:
+        result = explore_on_dask(address="local", workers=2, budget=None, seed=4, jobs=2,
+                                 space="small", max_batches=2, digests=True,
+                                 job_context=partial(hang_once, str(marker)), out_dir=tmp_path)
+    finally:
+        if killer.is_alive():  # no batch hung: the reader sees the pipe close empty
+            with contextlib.suppress(OSError):
+                os.close(os.open(marker, os.O_WRONLY | os.O_NONBLOCK))
+        killer.join(TIMEOUT)
     assert killed, "no batch hung"
     assert result.stats.rescheduled >= 1
     assert result.failure is None and result.stats.batches == 4

@@ -6,13 +6,13 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import msgspec
 import pytest
 
 import squall.scenarios.minimize as mz
-from squall.chaos.injectors import Heal, JoinWorker, Partition
+from squall.chaos.injectors import Partition
 from squall.core.outcome import Outcome
 from squall.mutants.catalog import MUTANTS, switched_on
+from squall.mutants.examples import missing_data_with_fillers
 from squall.mutants.measure import same_failure
 from squall.scenarios.explore import SameFailure, explore
 from squall.scenarios.minimize import MAX_CANDIDATES, minimize, redundant_parts
@@ -20,18 +20,6 @@ from squall.scenarios.model import ClusterShape, ExplicitGraph, Scenario, TaskDe
 from squall.scenarios.runner import run_scenario
 
 BUG = "missing-data-ignored"
-
-
-def _fillers() -> Scenario:
-    """missing-data-ignored as Hypothesis left it with seed 1 (tests/test_mutants.py):
-    nine tasks that only placed the failing one; many rounds of minimizing."""
-    t = {i: TaskDef(f"a-{i}", sim_duration=0.01, duration=0.01, nbytes=100) for i in range(12)}
-    t[2] = msgspec.structs.replace(t[2], deps=("a-1",))
-    t[3] = msgspec.structs.replace(t[3], sim_duration=0.001, duration=0.001)
-    t[8] = msgspec.structs.replace(t[8], deps=("a-2", "a-3", "a-5"))
-    return Scenario(workload=ExplicitGraph(tasks=tuple(t.values())),
-                    cluster=ClusterShape(workers=3, heartbeat_timeout=2.0, max_time=600.0),
-                    chaos=(Partition(at=0.01, worker="w2"), Heal(at=3.01), JoinWorker(at=3.01)))
 
 
 class _Clock:
@@ -46,7 +34,7 @@ class _Clock:
 
 def test_the_result_depends_on_the_candidates_counted_not_the_window_or_the_clock(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    big = _fillers()
+    big = missing_data_with_fillers()
     m = MUTANTS[BUG]
     with m.active():
         first = run_scenario(big, validate=True)
@@ -84,7 +72,7 @@ def test_the_result_depends_on_the_candidates_counted_not_the_window_or_the_cloc
 
 
 def test_a_minimized_mutant_failure_is_1_minimal() -> None:
-    big = _fillers()
+    big = missing_data_with_fillers()
     m = MUTANTS[BUG]
     with m.active():
         first = run_scenario(big, validate=True)

@@ -13,13 +13,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from squall.chaos.injectors import Heal, JoinWorker, KillWorker, Partition, SkewEstimates
+from squall.chaos.injectors import JoinWorker, KillWorker, Partition, SkewEstimates
 from squall.core.scheduler import SchedulerState, SchedulerTaskState
 from squall.core.worker import WorkerState, WorkerTaskState
 from squall.invariants import BY_ID
 from squall.mutants import scheduler_bugs, worker_bugs
 from squall.mutants.catalog import CATALOG, MUTANTS, Mutant, MutantError, mutant, switched_on
 from squall.mutants.copies import copied_from, copy_drift, globals_drift, source_drift
+from squall.mutants.examples import missing_data_with_fillers
 from squall.mutants.measure import measure_mutant, same_failure
 from squall.scenarios.explore import explore
 from squall.scenarios.minimize import minimize, size
@@ -281,19 +282,9 @@ def test_minimize_shrinks_the_clock_a_failure_waited_for() -> None:
 
 
 def test_minimize_drops_fillers_that_only_placed_the_failing_task() -> None:
-    # missing-data-ignored as Hypothesis left it with seed 1: a-8 reads a-3 and a-5; the
-    # nine other tasks only make a-3's holder, w2, look busy, so that a-8 goes to w1 and
-    # fetches a-3 from w2 once w2 is cut off. No drop of one or two tasks keeps that
-    # placement at the moment the partition was tuned to (the old local minimum: 44
-    # stimuli); without all of them, on a slower link, the cut strikes another worker,
-    # later.
-    t = {i: TaskDef(f"a-{i}", sim_duration=0.01, duration=0.01, nbytes=100) for i in range(12)}
-    t[2] = msgspec.structs.replace(t[2], deps=("a-1",))
-    t[3] = msgspec.structs.replace(t[3], sim_duration=0.001, duration=0.001)
-    t[8] = msgspec.structs.replace(t[8], deps=("a-2", "a-3", "a-5"))
-    big = Scenario(workload=ExplicitGraph(tasks=tuple(t.values())),
-                   cluster=ClusterShape(workers=3, heartbeat_timeout=2.0, max_time=600.0),
-                   chaos=(Partition(at=0.01, worker="w2"), Heal(at=3.01), JoinWorker(at=3.01)))
+    # (see missing_data_with_fillers: the old local minimum was 44 stimuli; without all
+    # the fillers, on a slower link, the cut strikes another worker, later)
+    big = missing_data_with_fillers()
     small = _minimized_to_30(MUTANTS["missing-data-ignored"], big, more_than=90)
     assert len(small.workload.tasks) <= 3  # type: ignore[union-attr]
 

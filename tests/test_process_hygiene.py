@@ -74,29 +74,13 @@ class Command:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True)
         self.sid = self.proc.pid
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
+        self.stderr = lifeline.StderrLines(self.proc.stderr)
+        self.lines = self.stderr.lines
 
     def wait_for(self, pattern: str) -> re.Match[str]:
         """The first stderr line matching ``pattern`` (waiting for it, with a deadline)."""
-        def match() -> re.Match[str] | None:
-            return next((m for x in self.lines if (m := re.search(pattern, x))), None)
-
-        with self._cond:
-            self._cond.wait_for(lambda: match() is not None or not self._reader.is_alive(),
-                                TIMEOUT)
-            found = match()
+        line = self.stderr.first(lambda x: re.search(pattern, x), TIMEOUT)
+        found = None if line is None else re.search(pattern, line)
         assert found is not None, f"{pattern!r} not seen; stderr:\n" + "\n".join(self.lines)
         return found
 
@@ -113,7 +97,7 @@ class Command:
             self.proc.kill()
             code = self.proc.wait()
             pytest.fail(f"squall did not exit within {TIMEOUT:g} s of signal {sig}")
-        self._reader.join(TIMEOUT)
+        self.stderr.join(TIMEOUT)
         try:
             wait_gone(self.members, "every process of the session gone")
         except AssertionError:

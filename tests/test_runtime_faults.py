@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -24,7 +23,7 @@ import pytest
 import zmq
 
 from squall.core import protocol as p
-from squall.core.lifeline import descendants, wait_gone
+from squall.core.lifeline import StderrLines, descendants, wait_gone
 from squall.core.runtime import transport as net
 from squall.core.runtime.client import Client, SchedulerLost
 from squall.core.runtime.cluster import LocalCluster
@@ -70,33 +69,16 @@ class Proc:
             [sys.executable, "-c", "from squall.cli.main import main; main()", *argv],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
+        self.stderr = StderrLines(self.proc.stderr)
+        self.lines = self.stderr.lines
 
     def wait_for(self, predicate: Callable[[str], bool], what: str) -> str:
-        with self._cond:
-            ok = self._cond.wait_for(
-                lambda: any(predicate(x) for x in self.lines) or not self._reader.is_alive(),
-                TIMEOUT)
-            found = next((x for x in self.lines if predicate(x)), None)
-        assert ok and found is not None, f"{what}: not seen; stderr was:\n" + "\n".join(
-            self.lines)
+        found = self.stderr.first(predicate, TIMEOUT)
+        assert found is not None, f"{what}: not seen; stderr was:\n" + "\n".join(self.lines)
         return found
 
     def count(self, predicate: Callable[[str], bool]) -> int:
-        with self._cond:
-            return sum(1 for x in self.lines if predicate(x))
+        return self.stderr.count(predicate)
 
     def stop(self, sig: int = signal.SIGINT) -> None:
         if self.proc.poll() is None:
@@ -106,7 +88,7 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._reader.join(TIMEOUT)
+        self.stderr.join(TIMEOUT)
 
 
 def _free_port() -> int:
