@@ -257,9 +257,10 @@ def idle_worker_fed(v: Any, ext: Any) -> str | None:
             continue
         if now - seen[0] < SPARE_CONFIRM:
             continue
-        still = [k for k, victim in seen[1].items() if spare.get(k) is victim]
+        still = [k for k, (victim, allowed) in seen[1].items()
+                 if spare.get(k, _GONE)[0] is victim and (not allowed or ws.name in allowed)]
         if still:
-            victim = spare[still[0]]
+            victim = spare[still[0]][0]
             return (f"{ws.name!r} has had nothing to do since t={t0:.3f} while {victim.name!r} "
                     f"kept {len(still)} queued independent task(s) it could run sooner, e.g. "
                     f"{still[0]!r}")
@@ -267,9 +268,13 @@ def idle_worker_fed(v: Any, ext: Any) -> str | None:
     return None
 
 
-def _spare_tasks(state: Any, ext: Any) -> dict[str, Any]:
-    """Queued (not running), never moved, unrestricted tasks without inputs, each worth
-    moving by a wide margin: key -> the saturated worker it waits on."""
+_GONE = (None, ())
+
+
+def _spare_tasks(state: Any, ext: Any) -> dict[str, tuple[Any, tuple[str, ...]]]:
+    """Queued (not running), never moved tasks without inputs, each worth moving by a
+    wide margin: key -> (the saturated worker it waits on, the workers it is restricted
+    to, () for any)."""
     duration = state.estimator.duration
     booked = getattr(ext, "in_flight_occupancy", None) or {}
     in_flight = ext.in_flight
@@ -295,12 +300,12 @@ def _spare_tasks(state: Any, ext: Any) -> dict[str, Any]:
             if j >= 64:
                 break
             key = ts.key
-            if (ts.dependencies or ts.restrictions or key in victim.executing
+            if (ts.dependencies or key in victim.executing
                     or key in in_flight or key in orphans or key in moved):
                 continue
             c = duration(ts.prefix)
             if c >= SPARE_MIN_DURATION and 2 * c + SPARE_MIN_DURATION <= per_thread:
-                spare[key] = victim
+                spare[key] = (victim, ts.restrictions)
     return spare
 
 

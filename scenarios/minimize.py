@@ -202,6 +202,8 @@ def _removals(sc: Scenario) -> Iterator[tuple[str, Scenario]]:
         named = {n for f in sc.chaos if (n := _worker_of(f)) is not None}
         named |= {p for f in sc.chaos if isinstance(p := getattr(f, "peer", None), str)}
         named |= {link.worker for link in c.links}
+        if isinstance(sc.workload, ExplicitGraph):  # (a worker a task may run on stays)
+            named |= {n for t in sc.workload.tasks for n in t.restrictions}
         for k in range(c.workers):
             if f"w{k}" in named:
                 continue
@@ -221,11 +223,12 @@ def _explicit(sc: Scenario) -> Scenario | None:
     except ScenarioError:
         return None
     specs = list(graph.tasks.values())
-    if any(t.prefix is not None or t.restrictions or t.func is not None for t in specs):
+    if any(t.prefix is not None or t.func is not None for t in specs):
         return None
     return replace(sc, workload=ExplicitGraph(tasks=tuple(
         TaskDef(t.key, deps=t.deps, duration=t.duration, sim_duration=t.sim_duration,
-                nbytes=t.nbytes, fails=t.fails, priority=t.priority) for t in specs)))
+                nbytes=t.nbytes, fails=t.fails, priority=t.priority,
+                restrictions=t.restrictions) for t in specs)))
 
 
 def _is_valid(candidate: Scenario) -> bool:
@@ -354,7 +357,13 @@ def _renamed(sc: Scenario, other: dict[str, str], first: float = 0.0,
                   for f in sc.chaos)
     links = tuple(replace(link, worker=other.get(link.worker, link.worker))
                   for link in sc.cluster.links)
-    return replace(sc, chaos=chaos, cluster=replace(sc.cluster, links=links))
+    workload = sc.workload
+    if isinstance(workload, ExplicitGraph) and any(t.restrictions for t in workload.tasks):
+        workload = ExplicitGraph(tasks=tuple(
+            replace(t, restrictions=tuple(other.get(n, n) for n in t.restrictions))
+            if t.restrictions else t for t in workload.tasks))
+    return replace(sc, workload=workload, chaos=chaos,
+                   cluster=replace(sc.cluster, links=links))
 
 
 def _sooner(sc: Scenario) -> Iterator[Scenario]:

@@ -63,6 +63,7 @@ class TaskDef(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
     nbytes: int | None = None
     fails: bool = False
     priority: int = 0
+    restrictions: tuple[str, ...] = ()  # worker names allowed to run it; () = any
 
 
 class ExplicitGraph(msgspec.Struct, tag="graph", frozen=True, forbid_unknown_fields=True):
@@ -168,7 +169,15 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
                 fault.check()
             except ValueError as e:
                 raise ScenarioError(f"chaos[{i}]: {e}") from None
-        self._check_fault_workers()
+        ever = self._check_fault_workers()
+        if isinstance(w, ExplicitGraph):
+            for i, t in enumerate(w.tasks):
+                for name in t.restrictions:
+                    if name not in ever:
+                        raise ScenarioError(
+                            f"workload.tasks[{i}].restrictions: task {t.key!r} may run only "
+                            f"on {shown(name)}, a worker the cluster never has (it has "
+                            f"{', '.join(sorted(ever)) or 'none'})")
         if client_actions(self.chaos):
             graph = self.graph()
             why = key_problem(self.chaos, {spec.key: spec.deps for spec in graph})
@@ -207,6 +216,9 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
                 for name in (t.key, *t.deps):
                     if (why := name_problem(name)) is not None:
                         raise ScenarioError(f"workload.tasks[{i}]: key {why}")
+                for name in t.restrictions:
+                    if (why := name_problem(name)) is not None:
+                        raise ScenarioError(f"workload.tasks[{i}].restrictions: {why}")
         for i, fault in enumerate(self.chaos):
             for field in fault.__struct_fields__:
                 value = getattr(fault, field)
@@ -220,10 +232,11 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
                         "threads per worker", value, MAX_THREADS)) is not None:
                     raise ScenarioError(f"chaos[{i}].threads: {why}")
 
-    def _check_fault_workers(self) -> None:
+    def _check_fault_workers(self) -> set[str]:
         """Every worker a fault strikes (kills, pauses, or one end of a link it changes)
         exists when it strikes: one the cluster starts with, or one that joined before
-        (under its name, or under the next free ``wN``, as every runtime names it)."""
+        (under its name, or under the next free ``wN``, as every runtime names it).
+        Returns the name of every worker the cluster ever has."""
         n = self.cluster.workers
         known = {f"w{i}" for i in range(n)}
         auto = n
@@ -250,6 +263,7 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
                         f"{where}: {fault.kind_name()} fault at {fault.at:g} s names worker "
                         f"{shown(name)}, which does not exist then (the cluster starts "
                         f"{starts}; a worker that joins before the fault counts)")
+        return known
 
     def graph(self) -> TaskGraph:
         """The task graph this scenario submits (ScenarioError on a bad graph)."""
@@ -267,7 +281,8 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
             else:
                 g = TaskGraph(TaskSpec(t.key, deps=t.deps, duration=t.duration,
                                        sim_duration=t.sim_duration, nbytes=t.nbytes,
-                                       fails=t.fails, priority=t.priority) for t in w.tasks)
+                                       fails=t.fails, priority=t.priority,
+                                       restrictions=t.restrictions) for t in w.tasks)
             g.validate()
         except GraphError as e:
             raise ScenarioError(f"workload: {e}") from None

@@ -29,7 +29,14 @@ from squall.chaos.injectors import (
 )
 from squall.chaos.kinds import WORKER, Maybe, Menu, Pick, drawn_kinds
 from squall.core.oracle import output_bytes
-from squall.scenarios.model import ClusterShape, ExplicitGraph, Generated, Scenario, TaskDef
+from squall.scenarios.model import (
+    ClusterShape,
+    ExplicitGraph,
+    Generated,
+    Scenario,
+    TaskDef,
+    Workload,
+)
 from squall.scenarios.workloads import WORKLOADS
 
 PREFIXES = ("a", "b", "c", "d")
@@ -53,13 +60,31 @@ _TASK = st.tuples(
 )
 
 
-def graphs(*, min_tasks: int = 1, max_tasks: int = 50) -> st.SearchStrategy[ExplicitGraph]:
+RESTRICTED_GRAPH_ODDS = 4  # one graph in this many has restricted tasks (given workers)
+
+
+@st.composite
+def graphs(draw: st.DrawFn, *, min_tasks: int = 1, max_tasks: int = 50,
+           workers: int = 0) -> ExplicitGraph:
     """Random DAGs: each task depends on up to three of the eight tasks before it.
 
     Drawn as a list of task templates, so that shrinking can drop any task; a
     dependency is an offset back, so the graph stays acyclic whatever is dropped.
+    With ``workers`` (named w0, w1, ...), some graphs restrict the tasks of a prefix or
+    two to one or two of them (swarm-style: most graphs have none, and shrinking removes
+    them), so that queues of restricted tasks build up, to be placed and stolen among
+    the workers they allow.
     """
-    return st.lists(_TASK, min_size=min_tasks, max_size=max_tasks).map(_build_graph)
+    graph = _build_graph(draw(st.lists(_TASK, min_size=min_tasks, max_size=max_tasks)))
+    if not (workers > 0
+            and draw(st.integers(1, RESTRICTED_GRAPH_ODDS)) == RESTRICTED_GRAPH_ODDS):
+        return graph
+    names = st.lists(st.integers(0, workers - 1), min_size=1, max_size=2, unique=True).map(
+        lambda ix: tuple(f"w{i}" for i in sorted(ix)))
+    where = {prefix: draw(st.one_of(st.just(()), names)) for prefix in PREFIXES}
+    return ExplicitGraph(tasks=tuple(replace(t, restrictions=where[t.key.split("-")[0]])
+                                     if where[t.key.split("-")[0]] else t
+                                     for t in graph.tasks))
 
 
 def _build_graph(templates: list[tuple[str, list[int], float, float | None, int, bool]]
@@ -263,14 +288,15 @@ def scenarios(draw: st.DrawFn, space: str = "small",
     shape = draw(cluster_shapes(max_workers=limits["workers"],
                                 stealing=True if limits.get("stealing") else None,
                                 fragile=bool(limits.get("fragile"))))
+    explicit = graphs(max_tasks=limits["tasks"], workers=shape.workers)
     if limits.get("generated"):
-        workload = draw(st.one_of(graphs(max_tasks=limits["tasks"]),
-                                  generated_workloads(limits["tasks"])))
+        workload = draw(st.one_of(explicit, generated_workloads(limits["tasks"])))
     else:
-        workload = draw(graphs(max_tasks=limits["tasks"]))
+        workload = draw(explicit)
     kinds = "joins" if limits.get("joins") else "restarts" if limits.get("restarts") else "any"
     chaos = draw(chaos_schedules(shape.workers, max_faults=limits["faults"],
                                  min_faults=limits.get("min_faults", 0), kinds=kinds))
+    workload = unstranded(workload, chaos)
     if any(effects(f) & UNNOTICED for f in chaos):
         # Without a heartbeat timeout nothing ever notices a cut-off worker.
         shape = replace(shape, heartbeat_timeout=HEARTBEAT_TIMEOUT)
@@ -281,6 +307,31 @@ def scenarios(draw: st.DrawFn, space: str = "small",
         scenario = replace(scenario, chaos=(*chaos, *draw(client_actions(keys))))
     # A livelock is cut short, a slow run is not: the cap scales with the work.
     return replace(scenario, cluster=replace(shape, max_time=time_budget(scenario)))
+
+
+def unstranded(workload: Workload, chaos: tuple[Fault, ...]) -> Workload:
+    """``workload`` with its restrictions kept to workers no fault may take away for good
+    (killed, paused or cut off, and not started again under the same name): a task only
+    such workers may run waits forever, as it should (dask leaves it in no-worker), which
+    is not what a search for bugs should spend a scenario on. A task left with none is
+    unrestricted."""
+    if not isinstance(workload, ExplicitGraph) or not any(t.restrictions
+                                                          for t in workload.tasks):
+        return workload
+    gone: set[str] = set()
+    for f in chaos:
+        if not effects(f) & OUT_OF_ACTION:
+            continue
+        for name in (getattr(f, "worker", None), getattr(f, "peer", None)):
+            if isinstance(name, str) and not any(
+                    isinstance(g, JoinWorker) and g.worker == name and g.at >= f.at
+                    for g in chaos):
+                gone.add(name)
+    if not gone:
+        return workload
+    return ExplicitGraph(tasks=tuple(
+        replace(t, restrictions=tuple(n for n in t.restrictions if n not in gone))
+        if t.restrictions else t for t in workload.tasks))
 
 
 BASE_TIME = 600.0  # virtual seconds every drawn scenario may take, whatever its work

@@ -247,6 +247,29 @@ def test_the_fixture_gives_a_validated_cluster_with_its_fault_surface(
     assert cluster.faults[0].kind == "kill_worker"
 
 
+def worker_name(*inputs: object) -> str:
+    """The name of the dask worker that runs it (its inputs are only for the order)."""
+    from distributed import get_worker
+
+    return str(get_worker().name)
+
+
+@pytest.mark.squall_dask_cluster(workers=2, threads=1)
+def test_restricted_tasks_run_only_on_their_workers_on_dask(
+        squall_dask_cluster: DaskCluster) -> None:
+    from squall.core.graph import TaskGraph, TaskSpec
+
+    graph = TaskGraph([
+        TaskSpec("a-0", func=worker_name, restrictions=("w1",)),
+        TaskSpec("b-1", deps=("a-0",), func=worker_name, restrictions=("w0",)),
+        TaskSpec("c-2", deps=("b-1",), func=worker_name),
+    ])
+    futures = squall_dask_cluster.compute(graph)
+    assert [futures[k].result(timeout=TIMEOUT) for k in ("a-0", "b-1")] == ["w1", "w0"]
+    assert futures["c-2"].result(timeout=TIMEOUT) in ("w0", "w1")
+    assert squall_dask_cluster.violations == []
+
+
 def test_a_violation_fails_a_fixture_test_with_its_invariant_and_a_trace(
         tmp_path: Path) -> None:
     (tmp_path / "test_broken.py").write_text(textwrap.dedent("""

@@ -635,8 +635,23 @@ class DaskCluster:
         if not self._submitted:
             self._submitted = True
             self.started = time.monotonic()
+        if any(spec.restrictions for spec in graph):
+            return self._submit_restricted(graph)
         futures = self.client.get(dsk, keys, sync=False)
         return dict(zip(keys, futures, strict=True))
+
+    def _submit_restricted(self, graph: TaskGraph) -> dict[str, Any]:
+        """A graph with restricted tasks, submitted task by task in dependency order: a
+        graph submitted whole takes one set of worker restrictions for all its tasks, a
+        submitted task its own (dask takes worker names for addresses)."""
+        futures: dict[str, Any] = {}
+        for key in graph.topological_order():
+            spec = graph.tasks[key]
+            futures[key] = self.client.submit(
+                _call, spec.func, spec.args, spec.kwargs, *(futures[d] for d in spec.deps),
+                key=key, pure=False, workers=list(spec.restrictions) or None,
+                allow_other_workers=False)
+        return {spec.key: futures[spec.key] for spec in graph}
 
     def log_stimuli(self, recorder: Recorder) -> None:
         """``recorder("scheduler", DaskStimulus)`` for every stimulus the scheduler receives
@@ -792,3 +807,8 @@ class _Forward(logging.Handler):
 def _close_quietly(cluster: Any) -> None:
     with contextlib.suppress(Exception):
         cluster.close(timeout=10)
+
+
+def _call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *inputs: Any) -> Any:
+    """A task's body as a graph runs it: ``func(*args, *input values, **kwargs)``."""
+    return func(*args, *inputs, **kwargs)
