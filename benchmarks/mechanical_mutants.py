@@ -1,7 +1,7 @@
 """Mechanical mutants: an independent measure of bug-finding power (issue 17, item 7).
 
     python benchmarks/mechanical_mutants.py [--file core/stealing.py ...] [--sample N]
-        [--seed S] [--budget SECONDS] [--suite] [--json OUT] [--list]
+        [--seed S] [--budget SECONDS | --scenarios N] [--suite] [--json OUT] [--list]
 
 squall's own mutants (squall.mutants.catalog) are written by the hands that wrote the
 explorer. Here the mutants come from an established tool, cosmic-ray (its operators: each
@@ -15,7 +15,9 @@ Each mutant is judged in a subprocess, never in the working tree: the mutated so
 written to a temporary folder, and an import hook placed first on ``sys.meta_path``
 makes ``squall.core.<module>`` load from it (whoever imports it, and before anyone does).
 The subprocess then explores as ``squall explore`` does (``explore(budget=B, seed=0,
-jobs=1, space="all")``), stopping at the first failing scenario (nothing is shrunk):
+jobs=1, space="all")``), stopping at the first failing scenario (nothing is shrunk). With
+``--scenarios N`` each mutant gets the first N scenarios of that exploration instead of a
+time budget: the same scenarios on any machine under any load, so the same verdicts:
 
 - killed: a scenario failed (an invariant violated, wrong results, or a crash);
 - survived: the whole budget passed with no failure;
@@ -150,7 +152,8 @@ def _child_explore(args: argparse.Namespace) -> None:
     # next to the mutated copy: the parent's temporary folder (os._exit skips cleanups)
     out_dir = Path(args.path).parent / "traces"
     try:
-        res = ex.explore(budget=args.budget, seed=0, jobs=1, space="all", out_dir=out_dir)
+        res = ex.explore(budget=args.budget if not args.scenarios else 1e9, seed=0, jobs=1,
+                         space="all", out_dir=out_dir, max_scenarios=args.scenarios or None)
     except Exception as e:  # exploration itself crashed (outside a scenario run)
         _stop(f"crash {type(e).__name__} in exploration: {str(e)[:120]}")
     _write(args.result, status="survived", scenarios=res.stats.scenarios,
@@ -173,18 +176,20 @@ def child_main(argv: list[str]) -> None:
     ap.add_argument("--path", required=True)
     ap.add_argument("--result", required=True)
     ap.add_argument("--budget", type=float, default=10.0)
+    ap.add_argument("--scenarios", type=int, default=0)
     args = ap.parse_args(argv)
     install_overlay(args.module, args.path)
     {"probe": _child_probe, "explore": _child_explore, "suite": _child_suite}[args.child](args)
 
 
 def run_child(kind: str, module: str, path: Path, timeout: float, budget: float = 0.0,
-              cwd: str | None = None) -> dict[str, object]:
+              cwd: str | None = None, scenarios: int = 0) -> dict[str, object]:
     """Run ``--child kind`` in a subprocess (its own session, killed whole on timeout)."""
     result = path.with_suffix(f".{kind}.json")
     result.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--module", module,
-           "--path", str(path), "--result", str(result), "--budget", str(budget)]
+           "--path", str(path), "--result", str(result), "--budget", str(budget),
+           "--scenarios", str(scenarios)]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
@@ -322,10 +327,10 @@ def load_judgements(path: Path = EQUIVALENTS) -> dict[tuple[str, str, str, str],
 
 # --- measuring ----------------------------------------------------------------------------------
 
-def evaluate(m: Mutant, work: Path, budget: float, timeout: float) -> None:
+def evaluate(m: Mutant, work: Path, budget: float, timeout: float, scenarios: int = 0) -> None:
     path = work / f"{Path(m.file).stem}.py"
     path.write_text(m.source, encoding="utf-8")
-    r = run_child("explore", module_name(m.file), path, timeout, budget)
+    r = run_child("explore", module_name(m.file), path, timeout, budget, scenarios=scenarios)
     m.status = str(r["status"])
     m.by = str(r.get("by") or r.get("detail") or "")
     m.seconds = float(r.get("seconds", 0.0))  # type: ignore[arg-type]
@@ -429,8 +434,12 @@ def main(argv: list[str] | None = None) -> int:
                     "drawn at random (0: all)")
     ap.add_argument("--seed", type=int, default=0, help="the sample's seed")
     ap.add_argument("--budget", type=float, default=8.0, help="seconds of exploration each")
+    ap.add_argument("--scenarios", type=int, default=0,
+                    help="explore this many scenarios each, whatever the time (the same "
+                         "verdicts on any machine; 0: --budget)")
     ap.add_argument("--timeout", type=float, default=0.0,
-                    help="kill a mutant's run after this (default: 3x budget + 30 s)")
+                    help="kill a mutant's run after this (default: 3x budget + 30 s; with "
+                         "--scenarios, 1 s per 5 scenarios + 60 s)")
     ap.add_argument("--suite", action="store_true",
                     help="run exploration's survivors against the fast simulator tests")
     ap.add_argument("--list", action="store_true", help="count the mutants; run nothing")
@@ -442,9 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         return report_saved(Path(args.report))
     files = args.file or list(DEFAULT_FILES)
-    timeout = args.timeout or 3 * args.budget + 30
+    timeout = args.timeout or (args.scenarios / 5 + 60 if args.scenarios
+                               else 3 * args.budget + 30)
     judgements = load_judgements()
-    print(f"python {platform.python_version()}, cosmic-ray operators, budget {args.budget:g} s "
+    budget = (f"the first {args.scenarios} scenarios" if args.scenarios
+              else f"budget {args.budget:g} s")
+    print(f"python {platform.python_version()}, cosmic-ray operators, {budget} "
           f"per mutant, exploration seed 0, space 'all', one job"
           + (f", sample {args.sample} per file (seed {args.seed})" if args.sample else ""))
     everything: list[Mutant] = []
@@ -468,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp) / Path(file).stem
             work.mkdir()
             base = Mutant(file, "none", -1, 0, 0, source=(ROOT / file).read_text("utf-8"))
-            evaluate(base, work, args.budget, timeout)
+            evaluate(base, work, args.budget, timeout, args.scenarios)
             print(f"{file} unmutated: {base.status} ({base.scenarios} scenarios in "
                   f"{base.seconds:.1f} s){' ' + base.by if base.by else ''}", flush=True)
             if base.status != "survived":
@@ -477,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             for i, m in enumerate(chosen, 1):
                 make_source(m)
                 m.judged = judgements.get((m.file, m.operator, m.before, m.after), "")
-                evaluate(m, work, args.budget, timeout)
+                evaluate(m, work, args.budget, timeout, args.scenarios)
                 print(f"[{i}/{len(chosen)}] {m.status:8} {m.seconds:5.1f} s  {m.label}"
                       + (f"  <- {m.by}" if m.by else ""), file=sys.stderr, flush=True)
             if args.suite:

@@ -66,6 +66,27 @@ def memory_agrees(cv: Any) -> Found:
     return None
 
 
+@cluster_invariant("cluster.wants-agree",
+                   "at quiescence, the scheduler's clients of each key (who_wants) are the "
+                   "clients that want it: every release and every request has been applied",
+                   scope=QUIESCENT)
+def wants_agree(cv: Any) -> Found:
+    wanted_by = getattr(cv.cluster, "wanted_by", None)
+    if wanted_by is None:
+        return None  # a runtime that does not keep clients apart
+    tasks = cv.state.tasks
+    for key, ts in tasks.items():
+        have = set(ts.who_wants)
+        want = wanted_by.get(key, set())
+        if have != want:
+            return (f"task {key!r}", f"the scheduler has it wanted by {sorted(have)}, the "
+                    f"clients that want it are {sorted(want)}")
+    for key, clients in wanted_by.items():
+        if clients and key not in tasks:
+            return (f"task {key!r}", f"wanted by {sorted(clients)}, unknown to the scheduler")
+    return None
+
+
 # ---------------------------------------------------------------- liveness
 
 

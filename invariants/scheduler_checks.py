@@ -370,6 +370,20 @@ def retries_within_limit(v: Any, ts: Any) -> str | None:
             f"(allowed_failures={limit})")
 
 
+@task_invariant("task.killed-past-limit",
+                "a task is given up because its workers died (KilledWorker) only after they "
+                "died under it more than allowed_failures times",
+                states=(SchedulerTaskState.ERRED,))
+def killed_past_limit(v: Any, ts: Any) -> str | None:
+    if ts.exception_blame != ts.key or not (ts.exception or "").startswith("KilledWorker"):
+        return None
+    limit = v.state.allowed_failures
+    if ts.suspicious > limit:
+        return None
+    return (f"given up (KilledWorker) after {ts.suspicious} deaths of workers running it "
+            f"(allowed_failures={limit})")
+
+
 # ---------------------------------------------------------------- the scheduler's view of a worker
 
 

@@ -21,6 +21,14 @@ run after a StealResponse: ``before`` is the worker the task was processing on b
 the stimulus (or None), ``opened`` the ``(steal_id, victim)`` of the steal of that key
 that was open (or orphaned) before it (or None), and ``moved`` whether the task itself
 transitioned during the stimulus (a reassignment sends it anew, even to the same worker).
+
+What the reference validator (``SchedulerValidator``) also keeps for these checks, read
+with ``getattr`` (absent elsewhere, and then the check that needs it says nothing):
+``stimulus`` (the one being checked; None in a full check), ``steal_answers`` (the
+StealResponses the extension was handed, see ``answers_before``), and from before the
+stimulus: ``_open`` (key -> ``opened`` of every open or orphaned steal), ``_thieves`` (key
+-> thief of each steal in flight, orphans left out) and ``_steal_stats`` (a copy of
+``stats``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from squall.core import protocol as p
 from squall.core.scheduler import SchedulerState, SchedulerTaskState, WorkerStatus
 from squall.core.view import StealingView
 from squall.core.worker import WorkerTaskState
@@ -175,7 +184,8 @@ def accounted(v: Any, ext: Any) -> str | None:
 
 @steal_invariant("steal.bookings-recount",
                  "the occupancy and the counts booked per worker for open steals equal a "
-                 "recount of the steals in flight")
+                 "recount of the steals in flight, and a worker has an entry only while "
+                 "such a steal involves it")
 def bookings_recount(v: Any, ext: Any) -> str | None:
     booked: dict[Any, float] = {}
     counts: dict[str, dict[Any, int]] = {"incoming": {}, "outgoing": {}, "bookings": {}}
@@ -191,6 +201,9 @@ def bookings_recount(v: Any, ext: Any) -> str | None:
     if booked or not ext.in_flight:  # (an extension without costs books nothing to recount)
         have = getattr(ext, "in_flight_occupancy", None) or {}
         for ws in set(have) | set(booked):
+            if ws not in booked and ws not in counts["bookings"]:
+                return (f"{have[ws]!r} s booked on {getattr(ws, 'name', ws)!r}, which no "
+                        "open steal involves (an entry outlived its steals)")
             got, want = have.get(ws, 0.0), booked.get(ws, 0.0)
             if abs(got - want) > OCCUPANCY_TOL * max(1.0, abs(want)):
                 return (f"{got!r} s booked on {getattr(ws, 'name', ws)!r} for open steals, "
@@ -200,9 +213,122 @@ def bookings_recount(v: Any, ext: Any) -> str | None:
         if kept is None:
             continue  # optional: an extension that keeps no such count
         for ws in set(kept) | set(want_of):
+            if ws in kept and ws not in want_of:
+                return (f"{name}[{getattr(ws, 'name', ws)!r}] = {kept[ws]}, but no open "
+                        "steal involves it so (an entry outlived its steals)")
             if kept.get(ws, 0) != want_of.get(ws, 0):
                 return (f"{name}[{getattr(ws, 'name', ws)!r}] = {kept.get(ws, 0)}, but "
                         f"{want_of.get(ws, 0)} open steals involve it so")
+    return None
+
+
+# How every steal answer the extension was handed ends, once each.
+ANSWER_ENDINGS = ("moved", "refused", "thief-gone", "stale")
+
+
+def answers_before(ext: Any, msg: Any) -> int:
+    """The steal answers ``ext`` had been handed when a validator first looks at it, ``msg``
+    (the stimulus just handled) included: an extension that has requested no steal yet is
+    taken to have been handed none but ``msg`` (so a count that starts off zero shows),
+    any other at its own count (it was attached before the validator)."""
+    stats = getattr(ext, "stats", None)
+    if isinstance(stats, dict) and stats.get("requested", 0) > 0:
+        return sum(stats.get(name, 0) for name in ANSWER_ENDINGS)
+    return 1 if type(msg) is p.StealResponse else 0
+
+
+@steal_invariant("steal.answers-accounted",
+                 "every steal answer the scheduler was handed ended exactly once: moved, "
+                 "refused, thief gone, or ignored as stale")
+def answers_accounted(v: Any, ext: Any) -> str | None:
+    stats = getattr(ext, "stats", None)
+    handed = getattr(v, "steal_answers", None)
+    if handed is None or not isinstance(stats, dict) or "stale" not in stats:
+        return None  # a validator or an extension that keeps no such counts
+    ended = 0
+    for name in ANSWER_ENDINGS:
+        ended += stats.get(name, 0)
+    if ended == handed:
+        return None
+    how = ", ".join(f"{name} {stats.get(name, 0)}" for name in ANSWER_ENDINGS)
+    return f"{handed} steal answers handed to the scheduler, but {ended} ended ({how})"
+
+
+@steal_invariant("steal.moved-processing",
+                 "a task recorded as moved by a steal (kept while it stays processing) is "
+                 "processing")
+def moved_processing(v: Any, ext: Any) -> str | None:
+    moved = getattr(ext, "moved", None)
+    if not moved:
+        return None
+    tasks = v.state.tasks
+    touched = getattr(v, "_touched", None)
+    # Incrementally, a task that left processing moved during the stimulus: look at the
+    # tasks it touched when they are fewer (a full check has touched nothing: all).
+    keys = ([k for ts in touched if (k := getattr(ts, "key", None)) in moved]
+            if touched and len(touched) < len(moved) else list(moved))
+    for key in keys:
+        ts = tasks.get(key)
+        if ts is None or ts.state != SchedulerTaskState.PROCESSING:
+            return (f"{key!r} is recorded as moved by a steal, but the task is "
+                    f"{'forgotten' if ts is None else ts.state}")
+    return None
+
+
+@steal_invariant("steal.orphans-consistent",
+                 "an orphaned steal (its thief left, its answer awaited) is of a task "
+                 "processing on its victim, a live worker, while its thief is no longer "
+                 "the member under its name, and the task has no steal in flight too")
+def orphans_consistent(v: Any, ext: Any) -> str | None:
+    orphans = getattr(ext, "orphans", None)
+    if not orphans:
+        return None
+    tasks, workers = v.state.tasks, v.state.workers
+    for key, entry in orphans.items():
+        ts = field(entry, "ts") or tasks.get(key)
+        victim, thief = field(entry, "victim"), field(entry, "thief")
+        vname = getattr(victim, "name", victim)
+        if key in ext.in_flight:
+            return f"{key!r} has a steal in flight and an orphaned one from {vname!r}"
+        if not _live(v, victim):
+            return f"the orphaned steal of {key!r} has victim {vname!r}, which left"
+        if (ts is None or tasks.get(key) is not ts or ts.state != SchedulerTaskState.PROCESSING
+                or ts.processing_on is not victim):
+            now = ("forgotten" if ts is None or tasks.get(key) is not ts else
+                   f"processing on {ts.processing_on.name!r}" if ts.processing_on else ts.state)
+            return (f"the steal of {key!r} from {vname!r} is orphaned (answer awaited), but "
+                    f"the task is {now}")
+        if thief is not None and workers.get(thief.name) is thief:
+            return (f"the steal of {key!r} is orphaned, but its thief {thief.name!r} is "
+                    "still the member under its name")
+    return None
+
+
+@steal_invariant("steal.ends-for-a-reason",
+                 "an open steal ends only when its victim's answer to it arrives, its task "
+                 "moves, or its victim leaves (its thief leaving orphans it: still awaited)")
+def ends_for_a_reason(v: Any, ext: Any) -> str | None:
+    opened = getattr(v, "_open", None)  # steals open (or orphaned) before the stimulus
+    msg = getattr(v, "stimulus", None)  # None in a full check: nothing to compare with
+    if not opened or msg is None:
+        return None
+    still = {key: field(entry, "steal_id") for key, _, entry in open_steals(v, ext, orphans=True)}
+    tasks = v.state.tasks
+    touched = getattr(v, "_touched", {})
+    for key, (steal_id, victim) in opened.items():
+        if key in still and still[key] == steal_id:
+            continue
+        if (type(msg) is p.StealResponse and msg.key == key
+                and msg.worker == victim.name and steal_id in (None, msg.steal_id)):
+            continue  # answered
+        if not _live(v, victim):
+            continue  # its victim left
+        ts = tasks.get(key)
+        if ts is None or touched.get(ts, ("",))[0] == key:
+            continue  # its task moved (or was forgotten)
+        return (f"the steal {steal_id!r} of {key!r} from {victim.name!r} ended, but no answer "
+                f"came, the task did not move and the victim is live (stimulus "
+                f"{type(msg).__name__})")
     return None
 
 
@@ -338,3 +464,33 @@ def given_up_task_moved(v: Any, msg: Any, before: Any, opened: Any,
         return None
     return (f"{msg.worker!r} gave the task up for steal {msg.steal_id!r}, yet the scheduler "
             "still has it processing there")
+
+
+@response_invariant("steal.thief-gone-only-when-gone",
+                    "a task its victim gave up for an open steal goes to the steal's thief "
+                    "if that is still the running member under its name; only if the thief "
+                    "had left (or was replaced, or stopped running) is it counted thief-gone")
+def thief_gone_only_when_gone(v: Any, msg: Any, before: Any, opened: Any,
+                              moved: bool) -> str | None:
+    thieves = getattr(v, "_thieves", None)
+    if msg.state != WorkerTaskState.RELEASED or opened is None or thieves is None:
+        return None
+    steal_id, victim = opened
+    if (steal_id is not None and steal_id != msg.steal_id) or victim.name != msg.worker:
+        return None  # not the answer to the steal that was open: stale
+    thief = thieves.get(msg.key)  # None: the steal was orphaned, its thief gone already
+    if (thief is None or v.state.workers.get(thief.name) is not thief
+            or thief.status != WorkerStatus.RUNNING):
+        return None  # the thief is gone: placed afresh, counted thief-gone
+    stats, was = getattr(v.state.stealing, "stats", None), getattr(v, "_steal_stats", None)
+    if (isinstance(stats, dict) and isinstance(was, dict)
+            and stats.get("thief-gone", 0) > was.get("thief-gone", 0)):
+        return (f"{msg.worker!r} gave the task up for steal {msg.steal_id!r}, counted "
+                f"thief-gone, but its thief {thief.name!r} is the running member")
+    ts = v.state.tasks.get(msg.key)
+    if ts is None or ts.state != SchedulerTaskState.PROCESSING or ts.processing_on is not thief:
+        where = ("forgotten" if ts is None else f"processing on {ts.processing_on.name!r}"
+                 if ts.processing_on is not None else ts.state)
+        return (f"{msg.worker!r} gave the task up for steal {msg.steal_id!r} and its thief "
+                f"{thief.name!r} is the running member, yet the task is {where}")
+    return None

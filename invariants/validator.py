@@ -49,6 +49,7 @@ from squall.invariants.scheduler_checks import (
 from squall.invariants.stealing_checks import (
     RESPONSE_INVARIANTS,
     STEAL_INVARIANTS,
+    answers_before,
     field,
     open_steals,
     stealing_extension,
@@ -199,6 +200,12 @@ class SchedulerValidator:
         self._touched_w: dict[WorkerInfo, Move] = {}
         self._known: dict[str, WorkerInfo] = dict(state.workers)
         self._open: dict[str, tuple[Any, WorkerInfo]] = {}  # steals open after the last check
+        self._thieves: dict[str, WorkerInfo] = {}  # their thieves (orphans left out)
+        self._steal_stats: dict[str, int] | None = None  # the extension's stats then
+        self.stimulus: Any = None  # the stimulus being checked (None in a full check)
+        # StealResponses the stealing extension was handed (None: no extension seen yet)
+        ext = stealing_extension(state)
+        self.steal_answers: int | None = None if ext is None else answers_before(ext, None)
         with _no_gc():
             self._rebuild()
         state.observers.append(self._observe)
@@ -237,6 +244,7 @@ class SchedulerValidator:
         self.reporter.recent.append(("scheduler", msg))
         state = self.state
         touched, touched_w = self._touched, self._touched_w
+        self.stimulus = msg
         try:
             self._note_named(msg)
             if len(state.workers) != len(self._known) or type(msg) is p.AddWorker:
@@ -269,6 +277,7 @@ class SchedulerValidator:
             if ext is not None:
                 self._check_stealing(ext, msg, before)
         finally:
+            self.stimulus = None
             touched.clear()
             touched_w.clear()
 
@@ -355,6 +364,10 @@ class SchedulerValidator:
                     self._report(INVARIANT_OF[fn], f"worker {ws.name!r}", detail, move)
 
     def _check_stealing(self, ext: Any, msg: Any, before: WorkerInfo | None) -> None:
+        if self.steal_answers is None:  # the first look at the extension
+            self.steal_answers = answers_before(ext, msg)
+        elif type(msg) is p.StealResponse:
+            self.steal_answers += 1
         if type(msg) is p.StealResponse:
             ts = self.state.tasks.get(msg.key)
             moved = ts is not None and self._touched.get(ts, NAMED)[0] == msg.key
@@ -370,6 +383,10 @@ class SchedulerValidator:
                 self._report(INVARIANT_OF[fn], "stealing", detail, None)
         self._open = {key: (field(entry, "steal_id"), field(entry, "victim"))
                       for key, _, entry in open_steals(self, ext, orphans=True)}
+        self._thieves = ({key: field(entry, "thief") for key, _, entry in open_steals(self, ext)}
+                         if ext.in_flight else {})
+        stats = getattr(ext, "stats", None)
+        self._steal_stats = dict(stats) if isinstance(stats, dict) else None
 
     def _report(self, inv: Invariant, entity: str, detail: Any, move: Move | None,
                 key: str | None = None, sid: str | None = None) -> None:

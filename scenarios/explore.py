@@ -11,7 +11,9 @@ explores a prefix of each stream) or ``max_batches`` batches have run (an exact 
 the search: ``explore_batch`` runs any one batch alone, so the same batches give the same
 scenarios in a job, a shard (``streams``) or on a dask worker,
 ``squall.scenarios.explore_dask``). A scenario that ends with a
-violation, wrong results or a crash is shrunk by Hypothesis, then (not a crash) minimized
+violation, wrong results or a crash is shrunk by Hypothesis, then (not a crash of squall's
+own code: a state machine's handler that raises is a violation, ``scheduler.`` or
+``worker.handles-every-stimulus``, kept to the same exception at the same line) minimized
 further by trace length (``squall.scenarios.minimize``, to a budget of candidate runs: the
 same result on any machine); the minimal one is run once more with a trace written, and
 the exploration stops. ``jobs > 1`` runs that many jobs
@@ -46,7 +48,7 @@ from squall.core.outcome import Outcome, Violation
 from squall.scenarios.minimize import MAX_CANDIDATES
 from squall.scenarios.model import Scenario, scenario_to_json
 from squall.scenarios.reach import ReachTracker, count_reached
-from squall.scenarios.runner import run_scenario
+from squall.scenarios.runner import CRASH_INVARIANTS, run_scenario
 from squall.scenarios.strategies import SWARM, check_space, scenarios
 
 BATCH = 25  # examples per Hypothesis run; the budget is checked between runs
@@ -405,6 +407,9 @@ class SameFailure:
 
     def __init__(self, first: Outcome, job_context: JobContext | None = None) -> None:
         self.invariant = first.violations[0].invariant if first.violations else None
+        # a crash stays the same crash: the same exception raised at the same place
+        self.site = (first.violations[0].entity
+                     if self.invariant in CRASH_INVARIANTS else None)
         self.job_context = job_context
 
     def __call__(self, candidate: Scenario) -> Outcome | None:
@@ -417,7 +422,9 @@ class SameFailure:
             return None
         if self.invariant is None:
             return out if not out.violations and out.wrong else None
-        return out if out.violations and out.violations[0].invariant == self.invariant else None
+        if not out.violations or out.violations[0].invariant != self.invariant:
+            return None
+        return out if self.site is None or out.violations[0].entity == self.site else None
 
 
 JudgeMany = Callable[[list[Scenario]], list[Outcome | None]]

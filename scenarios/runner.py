@@ -8,7 +8,8 @@ stimuli through its stimulus log. A runtime of a target's own (not "sim" nor "re
 through ``squall.scenarios.target_run``.
 
 In the simulator, strict mode is on by default. A violation (an ``InvariantViolation``,
-or the core refusing an impossible transition, a livelock, a stuck cluster) ends the run
+or the core refusing an impossible transition, a livelock, a stuck cluster, or a state
+machine's handler raising any other exception) ends the run
 and is returned in ``Outcome.violations``, never raised; the trace, if asked for, ends
 with the outcome line either way. A run whose virtual time passes the scenario's
 ``max_time`` while its work still progresses is slow, not stuck: it ends with
@@ -53,6 +54,34 @@ _CORE_ERRORS: tuple[tuple[type[BaseException], str, str], ...] = (
 )
 
 
+# A state machine's handler that raises anything else has a bug (a TypeError, a KeyError,
+# ...): a violation too, named for the machine, so that it is traced, shrunk, minimized and
+# replayed like any other. Its entity is the exception's type and where it was raised, so
+# that minimizing keeps the same crash. An exception raised elsewhere (the simulator, the
+# invariants: squall itself) is not the scheduler's and is raised as it is.
+_HANDLERS: dict[str, tuple[str, str]] = {
+    module: ("scheduler.handles-every-stimulus",
+             "the scheduler handles every stimulus without raising an exception")
+    for module in ("squall.core.scheduler", "squall.core.stealing", "squall.core.estimates")
+}
+_HANDLERS["squall.core.worker"] = ("worker.handles-every-stimulus",
+                                   "a worker handles every stimulus without raising an "
+                                   "exception")
+CRASH_INVARIANTS = frozenset(inv for inv, _ in _HANDLERS.values())
+
+
+def _crash_site(exc: BaseException) -> tuple[str, str] | None:
+    """(module, "file:line") of the innermost squall frame of ``exc``'s traceback."""
+    site = None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if isinstance(module, str) and module.startswith("squall."):
+            site = (module, f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}")
+        tb = tb.tb_next
+    return site
+
+
 def violation_from(exc: BaseException, time: float = 0.0) -> Violation | None:
     """The serialisable Violation an exception stands for, or None if it is not one."""
     if isinstance(exc, InvariantViolation):
@@ -62,6 +91,13 @@ def violation_from(exc: BaseException, time: float = 0.0) -> Violation | None:
             return Violation(invariant=invariant, text=text, entity="",
                              detail=str(exc).splitlines()[0], time=time,
                              stimulus_id=_sid_in(str(exc)))
+    site = _crash_site(exc) if isinstance(exc, Exception) else None
+    if site is not None and site[0] in _HANDLERS:
+        invariant, text = _HANDLERS[site[0]]
+        first = (str(exc).splitlines() or [""])[0][:200]
+        return Violation(invariant=invariant, text=text,
+                         entity=f"{type(exc).__name__} at {site[1]}",
+                         detail=f"{type(exc).__name__}: {first}", time=time)
     if isinstance(exc, TimeBudgetExceeded):  # slow, not stuck
         return None
     if isinstance(exc, SimulationError):

@@ -178,6 +178,16 @@ def test_without_the_release_the_same_run_is_clean(monkeypatch: pytest.MonkeyPat
     assert out.ok, out.violations
 
 
+def test_a_release_the_scheduler_ignores_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    def ignores(self: SchedulerState, msg: p.ClientReleasesKeys) -> None:
+        """BUG: the release is never applied (the key stays wanted, held for no one)."""
+
+    monkeypatch.setattr(SchedulerState, "_handle_client_releases_keys", ignores)
+    out = run((ReleaseKeys(at=0.15, keys=("d",)),))  # d ends long before c
+    assert [v.invariant for v in out.violations] == ["cluster.wants-agree"], out.violations
+    assert out.violations[0].entity == "task 'd'"
+
+
 # ------------------------------------------------------------------ traces and replay
 
 

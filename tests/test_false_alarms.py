@@ -189,7 +189,7 @@ def test_explore_and_the_cli_search_every_space_by_default(run_cli: Any,
 def test_the_swarm_draws_from_every_space() -> None:
     seen: list[Scenario] = []
 
-    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(scenarios(SWARM))
     def draw(scenario: Scenario) -> None:

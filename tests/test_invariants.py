@@ -23,7 +23,7 @@ from squall.core.scheduler import (
     WorkerStatus,
 )
 from squall.core.sim import SimCluster
-from squall.core.stealing import WorkStealing
+from squall.core.stealing import InFlight, WorkStealing
 from squall.core.worker import WorkerState, WorkerTaskState, WTask
 from squall.invariants import (
     CATALOG,
@@ -318,6 +318,13 @@ def _(h: Sched) -> None:
 @_task_case("task.retries-within-limit", "b-0")
 def _(h: Sched) -> None:
     h.t("b-0").suspicious = h.s.allowed_failures + 1
+
+
+@_task_case("task.killed-past-limit", "bad-0")
+def _(h: Sched) -> None:
+    ts = h.t("bad-0")
+    ts.exception = "KilledWorker: given up at the first death"
+    ts.suspicious = 1
 
 
 # Worker (the scheduler's record) cases: (corruption, worker to poke)
@@ -849,6 +856,118 @@ def _() -> InvariantViolation:
     return raised(lambda: h.v.after_stimulus(msg))
 
 
+def _answer(h: Sched, msg: p.StealResponse) -> InvariantViolation:
+    h.s.handle(msg)
+    return raised(lambda: h.v.after_stimulus(msg))
+
+
+@case("steal.answers-accounted")
+def _() -> InvariantViolation:
+    h = Sched()
+    ext = WorkStealing(h.s)
+    ext.steal_response = lambda msg: None  # type: ignore[method-assign]  # counts nothing
+    return _answer(h, p.StealResponse(stimulus_id="answer", time=3, worker="w0", key="b-0",
+                                      steal_id="steal-9", state="released"))
+
+
+def test_answers_counted_from_a_wrong_start_are_not_accounted_for() -> None:
+    h = Sched()
+    WorkStealing(h.s).stats["stale"] = 1  # one stale answer before any was handed over
+    e = h.full()
+    assert e.invariant.id == "steal.answers-accounted" and "0 steal answers" in e.detail
+
+
+def test_stale_answers_are_accounted_for_once_each() -> None:
+    h = Sched()
+    ext = WorkStealing(h.s)
+    for i in range(3):  # answers to steals nobody requested: stale, ignored
+        msg = p.StealResponse(stimulus_id=f"answer-{i}", time=3, worker="w0", key="b-0",
+                              steal_id=f"steal-{i}", state="released")
+        h.s.handle(msg)
+        h.v.after_stimulus(msg)
+    assert ext.stats["stale"] == 3 and h.v.check_full(collect=True) == []
+
+
+@case("steal.moved-processing")
+def _() -> InvariantViolation:
+    h = Sched()
+    WorkStealing(h.s).moved["a-0"] = (0.5, ("w1",))  # a-0 is in memory, long done
+    return h.full()
+
+
+def test_a_moved_record_kept_after_its_task_finished_is_found_incrementally() -> None:
+    h = Sched()
+    ext = WorkStealing(h.s)
+    more = p.UpdateGraph(stimulus_id="more", time=2, client="c", wanted=("x-0", "x-1", "x-2"),
+                         tasks=(p.TaskSpecMsg("x-0"), p.TaskSpecMsg("x-1"), p.TaskSpecMsg("x-2")))
+    h.s.handle(more)
+    h.v.after_stimulus(more)
+    # More tasks recorded as moved (all processing) than a stimulus touches: the
+    # incremental check looks at the touched ones only.
+    for key in ("b-0", "x-0", "x-1", "x-2"):
+        assert h.t(key).state == "processing"
+        ext.moved[key] = (0.5, ("w9",))
+    _note(h)
+    ws = h.t("b-0").processing_on
+    assert ws is not None
+    msg = p.TaskFinished(stimulus_id="done-b", time=3, worker=ws.name, key="b-0", nbytes=1,
+                         duration=0.1)
+    h.s.handle(msg)
+    assert "b-0" not in ext.moved  # dropped as the task left processing
+    ext.moved["b-0"] = (0.5, ("w9",))  # as if it had been kept
+    e = raised(lambda: h.v.after_stimulus(msg))
+    assert e.invariant.id == "steal.moved-processing" and "memory" in e.detail
+
+
+@case("steal.orphans-consistent")
+def _() -> InvariantViolation:
+    h = Sched()
+    ext = WorkStealing(h.s)
+    ts = h.t("b-0")
+    ext.stats["requested"] += 1  # (asked for, still open: accounted)
+    # Its victim left, but the orphan stays: the task is no longer processing there.
+    ext.orphans["b-0"] = InFlight(ts, h.ghost(), h.ghost(), "steal-1", 0.0, 0.1, 0.1)
+    return h.full()
+
+
+@case("steal.ends-for-a-reason")
+def _() -> InvariantViolation:
+    h = Sched()
+    ext = FakeStealing(h.s)
+    ext.in_flight["b-0"] = _steal(h, "b-0")
+    _note(h)
+    del ext.in_flight["b-0"]  # dropped: no answer, the task did not move, the victim lives
+    msg = p.Tick(stimulus_id="tick", time=3)
+    h.s.handle(msg)
+    return raised(lambda: h.v.after_stimulus(msg))
+
+
+@case("steal.thief-gone-only-when-gone")
+def _() -> InvariantViolation:
+    h = Sched()
+    b = h.t("b-0")
+
+    def place_elsewhere(msg: p.StealResponse) -> None:  # as if the live thief were gone
+        h.s.move_processing(b, next(w for w in h.s.workers.values()
+                                    if w is not steal["victim"] and w is not steal["thief"]))
+
+    ext = FakeStealing(h.s, place_elsewhere)
+    steal = ext.in_flight["b-0"] = _steal(h, "b-0")
+    _note(h)
+    return _answer(h, p.StealResponse(stimulus_id="answer", time=3,
+                                      worker=steal["victim"].name, key="b-0",
+                                      steal_id="steal-1", state="released"))
+
+
+def test_a_bookings_entry_left_at_zero_after_its_steals_closed_is_found() -> None:
+    h = Sched()
+    ext = WorkStealing(h.s)
+    ext.bookings[h.w("w0")] = 0  # no steal open: no entry (the occupancy one too)
+    ext.in_flight_occupancy[h.w("w0")] = 1e-17  # float residue, under any tolerance
+    e = h.full()
+    assert e.invariant.id == "steal.bookings-recount" and "outlived" in e.detail
+
+
 # ---------------------------------------------------------------- a simulated cluster
 
 
@@ -881,6 +1000,14 @@ def _() -> InvariantViolation:
     return raised(lambda: _validator(c).check_end(c))
 
 
+@case("cluster.wants-agree")
+def _() -> InvariantViolation:
+    c = _finished_run()
+    key = next(iter(c.wanted_by))
+    c.wanted_by[key].add("c2")  # a second client's request the scheduler never heard of
+    return raised(lambda: _validator(c).check_end(c))
+
+
 def _deaf_worker_cluster(**kwargs: Any) -> SimCluster:
     """One worker whose state machine (broken) ignores every request to compute."""
     c = SimCluster(workers=1, seed=0, validate=True, **kwargs)
@@ -905,6 +1032,7 @@ def _() -> InvariantViolation:
     del s.unrunnable[dep]
     c.results.clear()
     c.wanted = {"d-0"}
+    c.wanted_by = {"d-0": {"client"}}  # (as the client's own submission would have it)
     return raised(lambda: _validator(c).check_stuck(c, "test"))
 
 

@@ -27,6 +27,7 @@ from squall.core.snapshot import (
 )
 from squall.core.stealing import WorkStealing
 from squall.core.worker import WorkerState
+from squall.invariants import SchedulerValidator
 from squall.scenarios.workloads import independent
 
 MB = 1_000_000
@@ -40,12 +41,14 @@ class Manual:
 
     Scheduler -> worker messages queue per worker (FIFO, as on a real link); worker ->
     scheduler messages queue in one list. Task bodies run until ``finish``. Checks on the
-    way that no key's body starts on one worker while it runs on another live one.
+    way that no key's body starts on one worker while it runs on another live one, and
+    strict mode on the scheduler after each of its stimuli (``v``).
     """
 
     def __init__(self, workers: dict[str, int]) -> None:
         self.s = SchedulerState()
         self.steal = WorkStealing(self.s)
+        self.v = SchedulerValidator(self.s)
         self.t = 0.0
         self._n = 0
         self.workers: dict[str, WorkerState] = {}
@@ -77,6 +80,7 @@ class Manual:
 
     def sched(self, msg: Any) -> list[Any]:
         out = self.s.handle(msg)
+        self.v.after_stimulus(msg)
         for ins in out:
             name = getattr(ins, "worker", None)
             if name in self.inbox:
@@ -294,6 +298,37 @@ def test_race_thief_replaced_by_a_new_worker_at_the_same_name() -> None:
     m.finish("w1", "b-0")
     m.flush()
     assert m.s.tasks["b-0"].state == "memory"
+    m.assert_settled()
+
+
+def test_race_thief_died_then_the_victim_died_before_answering() -> None:
+    m = _victim_with_queue()
+    m.tick()
+    m.kill("w1")
+    assert list(m.steal.orphans) == ["b-0"]
+    m.add("w2")  # somewhere for the tasks to go
+    m.kill("w0")  # the orphan's answer will never come: it goes with its victim
+    assert m.steal.orphans == {} and m.steal.stats["victim-gone"] == 1
+    assert m.where("a-0") == "w2" and m.where("b-0") == "w2"
+    m.run_all()
+    assert {m.s.tasks[k].state for k in ("a-0", "b-0")} == {"memory"}
+    assert m.v.check_full(collect=True) == []
+    m.assert_settled()
+
+
+def test_race_thief_died_then_the_task_finished_on_the_victim() -> None:
+    m = _victim_with_queue()
+    m.tick()
+    m.kill("w1")
+    assert list(m.steal.orphans) == ["b-0"]
+    m.finish("w0", "a-0")  # b-0 starts, and ends, before the request arrives
+    m.finish("w0", "b-0")
+    m.flush()
+    assert m.steal.orphans == {} and m.steal.stats["closed"] == 1
+    m.deliver("w0")  # answers "memory": stale
+    m.flush()
+    assert m.steal.stats["stale"] == 1 and m.s.tasks["b-0"].state == "memory"
+    assert m.v.check_full(collect=True) == []
     m.assert_settled()
 
 

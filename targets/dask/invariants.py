@@ -122,6 +122,9 @@ APPLICABILITY: dict[str, Applicability] = {
         "host and resource restrictions; see dask.task.no-worker-unplaceable"),
     "task.blame-iff-erred": _same(),
     "task.retries-within-limit": _same("dask's suspicious count against allowed_failures"),
+    "task.killed-past-limit": _not(
+        "dask keeps a KilledWorker as an exception object, which the view does not map onto "
+        "the reference scheduler's error text"),
     "task.estimate-fresh": _not(
         "dask keeps one moving average per task prefix and reads it directly: no kept "
         "estimate beside it to recompute"),
@@ -216,7 +219,22 @@ APPLICABILITY: dict[str, Applicability] = {
         "dask's stealing counts moves in its metrics, not how each request ended"),
     "steal.bookings-recount": _not(
         "the view does not map dask's InFlightInfo durations and in_flight_tasks counts "
-        "yet; with no steal in flight, steal.in-flight-occupancy-zero checks the booking"),
+        "yet (and dask's defaultdicts keep zero entries); with no steal in flight, "
+        "steal.in-flight-occupancy-zero checks the booking"),
+    "steal.answers-accounted": _not(
+        "dask's stealing does not count how each steal-response ended (moved, refused, "
+        "thief gone, stale)"),
+    "steal.moved-processing": _not(
+        "dask keeps no record of the tasks a steal moved (the reference's "
+        "WorkStealing.moved)"),
+    "steal.orphans-consistent": _not(
+        "dask keeps a steal whose thief left in in_flight, not apart as an orphan"),
+    "steal.ends-for-a-reason": _not(
+        "reads what the reference validator keeps (the steals open before the stimulus, "
+        "the stimulus itself); the dask checker looks at steals only while some are open"),
+    "steal.thief-gone-only-when-gone": _not(
+        "reads what the reference validator keeps (each open steal's thief, the "
+        "extension's counts before the answer); the dask checker keeps neither"),
     "steal.books-shared-estimate": _not(
         "dask books a steal at its own cost ratio and transfer model, not one shared "
         "duration-plus-transfer estimate"),
@@ -229,6 +247,9 @@ APPLICABILITY: dict[str, Applicability] = {
         "checked on dask's steal-response: 'ready', 'constrained' and 'waiting' answers"),
     # ---------------------------------------------------------------- quiescence
     "cluster.memory-agrees": _adapted("each worker's tasks are fetched with client.run"),
+    "cluster.wants-agree": _not(
+        "the dask checker does not keep each client's wants apart (its client surface "
+        "refuses client actions)"),
     "liveness.processing-task-runs": _same(),
     "liveness.waiting-task-progresses": _adapted(QUEUED_AS_NO_WORKER),
     "liveness.worker-tasks-settled": _adapted(
