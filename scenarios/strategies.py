@@ -215,7 +215,7 @@ def client_actions(draw: st.DrawFn, keys: list[str], *,
                    max_actions: int = 2) -> tuple[Fault, ...]:
     """What clients do mid-run, for a graph whose keys are ``keys`` (in a topological
     order): up to ``max_actions`` of -- a release (a cancel, if the keys still run); a
-    release and a re-request; a second client wanting keys, and letting them go, or the
+    release and a re-request; a release, then a second one of those keys and others; a second client wanting keys, and letting them go, or the
     first client releasing them while the second still wants them; the keys asked for
     again while they run (a resubmission); the last few keys submitted late (a graph
     submitted mid-run, while faults strike). It shrinks toward one early release of the
@@ -226,7 +226,7 @@ def client_actions(draw: st.DrawFn, keys: list[str], *,
     late = False
     for _ in range(draw(st.integers(1, max_actions))):
         what = draw(st.sampled_from(("release", "re-request", "second", "resubmit",
-                                     "late")))
+                                     "late", "release-again")))
         at = draw(FAULT_TIMES)
         then = round(at + draw(FAULT_TIMES), 2)
         if what == "late":
@@ -239,6 +239,9 @@ def client_actions(draw: st.DrawFn, keys: list[str], *,
         chosen = draw(picks)
         if what == "release":
             out.append(ReleaseKeys(at=at, keys=chosen))
+        elif what == "release-again":  # some keys released twice, among others still wanted
+            again = tuple(sorted({*chosen, *draw(picks)}, key=keys.index))
+            out += [ReleaseKeys(at=at, keys=chosen), ReleaseKeys(at=then, keys=again)]
         elif what == "re-request":
             out += [ReleaseKeys(at=at, keys=chosen), WantKeys(at=then, keys=chosen)]
         elif what == "second":
