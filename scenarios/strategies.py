@@ -188,8 +188,9 @@ def joins() -> st.SearchStrategy[Fault]:
 @st.composite
 def chaos_schedules(draw: st.DrawFn, workers: int, *, max_faults: int = 3,
                     min_faults: int = 0, kinds: str = "any") -> tuple[Fault, ...]:
-    """``kinds``: "any" fault; "joins" only (scale-up); "restarts" (restarts at the same
-    address, and slow links that keep messages in flight across them)."""
+    """``kinds``: "any" fault (a restart among them); "joins" only (scale-up); "restarts"
+    (restarts at the same address, and slow links that keep messages in flight across
+    them)."""
     if kinds == "joins":
         return tuple(draw(st.lists(joins(), min_size=min_faults, max_size=max_faults)))
     if kinds == "restarts":
@@ -199,8 +200,12 @@ def chaos_schedules(draw: st.DrawFn, workers: int, *, max_faults: int = 3,
         drawn = draw(st.lists(st.one_of(restarts(workers), slow.map(lambda f: (f,))),
                               min_size=min_faults, max_size=max_faults))
         return with_recovery([f for group in drawn for f in group])
-    picked = draw(st.lists(faults(workers), min_size=min_faults, max_size=max_faults))
-    return with_recovery(picked)
+    # A restart (a worker's process dies and a new one starts at its address, as a nanny
+    # does) is drawn among the single faults too, so that every space, and the swarm,
+    # meets restarts under steals, not only the space named for them.
+    drawn = draw(st.lists(st.one_of(faults(workers).map(lambda f: (f,)), restarts(workers)),
+                          min_size=min_faults, max_size=max_faults))
+    return with_recovery([f for group in drawn for f in group])
 
 
 # ------------------------------------------------------------------ client actions
