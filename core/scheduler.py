@@ -209,6 +209,8 @@ class SchedulerState:
         self._occupancies_version = -1
         self._out: list[p.SchedulerInstruction] = []
         self._stimulus_id = ""
+        # the stimulus being handled (for observers: why a transition happens)
+        self.stimulus: p.SchedulerStimulus | None = None
         self._handlers: dict[type, Callable[[Any], None]] = {
             p.UpdateGraph: self._handle_update_graph,
             p.ClientReleasesKeys: self._handle_client_releases_keys,
@@ -256,6 +258,7 @@ class SchedulerState:
         out: list[p.SchedulerInstruction] = []
         self._out = out
         self._stimulus_id = stimulus.stimulus_id
+        self.stimulus = stimulus
         if stimulus.time > self.time:
             self.time = stimulus.time
         handler(stimulus)

@@ -255,7 +255,9 @@ class Validator:
         unaware), when the key was submitted anew, or when between the two runs being
         handed out the scheduler let its result (or its run) go while no client wanted it
         -- a client released it, or it was only an input whose dependents were done --
-        and it was needed again (a client wants it again, or a key depending on it)."""
+        and it was needed again (a client wants it again, or a key depending on it), or
+        gave its run up because its worker reported an input missing (a report that may
+        predate the run: the fetch failed against a holder that had died)."""
         ws = wv.ws
         deaths = self.scheduler.removed + self.kills
         if move[2] != "executing":  # taken on: remember when

@@ -187,7 +187,9 @@ class SchedulerValidator:
         self.reporter = reporter if reporter is not None else Reporter()
         self.checks = 0  # invariant evaluations
         self.removed = 0  # worker records removed so far (deaths, as the scheduler sees them)
-        # keys whose result (or run) the scheduler gave up while no client wanted it, in
+        # keys whose result (or run) the scheduler gave up while no client wanted it, or
+        # whose run it gave up when its worker reported one of its inputs missing (it
+        # cannot tell a report from before a fresh assignment from one after it), in
         # order: a key let go may be computed again once it is needed again
         self.let_go: list[str] = []
         # run id -> how many keys were let go before that assignment (once any was)
@@ -224,7 +226,9 @@ class SchedulerValidator:
         if finish == SchedulerTaskState.PROCESSING:
             if self.let_go:
                 self.handed_out[ts.run_id] = len(self.let_go)
-        elif finish == SchedulerTaskState.RELEASED and start in _HELD and not ts.who_wants:
+        elif finish == SchedulerTaskState.RELEASED and start in _HELD and (
+                not ts.who_wants or (start == SchedulerTaskState.PROCESSING
+                                     and isinstance(state.stimulus, p.MissingData))):
             self.let_go.append(ts.key)
         if (start, finish) not in _QUIET_FOR_NEIGHBOURS:
             for d in ts.dependencies:
