@@ -327,13 +327,16 @@ def unstranded(workload: Workload, chaos: tuple[Fault, ...]) -> Workload:
                                                           for t in workload.tasks):
         return workload
     gone: set[str] = set()
-    for f in chaos:
+    for i, f in enumerate(chaos):
         if not effects(f) & OUT_OF_ACTION:
             continue
         for name in (getattr(f, "worker", None), getattr(f, "peer", None)):
+            # started again later, or at the same time but after it (faults at one time
+            # strike in the schedule's order)
             if isinstance(name, str) and not any(
-                    isinstance(g, JoinWorker) and g.worker == name and g.at >= f.at
-                    for g in chaos):
+                    isinstance(g, JoinWorker) and g.worker == name
+                    and (g.at > f.at or (g.at == f.at and j > i))
+                    for j, g in enumerate(chaos)):
                 gone.add(name)
     if not gone:
         return workload
