@@ -93,6 +93,10 @@ class LivelockError(RuntimeError):
     """One stimulus caused more transitions than the cap allows."""
 
 
+# The error of a task given up because the workers running it kept dying.
+KILLED_WORKER = "KilledWorker"
+
+
 class TaskState:
     """The scheduler's record of one task. Collections are dicts used as ordered sets."""
 
@@ -125,6 +129,12 @@ class TaskState:
         self.suspicious = 0  # times a worker died while this task was processing on it
         self.retries_left = 0
         self.run_id = 0  # its current assignment (ComputeTask.run_id), while processing
+
+    @property
+    def killed(self) -> bool:
+        """Whether its error is a KilledWorker: it was given up because the workers running
+        it kept dying (or, blamed on an input, that input was)."""
+        return (self.exception or "").startswith(KILLED_WORKER)
 
     def __repr__(self) -> str:
         return f"<Task {self.key!r} {self.state}>"
@@ -815,7 +825,7 @@ class SchedulerState:
                 ts.suspicious += 1
             if ts.suspicious > self.allowed_failures:
                 ts.exception = (
-                    f"KilledWorker: the worker running {ts.key!r} died {ts.suspicious} times "
+                    f"{KILLED_WORKER}: the worker running {ts.key!r} died {ts.suspicious} times "
                     f"(allowed_failures={self.allowed_failures})"
                 )
                 ts.exception_blame = ts.key

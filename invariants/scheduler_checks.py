@@ -375,7 +375,7 @@ def retries_within_limit(v: Any, ts: Any) -> str | None:
                 "died under it more than allowed_failures times",
                 states=(SchedulerTaskState.ERRED,))
 def killed_past_limit(v: Any, ts: Any) -> str | None:
-    if ts.exception_blame != ts.key or not (ts.exception or "").startswith("KilledWorker"):
+    if ts.exception_blame != ts.key or not ts.killed:
         return None
     limit = v.state.allowed_failures
     if ts.suspicious > limit:

@@ -27,8 +27,8 @@ with ``getattr`` (absent elsewhere, and then the check that needs it says nothin
 ``stimulus`` (the one being checked; None in a full check), ``steal_answers`` (the
 StealResponses the extension was handed, see ``answers_before``), and from before the
 stimulus: ``_open`` (key -> ``opened`` of every open or orphaned steal), ``_thieves`` (key
--> thief of each steal in flight, orphans left out) and ``_steal_stats`` (a copy of
-``stats``).
+-> thief of each steal in flight, orphans left out) and ``_thief_gone`` (``stats``'
+"thief-gone" count).
 """
 
 from __future__ import annotations
@@ -77,6 +77,14 @@ def open_steals(v: Any, ext: Any, *, orphans: bool = False
             yield k.key, k, entry
 
 
+def _where(ts: Any) -> str:
+    """Where a task is now, for a message: forgotten, processing on a worker, or its
+    state."""
+    if ts is None:
+        return "forgotten"
+    return f"processing on {ts.processing_on.name!r}" if ts.processing_on else str(ts.state)
+
+
 def _live(v: Any, ws: Any) -> bool:
     return ws is not None and v.state.workers.get(ws.name) is ws and ws.status != WorkerStatus.DEAD
 
@@ -90,10 +98,8 @@ def in_flight_task_live(v: Any, ext: Any) -> str | None:
             return f"a steal of {key!r} is in flight, but the task is forgotten"
         victim = field(entry, "victim")
         if ts.state != SchedulerTaskState.PROCESSING or ts.processing_on is not victim:
-            now = (f"processing on {ts.processing_on.name!r}" if ts.processing_on is not None
-                   else ts.state)
             return (f"a steal of {key!r} from {getattr(victim, 'name', victim)!r} is in "
-                    f"flight, but the task is {now}")
+                    f"flight, but the task is {_where(ts)}")
     return None
 
 
@@ -245,9 +251,7 @@ def answers_accounted(v: Any, ext: Any) -> str | None:
     handed = getattr(v, "steal_answers", None)
     if handed is None or not isinstance(stats, dict) or "stale" not in stats:
         return None  # a validator or an extension that keeps no such counts
-    ended = 0
-    for name in ANSWER_ENDINGS:
-        ended += stats.get(name, 0)
+    ended = sum(stats.get(name, 0) for name in ANSWER_ENDINGS)
     if ended == handed:
         return None
     how = ", ".join(f"{name} {stats.get(name, 0)}" for name in ANSWER_ENDINGS)
@@ -294,8 +298,7 @@ def orphans_consistent(v: Any, ext: Any) -> str | None:
             return f"the orphaned steal of {key!r} has victim {vname!r}, which left"
         if (ts is None or tasks.get(key) is not ts or ts.state != SchedulerTaskState.PROCESSING
                 or ts.processing_on is not victim):
-            now = ("forgotten" if ts is None or tasks.get(key) is not ts else
-                   f"processing on {ts.processing_on.name!r}" if ts.processing_on else ts.state)
+            now = _where(ts if ts is not None and tasks.get(key) is ts else None)
             return (f"the steal of {key!r} from {vname!r} is orphaned (answer awaited), but "
                     f"the task is {now}")
         if thief is not None and workers.get(thief.name) is thief:
@@ -444,9 +447,8 @@ def executing_never_stolen(v: Any, msg: Any, before: Any, opened: Any,
     ts = v.state.tasks.get(msg.key)
     if not _live(v, before) or ts is None or ts.processing_on is before:
         return None
-    where = f"processing on {ts.processing_on.name!r}" if ts.processing_on else ts.state
     return (f"{msg.worker!r} answered steal {msg.steal_id!r} executing, yet the task is now "
-            f"{where}")
+            f"{_where(ts)}")
 
 
 @response_invariant("steal.given-up-task-moved",
@@ -482,15 +484,13 @@ def thief_gone_only_when_gone(v: Any, msg: Any, before: Any, opened: Any,
     if (thief is None or v.state.workers.get(thief.name) is not thief
             or thief.status != WorkerStatus.RUNNING):
         return None  # the thief is gone: placed afresh, counted thief-gone
-    stats, was = getattr(v.state.stealing, "stats", None), getattr(v, "_steal_stats", None)
-    if (isinstance(stats, dict) and isinstance(was, dict)
-            and stats.get("thief-gone", 0) > was.get("thief-gone", 0)):
+    stats = getattr(stealing_extension(v.state), "stats", None)
+    was = getattr(v, "_thief_gone", None)
+    if isinstance(stats, dict) and was is not None and stats.get("thief-gone", 0) > was:
         return (f"{msg.worker!r} gave the task up for steal {msg.steal_id!r}, counted "
                 f"thief-gone, but its thief {thief.name!r} is the running member")
     ts = v.state.tasks.get(msg.key)
     if ts is None or ts.state != SchedulerTaskState.PROCESSING or ts.processing_on is not thief:
-        where = ("forgotten" if ts is None else f"processing on {ts.processing_on.name!r}"
-                 if ts.processing_on is not None else ts.state)
         return (f"{msg.worker!r} gave the task up for steal {msg.steal_id!r} and its thief "
-                f"{thief.name!r} is the running member, yet the task is {where}")
+                f"{thief.name!r} is the running member, yet the task is {_where(ts)}")
     return None

@@ -203,7 +203,7 @@ class SchedulerValidator:
         self._known: dict[str, WorkerInfo] = dict(state.workers)
         self._open: dict[str, tuple[Any, WorkerInfo]] = {}  # steals open after the last check
         self._thieves: dict[str, WorkerInfo] = {}  # their thieves (orphans left out)
-        self._steal_stats: dict[str, int] | None = None  # the extension's stats then
+        self._thief_gone: int | None = None  # the extension's thief-gone count then
         self.stimulus: Any = None  # the stimulus being checked (None in a full check)
         # StealResponses the stealing extension was handed (None: no extension seen yet)
         ext = stealing_extension(state)
@@ -390,7 +390,7 @@ class SchedulerValidator:
         self._thieves = ({key: field(entry, "thief") for key, _, entry in open_steals(self, ext)}
                          if ext.in_flight else {})
         stats = getattr(ext, "stats", None)
-        self._steal_stats = dict(stats) if isinstance(stats, dict) else None
+        self._thief_gone = stats.get("thief-gone") if isinstance(stats, dict) else None
 
     def _report(self, inv: Invariant, entity: str, detail: Any, move: Move | None,
                 key: str | None = None, sid: str | None = None) -> None:

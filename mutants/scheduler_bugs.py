@@ -17,6 +17,7 @@ from squall.core.scheduler import (
     _HOLDS_CLAIM,
     DEAD,
     ERRED,
+    KILLED_WORKER,
     PROCESSING,
     RELEASED,
     RUNNING,
@@ -65,7 +66,7 @@ def remove_worker_bug(*, reschedule: bool, recompute: bool, retry_limit: bool) -
             # tasks stay assigned to it
             if reschedule and retry_limit and ts.suspicious > self.allowed_failures:  # BUG
                 ts.exception = (
-                    f"KilledWorker: the worker running {ts.key!r} died {ts.suspicious} times "
+                    f"{KILLED_WORKER}: the worker running {ts.key!r} died {ts.suspicious} times "
                     f"(allowed_failures={self.allowed_failures})"
                 )
                 ts.exception_blame = ts.key

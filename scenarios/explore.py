@@ -438,10 +438,10 @@ def finish_failure(found: tuple[Scenario, str], out_dir: str | Path,
     """The failure ``found`` (Hypothesis' shrunk scenario, a crash's text), minimized
     further by trace length with up to ``minimize_candidates`` candidate runs (0: not;
     ``squall.scenarios.minimize``, a budget of runs, so the same failure gives the same
-    result on any machine; a crash is not minimized), then run once more here with its
-    trace written (``record_failure``). With
-    ``judge_many`` (given the judge, a function judging a list of candidates at once: on a
-    cluster), candidates are judged ``window`` at a time: the same result as one by one;
+    result on any machine; a crash of squall's own code is not minimized), then run once
+    more here with its trace written (``record_failure``). With ``judge_many`` (given the
+    judge, a function judging a list of candidates at once: on a cluster), candidates are
+    judged ``window`` at a time: the same result as one by one;
     but a failure that runs in less than REMOTE_FROM seconds has its candidates judged
     here, one by one (a round trip to a cluster costs more than such a run).
     Returns the failure and the candidates tried."""

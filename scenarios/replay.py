@@ -836,7 +836,7 @@ def _wrong_results(cluster: ReplayCluster, real: bool) -> tuple[list[str], int]:
         elif got[0] == "erred":
             blame = str(got[1]).removeprefix("error:")
             blamed = tasks.get(blame)
-            killed = blamed is not None and (blamed.exception or "").startswith("KilledWorker")
+            killed = blamed is not None and blamed.killed
             if error_problem(graph, key, blame, want, killed=killed) is not None:
                 wrong.append(key)
         elif real:

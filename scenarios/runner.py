@@ -59,15 +59,17 @@ _CORE_ERRORS: tuple[tuple[type[BaseException], str, str], ...] = (
 # replayed like any other. Its entity is the exception's type and where it was raised, so
 # that minimizing keeps the same crash. An exception raised elsewhere (the simulator, the
 # invariants: squall itself) is not the scheduler's and is raised as it is.
-_HANDLERS: dict[str, tuple[str, str]] = {
-    module: ("scheduler.handles-every-stimulus",
-             "the scheduler handles every stimulus without raising an exception")
-    for module in ("squall.core.scheduler", "squall.core.stealing", "squall.core.estimates")
+_SCHEDULER_CRASH = ("scheduler.handles-every-stimulus",
+                    "the scheduler handles every stimulus without raising an exception")
+_WORKER_CRASH = ("worker.handles-every-stimulus",
+                 "a worker handles every stimulus without raising an exception")
+_HANDLERS: dict[str, tuple[str, str]] = {  # module -> the machine its code is part of
+    "squall.core.scheduler": _SCHEDULER_CRASH,
+    "squall.core.stealing": _SCHEDULER_CRASH,
+    "squall.core.estimates": _SCHEDULER_CRASH,
+    "squall.core.worker": _WORKER_CRASH,
 }
-_HANDLERS["squall.core.worker"] = ("worker.handles-every-stimulus",
-                                   "a worker handles every stimulus without raising an "
-                                   "exception")
-CRASH_INVARIANTS = frozenset(inv for inv, _ in _HANDLERS.values())
+CRASH_INVARIANTS = frozenset((_SCHEDULER_CRASH[0], _WORKER_CRASH[0]))
 
 
 def _crash_site(exc: BaseException) -> tuple[str, str] | None:

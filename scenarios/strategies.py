@@ -75,20 +75,21 @@ def graphs(draw: st.DrawFn, *, min_tasks: int = 1, max_tasks: int = 50,
     them), so that queues of restricted tasks build up, to be placed and stolen among
     the workers they allow.
     """
-    graph = _build_graph(draw(st.lists(_TASK, min_size=min_tasks, max_size=max_tasks)))
+    templates = draw(st.lists(_TASK, min_size=min_tasks, max_size=max_tasks))
     if not (workers > 0
             and draw(st.integers(1, RESTRICTED_GRAPH_ODDS)) == RESTRICTED_GRAPH_ODDS):
-        return graph
+        return _build_graph(templates)
     names = st.lists(st.integers(0, workers - 1), min_size=1, max_size=2, unique=True).map(
         lambda ix: tuple(f"w{i}" for i in sorted(ix)))
-    where = {prefix: draw(st.one_of(st.just(()), names)) for prefix in PREFIXES}
-    return ExplicitGraph(tasks=tuple(replace(t, restrictions=where[t.key.split("-")[0]])
-                                     if where[t.key.split("-")[0]] else t
-                                     for t in graph.tasks))
+    return _build_graph(templates, {prefix: draw(st.one_of(st.just(()), names))
+                                    for prefix in PREFIXES})
 
 
-def _build_graph(templates: list[tuple[str, list[int], float, float | None, int, bool]]
-                 ) -> ExplicitGraph:
+def _build_graph(templates: list[tuple[str, list[int], float, float | None, int, bool]],
+                 restricted: dict[str, tuple[str, ...]] | None = None) -> ExplicitGraph:
+    """The graph of ``templates``; ``restricted``: prefix -> the workers its tasks may run
+    on."""
+    where = restricted or {}
     tasks: list[TaskDef] = []
     for i, (prefix, offsets, actual, factor, nbytes, fails) in enumerate(templates):
         tasks.append(TaskDef(
@@ -98,6 +99,7 @@ def _build_graph(templates: list[tuple[str, list[int], float, float | None, int,
             sim_duration=actual,
             nbytes=nbytes,
             fails=fails,
+            restrictions=where.get(prefix, ()),
         ))
     return ExplicitGraph(tasks=tuple(tasks))
 
@@ -220,11 +222,11 @@ def client_actions(draw: st.DrawFn, keys: list[str], *,
                    max_actions: int = 2) -> tuple[Fault, ...]:
     """What clients do mid-run, for a graph whose keys are ``keys`` (in a topological
     order): up to ``max_actions`` of -- a release (a cancel, if the keys still run); a
-    release and a re-request; a release, then a second one of those keys and others; a second client wanting keys, and letting them go, or the
-    first client releasing them while the second still wants them; the keys asked for
-    again while they run (a resubmission); the last few keys submitted late (a graph
-    submitted mid-run, while faults strike). It shrinks toward one early release of the
-    first key."""
+    release and a re-request; a release, then a second one of those keys and others; a
+    second client wanting keys, and letting them go, or the first client releasing them
+    while the second still wants them; the keys asked for again while they run (a
+    resubmission); the last few keys submitted late (a graph submitted mid-run, while
+    faults strike). It shrinks toward one early release of the first key."""
     picks = st.lists(st.integers(0, len(keys) - 1), min_size=1, max_size=3,
                      unique=True).map(lambda ix: tuple(keys[i] for i in sorted(ix)))
     out: list[Fault] = []

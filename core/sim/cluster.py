@@ -675,7 +675,7 @@ class SimCluster:
     def _error_explained(self, key: str, reported: str, want: int | str) -> bool:
         blame = reported.removeprefix("error:")
         blamed = self.scheduler.tasks.get(blame)
-        killed = blamed is not None and (blamed.exception or "").startswith("KilledWorker")
+        killed = blamed is not None and blamed.killed
         return error_problem(self.graph, key, blame, want, killed=killed) is None
 
     # ------------------------------------------------------------------ events and network
